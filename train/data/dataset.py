@@ -1,0 +1,96 @@
+"""In-memory form of a processed sequential-recommendation dataset.
+
+Examples are stored as (sequence index, target position) pairs over shared
+per-user sequences instead of materialised prefixes: every training prefix of
+MovieLens would otherwise be copied, and evaluation needs the *full* history
+(for history exclusion and short/long breakdowns) while models only read the
+last `max_len` items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PAD_ID = 0
+PAD_TOKEN = "[PAD]"
+
+
+@dataclass
+class Examples:
+    """Next-item examples: target = sequences[s][p], history = sequences[s][:p]."""
+
+    sequences: list[np.ndarray]
+    seq_index: np.ndarray  # int64 [n]
+    position: np.ndarray  # int64 [n], >= 1
+
+    def __len__(self) -> int:
+        return int(self.seq_index.shape[0])
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.fromiter(
+            (self.sequences[s][p] for s, p in zip(self.seq_index, self.position)),
+            dtype=np.int64,
+            count=len(self),
+        )
+
+    @property
+    def history_lengths(self) -> np.ndarray:
+        """Full (untruncated) history length of every example."""
+        return self.position.astype(np.int64).copy()
+
+    def history(self, i: int, max_len: int | None = None) -> np.ndarray:
+        s, p = int(self.seq_index[i]), int(self.position[i])
+        start = 0 if max_len is None else max(0, p - max_len)
+        return self.sequences[s][start:p]
+
+    def batch(
+        self, idx: np.ndarray, max_len: int, padding: str = "left"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Padded histories [B, max_len], their lengths [B] and targets [B].
+
+        Only the last `max_len` items of each history are kept.
+        """
+        if padding not in ("left", "right"):
+            raise ValueError(f"padding must be 'left' or 'right', got {padding!r}")
+        idx = np.asarray(idx, dtype=np.int64)
+        hist = np.full((idx.shape[0], max_len), PAD_ID, dtype=np.int64)
+        lengths = np.empty(idx.shape[0], dtype=np.int64)
+        targets = np.empty(idx.shape[0], dtype=np.int64)
+        for row, i in enumerate(idx):
+            h = self.history(int(i), max_len)
+            n = h.shape[0]
+            lengths[row] = n
+            targets[row] = self.sequences[int(self.seq_index[i])][int(self.position[i])]
+            if padding == "left":
+                hist[row, max_len - n :] = h
+            else:
+                hist[row, :n] = h
+        return hist, lengths, targets
+
+
+@dataclass
+class SequenceData:
+    """A processed dataset: internal item ids 1..num_items, 0 is padding."""
+
+    name: str
+    num_items: int
+    item_ids: list[str]  # raw id of every internal id; item_ids[0] == PAD_TOKEN
+    user_ids: list[str]  # raw user id of every sequence
+    sequences: list[np.ndarray]  # chronological internal item ids per user
+    train: Examples
+    valid: Examples
+    test: Examples
+    item_features: dict[str, list[str]] = field(default_factory=dict)  # column -> value per internal id ("" for row 0)
+    feature_types: dict[str, str] = field(default_factory=dict)  # column -> RecBole type (token, token_seq, float, ...)
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    def train_item_counts(self) -> np.ndarray:
+        """Training popularity: how often each item is a training target, [num_items + 1]."""
+        return np.bincount(self.train.targets, minlength=self.num_items + 1).astype(np.int64)
