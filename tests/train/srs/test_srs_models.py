@@ -1,0 +1,127 @@
+"""Behaviour of the sequence encoders and item representations."""
+
+import numpy as np
+import pytest
+import torch
+
+from train.srs.config import SRSConfig
+from train.srs.gru4rec import right_align
+from train.srs.losses import full_softmax_ce, sample_negatives, sampled_bce
+from train.srs.model import SequentialRecommender
+
+NUM_ITEMS = 30
+
+
+def model(backbone: str, **kw) -> SequentialRecommender:
+    torch.manual_seed(0)
+    cfg = SRSConfig(backbone=backbone, hidden_size=16, num_heads=2, ffn_size=32, max_len=8, **kw)
+    return SequentialRecommender(cfg, NUM_ITEMS).eval()
+
+
+def left(ids: list[int], length: int) -> torch.Tensor:
+    return torch.tensor([[0] * (length - len(ids)) + ids])
+
+
+def right(ids: list[int], length: int) -> torch.Tensor:
+    return torch.tensor([ids + [0] * (length - len(ids))])
+
+
+def test_sasrec_is_causal():
+    m = model("sasrec")
+    seq = torch.tensor([[3, 7, 1, 9, 4, 12, 5, 2]])
+    changed = seq.clone()
+    changed[0, 5] = 20
+    with torch.no_grad():
+        a = m.encoder.sequence_output(m.items(seq), seq != 0)
+        b = m.encoder.sequence_output(m.items(changed), changed != 0)
+    # positions before the change see nothing of it ...
+    assert torch.equal(a[0, :5], b[0, :5])
+    # ... and every position from the change on does
+    assert all(not torch.allclose(a[0, t], b[0, t]) for t in range(5, 8))
+
+
+def test_sasrec_state_at_t_equals_prefix_representation():
+    m = model("sasrec")
+    seq = [3, 7, 1, 9, 4, 12]
+    with torch.no_grad():
+        states = m.encoder.sequence_output(m.items(torch.tensor([seq])), torch.tensor([seq]) != 0)
+        for t in range(1, len(seq) + 1):
+            prefix = m.user_vectors(left(seq[:t], 8))
+            torch.testing.assert_close(states[0, t - 1], prefix[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_padding_does_not_change_the_representation(backbone):
+    m = model(backbone)
+    seq = [5, 2, 17, 8]
+    with torch.no_grad():
+        ref = m.user_vectors(torch.tensor([seq]))
+        for hist in (left(seq, 8), right(seq, 8), left(seq, 6), right(seq, 5)):
+            torch.testing.assert_close(m.user_vectors(hist), ref, atol=1e-5, rtol=1e-5)
+        # a mixed batch: rows do not influence each other
+        batch = torch.cat([left(seq, 8), right([1, 2], 8), left([9], 8)])
+        torch.testing.assert_close(m.user_vectors(batch)[:1], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_history_order_matters(backbone):
+    m = model(backbone)
+    with torch.no_grad():
+        a = m.user_vectors(torch.tensor([[5, 2, 17, 8]]))
+        b = m.user_vectors(torch.tensor([[8, 17, 2, 5]]))
+    assert not torch.allclose(a, b)
+
+
+def test_right_align_moves_valid_items_to_the_front_in_order():
+    x = torch.tensor([[0, 0, 4, 5], [6, 7, 0, 0], [0, 8, 0, 9]]).unsqueeze(-1).float()
+    aligned, mask = right_align(x, x.squeeze(-1) != 0)
+    assert aligned.squeeze(-1).tolist() == [[4, 5, 0, 0], [6, 7, 0, 0], [8, 9, 0, 0]]
+    assert mask.tolist() == [[True, True, False, False]] * 3
+
+
+def test_frozen_embeddings_are_not_trained_and_padding_row_is_zero():
+    torch.manual_seed(0)
+    frozen = torch.randn(NUM_ITEMS + 1, 24)
+    m = SequentialRecommender(SRSConfig(hidden_size=16, adapter="mlp"), NUM_ITEMS, frozen)
+    assert not any(p is m.items.frozen for p in m.parameters())
+    table = m.item_vectors()
+    assert table.shape == (NUM_ITEMS + 1, 16)
+    assert torch.count_nonzero(table[0]) == 0
+    loss = full_softmax_ce(m.user_vectors(torch.tensor([[1, 2, 3]]), table), table, torch.tensor([4]))
+    loss.backward()
+    assert m.items.frozen.grad is None
+    assert m.items.adapter.net[0].weight.grad is not None
+    with pytest.raises(ValueError, match="31"):
+        SequentialRecommender(SRSConfig(), NUM_ITEMS, torch.randn(NUM_ITEMS, 8))
+
+
+def test_full_softmax_ce_matches_hand_computation():
+    user = torch.tensor([[1.0, 0.0]])
+    table = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])  # row 0 = padding, ignored
+    # logits over items 1..3 = [1, 0, 2]; target item 1 -> -log(e^1 / (e^1 + e^0 + e^2))
+    expected = -np.log(np.e / (np.e + 1 + np.e**2))
+    assert float(full_softmax_ce(user, table, torch.tensor([1]))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_sampled_bce_matches_hand_computation_and_negatives_avoid_target():
+    user = torch.tensor([[1.0, 0.0]])
+    table = torch.tensor([[0.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])
+    # pos score 2, neg score -1: softplus(-2) + softplus(-1)
+    expected = np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))
+    loss = sampled_bce(user, table, torch.tensor([1]), torch.tensor([[2]]))
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randint(1, 6, (2000,), generator=gen)
+    neg = sample_negatives(targets, 5, 3, gen)
+    assert neg.min() >= 1 and neg.max() <= 5
+    assert not (neg == targets.unsqueeze(1)).any()
+    assert set(neg.unique().tolist()) == {1, 2, 3, 4, 5}
+
+
+def test_config_rejects_bad_values_naming_the_field():
+    with pytest.raises(ValueError, match="backbone"):
+        SRSConfig(backbone="bert4rec")
+    with pytest.raises(ValueError, match="num_heads"):
+        SRSConfig(hidden_size=10, num_heads=3)
+    with pytest.raises(ValueError, match="unknown SRSConfig keys"):
+        SRSConfig.from_dict({"hiden_size": 3})

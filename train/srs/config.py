@@ -1,0 +1,78 @@
+"""Configuration of the sequential recommenders.
+
+Defaults are LLM2Rec's downstream setting (hidden 128, 2 layers, 2 heads,
+dropout 0.3, history 10, full-softmax cross-entropy, AdamW lr 1e-3, wd 1e-4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+BACKBONES = ("sasrec", "gru4rec")
+LOSSES = ("ce", "bce")
+ADAPTERS = ("linear", "mlp")
+PADDINGS = ("left", "right")
+
+
+@dataclass
+class SRSConfig:
+    backbone: str = "sasrec"
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    ffn_size: int = 512  # SASRec point-wise feed-forward width (4 x hidden)
+    dropout: float = 0.3
+    max_len: int = 10
+    padding: str = "left"  # how batches are padded; the models are correct under both
+    # item representation: "ids" = a trainable ID table, else frozen embeddings + adapter
+    items: str = "ids"
+    adapter: str = "linear"
+    # optimisation
+    loss: str = "ce"
+    num_negatives: int = 1  # for loss="bce"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 200
+    patience: int = 10
+    # evaluation
+    eval_batch_size: int = 1024
+    exclude_history: bool = False
+    ks: tuple[int, ...] = (5, 10, 20)
+    early_stop_metric: str = "recall@20"
+
+    def __post_init__(self) -> None:
+        self.ks = tuple(int(k) for k in self.ks)
+        checks = [
+            ("backbone", self.backbone in BACKBONES, f"one of {BACKBONES}"),
+            ("loss", self.loss in LOSSES, f"one of {LOSSES}"),
+            ("adapter", self.adapter in ADAPTERS, f"one of {ADAPTERS}"),
+            ("padding", self.padding in PADDINGS, f"one of {PADDINGS}"),
+            ("hidden_size", self.hidden_size > 0, "> 0"),
+            ("num_layers", self.num_layers > 0, "> 0"),
+            ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,
+             "> 0 and a divisor of hidden_size"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ("max_len", self.max_len > 0, "> 0"),
+            ("num_negatives", self.num_negatives > 0, "> 0"),
+            ("batch_size", self.batch_size > 0, "> 0"),
+            ("max_epochs", self.max_epochs >= 0, ">= 0"),
+            ("patience", self.patience > 0, "> 0"),
+            ("ks", len(self.ks) > 0 and all(k > 0 for k in self.ks), "non-empty, all > 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"SRSConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SRSConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown SRSConfig keys: {unknown}")
+        return cls(**d)

@@ -1,0 +1,154 @@
+"""Item representations: what turns an internal item id into a vector.
+
+The same vectors feed the sequence encoder and score candidates (tied input
+and output), so the deployed system needs one item table only: the FAISS
+index holds exactly what the user encoder reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+EMBEDDINGS_KEY = "embeddings"
+
+
+class IDItemEmbedding(nn.Module):
+    """A trainable table, one row per item, row 0 = padding (kept at zero)."""
+
+    def __init__(self, num_items: int, hidden_size: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
+        nn.init.normal_(self.table.weight, std=0.02)
+        with torch.no_grad():
+            self.table.weight[0].zero_()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table(ids)
+
+    def all_items(self) -> torch.Tensor:
+        return self.table.weight
+
+
+class Adapter(nn.Module):
+    """Maps frozen text-embedding space into the recommender's space."""
+
+    def __init__(self, in_dim: int, hidden_size: int, kind: str = "linear") -> None:
+        super().__init__()
+        if kind == "linear":
+            self.net = nn.Linear(in_dim, hidden_size)
+        elif kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        else:
+            raise ValueError(f"adapter must be 'linear' or 'mlp', got {kind!r}")
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class FrozenItemEmbedding(nn.Module):
+    """Frozen pretrained vectors (e.g. LLM item embeddings) + a trainable adapter.
+
+    The frozen table is a buffer, so a checkpoint is self-contained and
+    reproduces its metrics without the original embedding file.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str = "linear") -> None:
+        super().__init__()
+        self.register_buffer("frozen", embeddings.detach().to(torch.float32).clone())
+        self.adapter = Adapter(embeddings.shape[1], hidden_size, adapter)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.adapter(self.frozen[ids])
+        return out * (ids != 0).unsqueeze(-1).to(out.dtype)
+
+    def all_items(self) -> torch.Tensor:
+        out = self.adapter(self.frozen)
+        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_embedding_file(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
+    """Read a [rows, dim] matrix and, when the file carries them, the item id of every row.
+
+    safetensors: tensor "embeddings" (or the only tensor) and optional metadata
+    "item_ids" (a JSON list). npy: the matrix alone, never unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"item embedding file not found: {path}")
+    ids: list[str] | None = None
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            keys = list(f.keys())
+            key = EMBEDDINGS_KEY if EMBEDDINGS_KEY in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise ValueError(f"{path}: expected a tensor named {EMBEDDINGS_KEY!r} (found {keys})")
+            matrix = f.get_tensor(key)
+            meta = f.metadata() or {}
+        if "item_ids" in meta:
+            ids = [str(x) for x in json.loads(meta["item_ids"])]
+    elif path.suffix == ".npy":
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a plain numeric .npy array ({e})") from None
+    else:
+        raise ValueError(f"{path}: item embeddings must be .safetensors or .npy, got {path.suffix!r}")
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
+        raise ValueError(f"{path}: expected a 2-D float matrix, got shape {matrix.shape} dtype {matrix.dtype}")
+    if ids is not None and len(ids) != matrix.shape[0]:
+        raise ValueError(f"{path}: metadata has {len(ids)} item_ids for {matrix.shape[0]} rows")
+    return matrix.astype(np.float32), ids
+
+
+def load_item_embeddings(path: str | Path, item_ids: list[str]) -> tuple[torch.Tensor, dict]:
+    """Frozen item vectors aligned with the dataset's internal ids (row 0 = padding).
+
+    A file that names its rows is re-ordered by id; every id must be known to the
+    dataset and every dataset item present. A file without ids must have exactly
+    one row per internal id.
+    """
+    matrix, file_ids = read_embedding_file(path)
+    num_rows = len(item_ids)
+    if file_ids is None:
+        if matrix.shape[0] != num_rows:
+            raise ValueError(
+                f"{path}: {matrix.shape[0]} embedding rows, but the dataset needs {num_rows} "
+                f"({num_rows - 1} items + padding row 0); was it made for another dataset or filtering?"
+            )
+        aligned = matrix
+    else:
+        position = {raw: i for i, raw in enumerate(item_ids)}
+        unknown = [raw for raw in file_ids[1:] if raw not in position]
+        if unknown:
+            raise ValueError(
+                f"{path}: {len(unknown)} item ids unknown to the dataset (e.g. {unknown[:5]}); "
+                "the file was made for another dataset or filtering"
+            )
+        present = set(file_ids[1:])
+        missing = [raw for raw in item_ids[1:] if raw not in present]
+        if missing:
+            raise ValueError(f"{path}: no embedding for {len(missing)} dataset items (e.g. {missing[:5]})")
+        aligned = np.zeros((num_rows, matrix.shape[1]), dtype=np.float32)
+        for row, raw in enumerate(file_ids[1:], start=1):
+            aligned[position[raw]] = matrix[row]
+    if not np.isfinite(aligned[1:]).all():
+        raise ValueError(f"{path}: embeddings contain NaN or infinite values")
+    info = {"path": str(path), "sha256": file_sha256(path), "dim": int(matrix.shape[1])}
+    return torch.from_numpy(np.ascontiguousarray(aligned)), info

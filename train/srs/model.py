@@ -1,0 +1,54 @@
+"""A sequential recommender = item representation + sequence encoder.
+
+The two halves are kept apart because they are deployed apart: item vectors go
+to the index and item store, the sequence encoder becomes the user encoder that
+turns a history of item vectors into a user vector. Scores are inner products.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import SRSConfig
+from .gru4rec import GRU4Rec
+from .items import FrozenItemEmbedding, IDItemEmbedding
+from .sasrec import SASRec
+
+
+def build_encoder(config: SRSConfig) -> nn.Module:
+    if config.backbone == "sasrec":
+        return SASRec(config.hidden_size, config.max_len, config.num_layers, config.num_heads,
+                      config.ffn_size, config.dropout)
+    return GRU4Rec(config.hidden_size, config.num_layers, config.dropout)
+
+
+class SequentialRecommender(nn.Module):
+    def __init__(self, config: SRSConfig, num_items: int, frozen_embeddings: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.num_items = num_items
+        if frozen_embeddings is None:
+            self.items = IDItemEmbedding(num_items, config.hidden_size)
+        else:
+            if frozen_embeddings.shape[0] != num_items + 1:
+                raise ValueError(
+                    f"frozen embeddings have {frozen_embeddings.shape[0]} rows, expected {num_items + 1}"
+                )
+            self.items = FrozenItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter)
+        self.encoder = build_encoder(config)
+
+    def item_vectors(self) -> torch.Tensor:
+        """All item vectors [num_items + 1, D]; row 0 (padding) is zero."""
+        return self.items.all_items()
+
+    def user_vectors(self, history: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """User vectors [B, D] from padded id histories [B, L] (0 = padding)."""
+        mask = history != 0
+        vectors = self.items(history) if item_table is None else item_table[history]
+        return self.encoder(vectors, mask)
+
+    def scores(self, history: torch.Tensor) -> torch.Tensor:
+        """Inner-product scores over every item [B, num_items + 1]."""
+        table = self.item_vectors()
+        return self.user_vectors(history, table) @ table.T

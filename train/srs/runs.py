@@ -1,0 +1,69 @@
+"""Several seeds of one configuration, resumable, summarised as mean and std."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from train.data.dataset import SequenceData
+
+from .checkpoint import write_json_atomic
+from .config import SRSConfig
+from .items import load_item_embeddings
+from .trainer import train_one_seed
+
+log = logging.getLogger("llmrec.srs")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "/"))
+        elif isinstance(v, int | float):
+            out[key] = float(v)
+    return out
+
+
+def summarise(per_seed: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and (population) std of every numeric test metric across seeds."""
+    flat = [flatten(m["test"]) for m in per_seed]
+    keys = sorted(set.intersection(*(set(f) for f in flat))) if flat else []
+    return {k: {"mean": float(np.mean([f[k] for f in flat])), "std": float(np.std([f[k] for f in flat]))}
+            for k in keys}
+
+
+def run_seeds(data: SequenceData, config: SRSConfig, seeds: list[int], out_dir: str | Path,
+              progress: bool = True) -> dict:
+    """Train every seed into out_dir/seed-<s>/; seeds already finished are reused, not retrained."""
+    out_dir = Path(out_dir)
+    frozen, items_info = None, {"kind": "ids"}
+    if config.items != "ids":
+        frozen, info = load_item_embeddings(config.items, data.item_ids)
+        items_info = {"kind": "frozen", **info}
+    meta = {"dataset": {"name": data.name, "manifest": data.manifest}, "items": items_info}
+    per_seed = []
+    for seed in seeds:
+        seed_dir = out_dir / f"seed-{seed}"
+        done = seed_dir / "metrics.json"
+        if done.is_file() and (seed_dir / "config.json").is_file():
+            previous = json.loads((seed_dir / "config.json").read_text())
+            if previous.get("srs") == config.to_dict() and previous.get("items") == items_info:
+                log.info(json.dumps({"event": "seed_reused", "seed": seed, "dir": str(seed_dir)}))
+                per_seed.append(json.loads(done.read_text()))
+                continue
+        result = train_one_seed(data, config, seed, seed_dir, frozen, meta, progress)
+        per_seed.append(json.loads((result.out_dir / "metrics.json").read_text()))
+    summary = {
+        "dataset": data.name, "config": config.to_dict(), "items": items_info, "seeds": seeds,
+        "test": summarise(per_seed),
+        "train_seconds": {"mean": float(np.mean([m["train_seconds"] for m in per_seed])),
+                          "std": float(np.std([m["train_seconds"] for m in per_seed]))},
+        "per_seed": per_seed,
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,167 @@
+"""Training with early stopping on validation Recall@20, then a test evaluation.
+
+One call trains one seed. Everything random (initialisation, dropout, shuffling,
+negative sampling) derives from that seed, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from train.data.dataset import Examples, SequenceData
+from train.eval import evaluate, full_ranking
+
+from .checkpoint import save_checkpoint, write_json_atomic
+from .config import SRSConfig
+from .losses import full_softmax_ce, sample_negatives, sampled_bce
+from .model import SequentialRecommender
+
+log = logging.getLogger("llmrec.srs")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class TrainResult:
+    seed: int
+    best_epoch: int
+    epochs_run: int
+    valid: dict
+    test: dict
+    train_seconds: float
+    out_dir: Path | None
+
+
+def score_fn(model: SequentialRecommender, examples: Examples, config: SRSConfig,
+             device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
+    """Scores over all items for a batch of example indices (model in eval mode)."""
+    table = model.item_vectors().detach()
+
+    def scores(idx: np.ndarray) -> torch.Tensor:
+        hist, _, _ = examples.batch(idx, config.max_len, config.padding)
+        with torch.no_grad():
+            user = model.user_vectors(torch.from_numpy(hist).to(device), table)
+            return (user @ table.T).cpu()
+
+    return scores
+
+
+@torch.no_grad()
+def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig, device: torch.device) -> dict:
+    model.eval()
+    result = full_ranking(score_fn(model, data.valid, config, device), data.valid, data.num_items,
+                          ks=config.ks, exclude_history=config.exclude_history,
+                          batch_size=config.eval_batch_size)
+    return result.metrics
+
+
+@torch.no_grad()
+def test_metrics(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
+                 device: torch.device) -> dict:
+    model.eval()
+    return evaluate(score_fn(model, data.test, config, device), data.test, data.num_items,
+                    data.train_item_counts(), ks=config.ks, exclude_history=config.exclude_history,
+                    sampled=True, batch_size=config.eval_batch_size)
+
+
+def train_one_seed(
+    data: SequenceData,
+    config: SRSConfig,
+    seed: int,
+    out_dir: str | Path | None = None,
+    frozen_embeddings: torch.Tensor | None = None,
+    meta: dict | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    if len(data.train) == 0:
+        raise ValueError(f"dataset {data.name!r} has no training examples")
+    if config.loss == "bce" and data.num_items < 2:
+        raise ValueError("loss='bce' needs at least 2 items to sample negatives")
+    device = pick_device()
+    seed_everything(seed)
+    model = SequentialRecommender(config, data.num_items, frozen_embeddings).to(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(seed)
+    neg_gen = torch.Generator(device=device).manual_seed(seed)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    log_file = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(out_dir / "log.jsonl", "w")
+
+    best_metric, best_epoch, best_state, best_valid, waited = -1.0, 0, None, {}, 0
+    start = time.perf_counter()
+    epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.backbone} seed {seed}", unit="epoch",
+                  disable=not progress)
+    epoch = 0
+    for epoch in epochs:
+        model.train()
+        order = rng.permutation(len(data.train))
+        total, batches, t0 = 0.0, 0, time.perf_counter()
+        for b in range(0, len(order), config.batch_size):
+            hist, _, targets = data.train.batch(order[b:b + config.batch_size], config.max_len, config.padding)
+            hist_t, targets_t = torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device)
+            table = model.item_vectors()
+            user = model.user_vectors(hist_t, table)
+            if config.loss == "ce":
+                loss = full_softmax_ce(user, table, targets_t)
+            else:
+                negatives = sample_negatives(targets_t, data.num_items, config.num_negatives, neg_gen)
+                loss = sampled_bce(user, table, targets_t, negatives)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss)
+            batches += 1
+        valid = validate(model, data, config, device)
+        metric = valid[config.early_stop_metric]
+        improved = metric > best_metric
+        if improved:
+            best_metric, best_epoch, best_valid, waited = metric, epoch, valid, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+        record = {"event": "epoch", "seed": seed, "epoch": epoch, "loss": total / max(batches, 1),
+                  "valid": valid, "best_epoch": best_epoch, "seconds": round(time.perf_counter() - t0, 3)}
+        log.info(json.dumps(record))
+        if log_file:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        epochs.set_postfix(loss=f"{record['loss']:.4f}", **{config.early_stop_metric: f"{metric:.4f}"},
+                           best=best_epoch)
+        if waited >= config.patience:
+            break
+    train_seconds = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = test_metrics(model, data, config, device)
+    result = TrainResult(seed, best_epoch, epoch, best_valid, test, train_seconds, out_dir)
+    if out_dir is not None:
+        log_file.close()
+        save_checkpoint(model, out_dir, {"seed": seed, "best_epoch": best_epoch, **(meta or {})})
+        write_json_atomic(out_dir / "metrics.json", {
+            "seed": seed, "best_epoch": best_epoch, "epochs_run": epoch, "valid": best_valid, "test": test,
+            "train_seconds": round(train_seconds, 3), "device": str(device),
+        })
+    return result
