@@ -53,7 +53,7 @@ def environment() -> dict:
     except ImportError:
         pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_commit": git_commit(),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),

@@ -12,7 +12,7 @@ from train.logs import setup_logging
 from .config import SRSConfig
 from .runs import run_seeds
 
-HEADLINE = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+HEADLINE = ("full/recall@10", "full/ndcg@10", "full/recall@20", "full/ndcg@20", "sampled/hr@10", "sampled/ndcg@10")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ class SRSConfig:
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
-    ffn_size: int = 512  # SASRec point-wise feed-forward width (4 x hidden)
+    ffn_size: int = 128  # point-wise feed-forward width (the original SASRec: = hidden)
     dropout: float = 0.3
     max_len: int = 10
     padding: str = "left"  # how batches are padded; the models are correct under both
@@ -59,6 +59,8 @@ class SRSConfig:
             ("max_epochs", self.max_epochs >= 0, ">= 0"),
             ("patience", self.patience > 0, "> 0"),
             ("ks", len(self.ks) > 0 and all(k > 0 for k in self.ks), "non-empty, all > 0"),
+            ("early_stop_metric", self.early_stop_metric in [f"{m}@{k}" for m in ("recall", "ndcg") for k in self.ks],
+             "recall@k or ndcg@k for a k in ks"),
         ]
         for name, ok, rule in checks:
             if not ok:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import FastDropout
 from .sasrec import gather_last
 
 
@@ -22,7 +23,7 @@ def right_align(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
 class GRU4Rec(nn.Module):
     def __init__(self, hidden_size: int, num_layers: int, dropout: float) -> None:
         super().__init__()
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = FastDropout(dropout)
         self.gru = nn.GRU(hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
         self.dense = nn.Linear(hidden_size, hidden_size)

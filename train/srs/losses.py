@@ -18,7 +18,9 @@ def sample_negatives(targets: torch.Tensor, num_items: int, n: int, generator: t
     return neg + (neg >= targets.unsqueeze(1)).to(neg.dtype)
 
 
-def sampled_bce(user: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+def sampled_bce(
+    user: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
     """Binary cross-entropy: the target against sampled negatives (SASRec's original loss)."""
     pos = (user * table[targets]).sum(-1)
     neg = torch.einsum("bd,bnd->bn", user, table[negatives])

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from .dropout import FastDropout
+
 NEG_INF = -1e9
 
 
@@ -23,7 +25,7 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = FastDropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
@@ -43,9 +45,9 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(hidden_size, num_heads, dropout)
         self.ln_ffn = nn.LayerNorm(hidden_size)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden_size, ffn_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_size, hidden_size)
+            nn.Linear(hidden_size, ffn_size), nn.GELU(), FastDropout(dropout), nn.Linear(ffn_size, hidden_size)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.ln_attn(x), allowed))
@@ -61,7 +63,7 @@ class SASRec(nn.Module):
         self.max_len = max_len
         self.positions = nn.Embedding(max_len, hidden_size)
         self.input_ln = nn.LayerNorm(hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden_size, num_heads, ffn_size, dropout) for _ in range(num_layers))
         self.final_ln = nn.LayerNorm(hidden_size)
 

@@ -76,7 +76,7 @@ def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig
 
 
 @torch.no_grad()
-def test_metrics(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
+def evaluate_test(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
                  device: torch.device) -> dict:
     model.eval()
     return evaluate(score_fn(model, data.test, config, device), data.test, data.num_items,
@@ -132,7 +132,7 @@ def train_one_seed(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
             batches += 1
         valid = validate(model, data, config, device)
         metric = valid[config.early_stop_metric]
@@ -155,7 +155,7 @@ def train_one_seed(
     train_seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)
-    test = test_metrics(model, data, config, device)
+    test = evaluate_test(model, data, config, device)
     result = TrainResult(seed, best_epoch, epoch, best_valid, test, train_seconds, out_dir)
     if out_dir is not None:
         log_file.close()

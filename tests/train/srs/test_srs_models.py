@@ -125,3 +125,23 @@ def test_config_rejects_bad_values_naming_the_field():
         SRSConfig(hidden_size=10, num_heads=3)
     with pytest.raises(ValueError, match="unknown SRSConfig keys"):
         SRSConfig.from_dict({"hiden_size": 3})
+
+
+def test_fast_dropout_rate_scale_and_eval_identity():
+    from train.srs.dropout import FastDropout
+
+    d = FastDropout(0.3)
+    assert d.p == pytest.approx(77 / 256)
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    y = d(x)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - d.p) < 0.005
+    assert float(y.mean()) == pytest.approx(1.0, abs=0.01)  # kept values are rescaled
+    values = torch.unique(y).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - d.p))
+    torch.manual_seed(0)
+    assert torch.equal(d(x), y)  # reproducible from the seed
+    assert torch.equal(d.eval()(x), x)
+    with pytest.raises(ValueError, match="dropout"):
+        FastDropout(1.0)
