@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from bench.common import RESULTS, write_result  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.logs import setup_logging  # noqa: E402
@@ -48,7 +50,9 @@ def main() -> None:
     p.add_argument("--backbones", nargs="+", default=["sasrec", "gru4rec"])
     p.add_argument("--max-epochs", type=int, default=SRSConfig.max_epochs)
     p.add_argument("--runs", default="runs/bench/srs", help="where checkpoints go (finished seeds are reused)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     setup_logging(verbose=False)
     data = load_dataset("ml-100k")
     rows = []
@@ -66,7 +70,8 @@ def main() -> None:
     print(table)
     dataset = {"name": data.name, "users": data.num_users, "items": data.num_items,
                "k_core": data.manifest.get("parameters", {}).get("k_core"), "test_examples": len(data.test)}
-    path = write_result("srs_baselines", {"dataset": dataset, "seeds": args.seeds, "profile": PROFILE, "rows": rows})
+    path = write_result("srs_baselines", {"dataset": dataset, "seeds": args.seeds, "profile": PROFILE,
+                                          "torch_threads": args.threads, "rows": rows})
     (RESULTS / "srs_baselines.md").write_text(table + "\n")
     print(f"wrote {path}")
 
