@@ -34,7 +34,7 @@ lint: venv
 	$(PY) -m ruff check train export serving tests bench
 
 bench-srs: venv
-	$(PY) bench/srs_baselines.py
+	$(PY) bench/srs_baselines.py --threads 1
 
 clean-venv:
 	rm -rf $(VENV)
