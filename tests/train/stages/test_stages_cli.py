@@ -1,0 +1,50 @@
+"""`python -m train.stages`: stages and the llm2rec chain from the command line, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from train.stages.__main__ import main
+
+
+def _args(tiny_dir, planted_folder, tmp_path, *extra):
+    return ["--embedder", str(tiny_dir("llama")), "--dataset", str(planted_folder), "--k-core", "5",
+            "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet", "--profile", "demo", *extra]
+
+
+def test_llm2rec_chain_runs_and_skips_finished_stages(tiny_dir, planted_folder, tmp_path, capsys):
+    argv = ["llm2rec", *_args(tiny_dir, planted_folder, tmp_path, "--out", str(tmp_path / "emb"), "--steps", "2",
+                              "--batch-size", "4", "--set", "num_samples=8")]
+    assert main(argv) == 0
+    stages = [json.loads((tmp_path / "emb" / s / "stage.json").read_text()) for s in ("csft", "mntp",
+                                                                                       "item-contrastive")]
+    assert [s["steps"] for s in stages] == [2, 2, 2] and stages[0]["samples"] == 8
+    assert stages[1]["input_embedder"] == str((tmp_path / "emb" / "csft" / "embedder").resolve())
+    assert stages[2]["input_embedder"] == str((tmp_path / "emb" / "mntp" / "embedder").resolve())
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("skipped") == 3
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["csft", "--set", "nope=1"], "no such setting"),
+    (["csft", "--set", "history=x"], "expected int"),
+    (["mntp", "--steps", "-1"], "steps must be"),
+    (["item-contrastive", "--batch-size", "1"], "batch_size must be >= 2"),
+    (["csft", "--embedder", "/nonexistent/model"], "cannot load embedder"),
+    (["csft", "--dataset", "/nonexistent/data"], ""),
+])
+def test_bad_input_is_one_clean_line(tiny_dir, planted_folder, tmp_path, capsys, extra, message):
+    command, *rest = extra
+    code = main([command, *_args(tiny_dir, planted_folder, tmp_path, "--out", str(tmp_path / "o")), *rest])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["csft", "--out", "x", "--profile", "huge"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+"""python -m train.stages {csft,mntp,item-contrastive,llm2rec}: train the LLM item embedder (LLM2Rec's stages).
+
+  python -m train.stages csft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/csft --profile cpu-small
+  python -m train.stages mntp --embedder runs/r/embedder/csft --out runs/r/embedder/mntp --profile cpu-small
+  python -m train.stages llm2rec --dataset ml-100k --profile cpu-small --out runs/r/embedder
+
+Re-running a command resumes its checkpoint (same settings) or skips it (finished).
+Distributed: accelerate launch --config_file train/accelerate/ddp.yaml -m train.stages csft ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any
+
+from ..data import DataConfig, load_dataset
+from ..logs import setup_logging
+from .common import StageError
+from .config import PROFILE_NAMES
+from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec
+
+EXIT_BAD_INPUT = 2
+COMMON_FLAGS = {"steps": int, "batch_size": int, "grad_accum": int, "lr": float, "seed": int, "lora_r": int}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.stages", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
+    common.add_argument("--embedder", default="smollm2",
+                        help="smollm2, a local HF causal-LM folder, an embedder checkpoint or a stage's out folder")
+    common.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
+    common.add_argument("--profile", default="paper", choices=PROFILE_NAMES)
+    for name, kind in COMMON_FLAGS.items():
+        common.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override {name}")
+    common.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
+                        help="train LoRA adapters (--no-lora: full fine-tuning)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field, e.g. --set history=5 --set temperature=0.1")
+    common.add_argument("--stop-after", type=int, default=None,
+                        help="checkpoint and stop after this many steps (resume later)")
+    common.add_argument("--k-core", type=int, default=DataConfig.k_core)
+    common.add_argument("--cache-dir", default=None)
+    common.add_argument("--device", default=None, help="cpu or cuda (default: accelerate's choice)")
+    common.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in STAGES:
+        sub.add_parser(name, parents=[common], help=f"the {name} stage")
+    sub.add_parser("llm2rec", parents=[common], help=f"all stages in order: {', '.join(LLM2REC_ORDER)}")
+    return p
+
+
+def _parse_value(raw: str, default: Any, key: str) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"--set {key}: expected true/false, got {raw!r}")
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise ValueError(f"--set {key}: expected {type(default).__name__}, got {raw!r}") from None
+
+
+def overrides_for(stage: str, args: argparse.Namespace, strict: bool) -> dict[str, Any]:
+    """Config overrides for `stage` from the flags; --set keys the stage lacks are errors when `strict`."""
+    config_cls = STAGES[stage][1]
+    known = {f.name: f.default for f in fields(config_cls)}
+    values: dict[str, Any] = {name: getattr(args, name) for name in COMMON_FLAGS}
+    values["lora"] = args.lora
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in known:
+            if strict:
+                raise ValueError(f"--set {key}: {stage} has no such setting (known: {sorted(known)})")
+            continue
+        values[key] = _parse_value(raw.strip(), known[key], key)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(verbose=not args.quiet)
+    try:
+        if args.stop_after is not None and args.stop_after <= 0:
+            raise ValueError(f"--stop-after must be > 0, got {args.stop_after}")
+        names = LLM2REC_ORDER if args.command == "llm2rec" else (args.command,)
+        overrides = {name: overrides_for(name, args, strict=args.command != "llm2rec") for name in names}
+        if args.command == "llm2rec":
+            for item in args.set:  # a key no stage knows is still a typo
+                key = item.partition("=")[0].strip().replace("-", "_")
+                if not any(key in {f.name for f in fields(STAGES[n][1])} for n in names):
+                    raise ValueError(f"--set {key}: no stage has such a setting")
+        stages = {name: make_stage(name, args.profile, **overrides[name]) for name in names}  # validate first
+        data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
+        kwargs = {"stop_after": args.stop_after, "progress": not args.quiet, "device": args.device,
+                  "cache_dir": args.cache_dir}
+        if args.command == "llm2rec":
+            results = run_llm2rec(args.embedder, data, args.out, args.profile, overrides, **kwargs)
+        else:
+            from .loop import run_stage
+
+            results = [run_stage(stages[args.command], args.embedder, data, args.out, **kwargs)]
+    except (StageError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for result in results:
+        loss = result.get("final_loss")
+        print(f"{result['stage']}: {result['status']} after {result['steps']} steps, "
+              f"final loss {loss:.4f}" if isinstance(loss, float) else f"{result['stage']}: {result['status']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The stage registry and LLM2Rec's chain: CSFT -> MNTP -> item contrastive, each from the previous embedder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..data.dataset import SequenceData
+from .contrastive import ContrastiveConfig, ContrastiveStage
+from .csft import CSFTConfig, CSFTStage
+from .loop import EMBEDDER_DIR, run_stage
+from .mntp import MNTPConfig, MNTPStage
+
+logger = logging.getLogger("llmrec.stages")
+
+STAGES: dict[str, tuple[type, type]] = {
+    "csft": (CSFTStage, CSFTConfig),
+    "mntp": (MNTPStage, MNTPConfig),
+    "item-contrastive": (ContrastiveStage, ContrastiveConfig),
+}
+LLM2REC_ORDER = ("csft", "mntp", "item-contrastive")
+
+
+def make_stage(name: str, profile: str = "paper", **overrides: Any) -> Any:
+    """A stage object with the named profile's config and `overrides` (None values ignored)."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; one of {sorted(STAGES)}")
+    stage_cls, config_cls = STAGES[name]
+    return stage_cls(config_cls.profile(profile, **overrides))
+
+
+def run_llm2rec(source: str, data: SequenceData, out: str | Path, profile: str = "cpu-small",
+                overrides: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run the three stages into out/<stage>/, each starting from the previous one's embedder; finished stages
+    are skipped, an interrupted one resumes. `overrides` maps stage name -> config overrides."""
+    out = Path(out)
+    results = []
+    for name in LLM2REC_ORDER:
+        stage = make_stage(name, profile, **(overrides or {}).get(name, {}))
+        result = run_stage(stage, source, data, out / name, **kwargs)
+        results.append(result)
+        if result.get("status") == "stopped":
+            break
+        source = str(out / name / EMBEDDER_DIR)
+    logger.info(json.dumps({"event": "llm2rec_done", "out": str(out), "final": source}))
+    return results
