@@ -56,6 +56,7 @@ def write_embeddings(path: Path, matrix: np.ndarray, item_ids: list[str]) -> Non
     try:
         save_file({"embeddings": np.ascontiguousarray(matrix, dtype=np.float32)}, str(tmp),
                   metadata={"item_ids": json.dumps(list(item_ids)), "format": FORMAT})
+        tmp.chmod(0o644)  # safetensors creates files private to the owner
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

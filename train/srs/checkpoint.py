@@ -31,6 +31,7 @@ def save_checkpoint(model: SequentialRecommender, out_dir: str | Path, meta: dic
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out_dir / "model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": FORMAT})
+    tmp.chmod(0o644)  # safetensors creates files private to the owner
     os.replace(tmp, out_dir / "model.safetensors")
     config = {"format": FORMAT, "srs": model.config.to_dict(), "num_items": model.num_items, **meta}
     write_json_atomic(out_dir / "config.json", config)
