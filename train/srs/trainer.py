@@ -2,6 +2,10 @@
 
 One call trains one seed. Everything random (initialisation, dropout, shuffling,
 negative sampling) derives from that seed, so a run is repeatable.
+
+`extra_loss(model, history, targets)` (optional) returns a scalar added to every
+batch's next-item loss, e.g. LLMEmb's alignment term (train/srs/rat.py); its epoch
+mean is logged as "extra_loss" (the logged "loss" is the sum that is optimised).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from .losses import full_softmax_ce, sample_negatives, sampled_bce
 from .model import SequentialRecommender
 
 log = logging.getLogger("llmrec.srs")
+
+ExtraLoss = Callable[[SequentialRecommender, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def pick_device() -> torch.device:
@@ -106,6 +112,7 @@ def train_one_seed(
     frozen_embeddings: torch.Tensor | None = None,
     meta: dict | None = None,
     progress: bool = True,
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainResult:
     if len(data.train) == 0:
         raise ValueError(f"dataset {data.name!r} has no training examples")
@@ -134,15 +141,19 @@ def train_one_seed(
     for epoch in epochs:
         model.train()
         order = rng.permutation(num_rows)
-        total, batches, t0 = 0.0, 0, time.perf_counter()
+        total, extra_total, batches, t0 = 0.0, 0.0, 0, time.perf_counter()
         for b in range(0, num_rows, config.batch_size):
             rows = order[b:b + config.batch_size]
             if windows is not None:
                 hist, targets = windows[0][rows], windows[1][rows]
             else:
                 hist, _, targets = data.train.batch(rows, config.max_len, config.padding)
-            loss = batch_loss(model, torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device),
-                              config, data.num_items, neg_gen)
+            hist_t, targets_t = torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device)
+            loss = batch_loss(model, hist_t, targets_t, config, data.num_items, neg_gen)
+            if extra_loss is not None:
+                extra = extra_loss(model, hist_t, targets_t)
+                loss = loss + extra
+                extra_total += float(extra.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -158,6 +169,8 @@ def train_one_seed(
             waited += 1
         record = {"event": "epoch", "seed": seed, "epoch": epoch, "loss": total / max(batches, 1),
                   "valid": valid, "best_epoch": best_epoch, "seconds": round(time.perf_counter() - t0, 3)}
+        if extra_loss is not None:
+            record["extra_loss"] = extra_total / max(batches, 1)
         log.info(json.dumps(record))
         if log_file:
             log_file.write(json.dumps(record) + "\n")

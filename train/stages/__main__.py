@@ -1,8 +1,15 @@
-"""python -m train.stages {csft,mntp,item-contrastive,llm2rec}: train the LLM item embedder (LLM2Rec's stages).
+"""python -m train.stages {csft,mntp,item-contrastive,llm2rec,scft,rat}: train the LLM item embedder (LLM2Rec's and
+LLMEmb's stages).
 
   python -m train.stages csft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/csft --profile cpu-small
   python -m train.stages mntp --embedder runs/r/embedder/csft --out runs/r/embedder/mntp --profile cpu-small
   python -m train.stages llm2rec --dataset ml-100k --profile cpu-small --out runs/r/embedder
+LLMEmb: SCFT on attribute sentences, embeddings, then RAT against an ID-based SASRec:
+  python -m train.stages scft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/scft --profile cpu-small
+  python -m train.embed --embedder runs/r/embedder/scft --text attributes --out runs/r/embeddings-scft
+  python -m train.srs --items ids --seeds 2024 --out runs/r/srs/sasrec-ids
+  python -m train.stages rat --embeddings runs/r/embeddings-scft/items.safetensors \\
+      --id-srs runs/r/srs/sasrec-ids/seed-2024 --out runs/r/srs/llmemb --pca 128 --alpha 0.01
 
 Re-running a command resumes its checkpoint (same settings) or skips it (finished).
 Distributed: accelerate launch --config_file train/accelerate/ddp.yaml -m train.stages csft ...
@@ -50,7 +57,66 @@ def parser() -> argparse.ArgumentParser:
     for name in STAGES:
         sub.add_parser(name, parents=[common], help=f"the {name} stage")
     sub.add_parser("llm2rec", parents=[common], help=f"all stages in order: {', '.join(LLM2REC_ORDER)}")
+    add_rat_parser(sub)
     return p
+
+
+def add_rat_parser(sub: Any) -> None:
+    """`rat`: LLMEmb's recommendation adaptation training (train/srs/rat.py); SRS settings via --set."""
+    from ..srs.rat import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+
+    r = sub.add_parser("rat", help="LLMEmb's recommendation adaptation training (frozen LLM embeddings + adapter "
+                                   "aligned with an ID SASRec)")
+    r.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
+    r.add_argument("--embeddings", required=True, help="item embeddings (.safetensors from train.embed, or .npy)")
+    r.add_argument("--id-srs", required=True, help="an ID-based SASRec checkpoint folder (train.srs --items ids)")
+    r.add_argument("--out", required=True, help="output folder (one sub-folder per seed, summary.json)")
+    r.add_argument("--pca", type=int, default=None, help="reduce the LLM embeddings to this many PCA components")
+    r.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="weight of the alignment loss")
+    r.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="alignment InfoNCE temperature")
+    r.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026])
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an SRS setting (default: the ID checkpoint's), e.g. --set max_epochs=50")
+    r.add_argument("--k-core", type=int, default=DataConfig.k_core)
+    r.add_argument("--cache-dir", default=None)
+    r.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def srs_overrides(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs for SRSConfig fields, typed like the field's default."""
+    from ..srs.config import SRSConfig
+
+    known = {f.name: getattr(SRSConfig(), f.name) for f in fields(SRSConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        settable = sorted(set(known) - {"items", "ks"})
+        if key not in settable:
+            raise ValueError(f"--set {key}: rat has no such SRS setting (known: {settable})")
+        out[key] = _parse_value(raw.strip(), known[key], key)
+    return out
+
+
+def run_rat_command(args: argparse.Namespace) -> int:
+    from ..srs.rat import run_rat
+
+    try:
+        overrides = srs_overrides(args.set)
+        data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
+        summary = run_rat(data, args.embeddings, args.id_srs, args.out, args.seeds, args.alpha, args.temperature,
+                          args.pca, overrides, progress=not args.quiet)
+    except (StageError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    test = summary["test"]
+    headline = ("full/recall@10", "full/ndcg@10", "sampled/hr@10", "sampled/ndcg@10")
+    print(f"rat: {len(args.seeds)} seed(s), test: " + "  ".join(
+        f"{m}={test[m]['mean']:.4f}±{test[m]['std']:.4f}" for m in headline if m in test))
+    print(f"summary: {args.out}/summary.json")
+    return 0
 
 
 def _parse_value(raw: str, default: Any, key: str) -> Any:
@@ -88,6 +154,8 @@ def overrides_for(stage: str, args: argparse.Namespace, strict: bool) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(verbose=not args.quiet)
+    if args.command == "rat":
+        return run_rat_command(args)
     try:
         if args.stop_after is not None and args.stop_after <= 0:
             raise ValueError(f"--stop-after must be > 0, got {args.stop_after}")

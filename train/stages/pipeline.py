@@ -1,4 +1,5 @@
-"""The stage registry and LLM2Rec's chain: CSFT -> MNTP -> item contrastive, each from the previous embedder."""
+"""The stage registry (LLM2Rec's CSFT, MNTP, item contrastive; LLMEmb's SCFT) and LLM2Rec's chain: CSFT -> MNTP ->
+item contrastive, each from the previous embedder."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .contrastive import ContrastiveConfig, ContrastiveStage
 from .csft import CSFTConfig, CSFTStage
 from .loop import EMBEDDER_DIR, run_stage
 from .mntp import MNTPConfig, MNTPStage
+from .scft import SCFTConfig, SCFTStage
 
 logger = logging.getLogger("llmrec.stages")
 
@@ -19,6 +21,7 @@ STAGES: dict[str, tuple[type, type]] = {
     "csft": (CSFTStage, CSFTConfig),
     "mntp": (MNTPStage, MNTPConfig),
     "item-contrastive": (ContrastiveStage, ContrastiveConfig),
+    "scft": (SCFTStage, SCFTConfig),
 }
 LLM2REC_ORDER = ("csft", "mntp", "item-contrastive")
 

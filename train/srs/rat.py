@@ -1,0 +1,226 @@
+"""LLMEmb stage 2, recommendation adaptation training (RAT): frozen LLM item embeddings + an adapter, aligned with
+the item embeddings of a pretrained ID-based SASRec.
+
+  python -m train.stages rat --dataset ml-100k --embeddings runs/r/embeddings/items.safetensors \\
+      --id-srs runs/r/srs/sasrec-ids/seed-2024 --out runs/r/srs/llmemb [--pca 128] [--alpha 0.01] [--seeds ...]
+
+What is trained: a normal `SequentialRecommender` with frozen item vectors (`SRSConfig.items` = the embedding
+file) and a 2-layer adapter (`adapter="mlp"`: Linear, GELU, Linear) into the SRS space, with loss
+  next-item loss (the SRS's own: full-softmax CE by default) + alpha * alignment
+per batch. The SRS hyper-parameters default to the ID checkpoint's (LLMEmb trains both with the same ones), with
+items/adapter replaced; `overrides` (CLI `--set`) change any of them.
+
+Alignment (`AlignmentLoss`): the distinct items of the batch (histories and targets, padding excluded) as
+adapted embeddings a_i and as rows e_i of the ID-SASRec's `items.table.weight`; symmetric InfoNCE with in-batch
+negatives over cosine similarities / `temperature` (default 0.2): a_i should be closer to e_i than to the other
+items' e_j, and e_i to a_i. Distinct items only: a repeated item would be its own false negative. LLMEmb's code
+uses its soft-target CLIP loss on raw dot products (tau 2) over the target positions; InfoNCE on cosines is used
+here (scale-free: the ID table and the adapter output need not share a norm). alpha 0.01 as in the paper.
+
+PCA (`--pca k`): fitted with numpy's SVD on the non-padding rows (centred); the reduced table (row 0 kept at zero)
+is what the SRS freezes. Components [k, D] and mean [D] go to `<seed dir>/pca.safetensors` and are named in
+config.json (`items.pca`), so a new item's LLM vector is reduced the same way (`project`) before the adapter.
+Component signs are fixed (largest-magnitude entry positive), so the fit is deterministic.
+
+Causality: our SASRec (train/srs/sasrec.py) masks future positions (tested in tests/train/srs). LLMEmb's public
+SASRec had its causal mask commented out, so each position could attend to its own target; that is not repeated.
+
+Output per seed (`<out>/seed-<s>/`): the standard SRS checkpoint (model.safetensors + config.json, loadable with
+`load_checkpoint`; evaluation and export work unchanged), metrics.json (test: full ranking Recall/NDCG@K and 100
+sampled negatives HR/NDCG@10, with head/tail breakdowns), log.jsonl (per epoch, "extra_loss" = alpha x alignment),
+pca.safetensors when reduced; `<out>/summary.json`: mean and std over seeds. Finished seeds with the same
+settings are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train.data.dataset import SequenceData
+
+from .checkpoint import FORMAT, write_json_atomic
+from .config import SRSConfig
+from .items import file_sha256, load_item_embeddings
+from .model import SequentialRecommender
+from .runs import summarise
+from .trainer import train_one_seed
+
+log = logging.getLogger("llmrec.srs")
+
+PCA_FILE = "pca.safetensors"
+DEFAULT_ALPHA = 0.01
+DEFAULT_TEMPERATURE = 0.2
+
+
+# ----------------------------------------------------------------------------------------------------- PCA
+def fit_pca(matrix: np.ndarray, dim: int) -> dict[str, np.ndarray]:
+    """PCA of the non-padding rows (1:) of `matrix` [N + 1, D]: components [dim, D] (orthonormal rows), mean [D],
+    explained_variance_ratio [dim]."""
+    rows = np.asarray(matrix, dtype=np.float64)[1:]
+    if rows.ndim != 2 or len(rows) == 0:
+        raise ValueError(f"PCA needs a [num_items + 1, D] matrix with items, got shape {np.shape(matrix)}")
+    limit = min(rows.shape)
+    if not isinstance(dim, int) or not 0 < dim <= limit:
+        raise ValueError(f"--pca must be an int in [1, {limit}] (min of {rows.shape[0]} items and dim "
+                         f"{rows.shape[1]}), got {dim!r}")
+    mean = rows.mean(axis=0)
+    _, singular, vt = np.linalg.svd(rows - mean, full_matrices=False)
+    components = vt[:dim]
+    signs = np.sign(components[np.arange(dim), np.abs(components).argmax(axis=1)])
+    components = components * np.where(signs == 0, 1.0, signs)[:, None]
+    variance = singular**2
+    ratio = variance[:dim] / variance.sum() if variance.sum() > 0 else np.zeros(dim)
+    return {"components": components.astype(np.float32), "mean": mean.astype(np.float32),
+            "explained_variance_ratio": ratio.astype(np.float32)}
+
+
+def project(matrix: np.ndarray, pca: dict[str, np.ndarray], padding_row: bool = True) -> np.ndarray:
+    """(matrix - mean) @ components^T; row 0 stays zero when it is the padding row."""
+    reduced = (np.asarray(matrix, dtype=np.float32) - pca["mean"]) @ pca["components"].T
+    if padding_row:
+        reduced[0] = 0.0
+    return reduced.astype(np.float32)
+
+
+def save_pca(path: Path, pca: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in pca.items()}, str(path), metadata={"format": "llmrec.pca/1"})
+
+
+def load_pca(path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return dict(load_file(str(path)))
+
+
+# ----------------------------------------------------------------------------------------------------- ID table
+def load_id_item_table(ckpt_dir: str | Path, data: SequenceData) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The item table [num_items + 1, H] of an ID-based SRS checkpoint trained on `data`; ValueError otherwise."""
+    from .checkpoint import load_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    config_path = ckpt_dir / "config.json"
+    if not config_path.is_file() or not (ckpt_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"--id-srs {ckpt_dir} is not an SRS checkpoint (needs config.json and "
+                                "model.safetensors, e.g. runs/r/srs/sasrec-ids/seed-2024)")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"--id-srs {config_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("srs", {}).get("items", "ids") != "ids":
+        raise ValueError(f"--id-srs {ckpt_dir} is not an ID-based SRS (its items are {meta['srs']['items']!r}); "
+                         "train one with `python -m train.srs --items ids`")
+    if meta.get("num_items") != data.num_items:
+        raise ValueError(f"--id-srs {ckpt_dir} was trained on {meta.get('num_items')} items, dataset "
+                         f"{data.name!r} has {data.num_items}: another dataset or filtering")
+    key, theirs = data.manifest.get("key"), meta.get("dataset", {}).get("manifest", {}).get("key")
+    if key is not None and theirs is not None and key != theirs:
+        raise ValueError(f"--id-srs {ckpt_dir} was trained on dataset {meta['dataset'].get('name')!r} "
+                         f"(key {theirs}), not on {data.name!r} (key {key}): item ids would not match")
+    model, _ = load_checkpoint(ckpt_dir)
+    table = model.items.table.weight.detach().clone()
+    info = {"dir": str(ckpt_dir.resolve()), "sha256": file_sha256(ckpt_dir / "model.safetensors"),
+            "backbone": meta["srs"].get("backbone"), "hidden_size": int(table.shape[1]), "dataset_key": theirs}
+    return table, {"info": info, "srs": meta["srs"]}
+
+
+# ----------------------------------------------------------------------------------------------------- loss
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of `a` should match row i of `b`; cosine similarities / temperature."""
+    logits = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+class AlignmentLoss:
+    """alpha x InfoNCE(adapter(frozen[i]), id_table[i]) over the distinct items of a batch: `train_one_seed`'s
+    `extra_loss` hook."""
+
+    def __init__(self, id_table: torch.Tensor, alpha: float, temperature: float) -> None:
+        self.id_table = id_table.detach().float()
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+
+    def __call__(self, model: SequentialRecommender, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ids = torch.unique(torch.cat([history.reshape(-1), targets.reshape(-1)]))
+        ids = ids[ids != 0]
+        if self.id_table.device != ids.device:
+            self.id_table = self.id_table.to(ids.device)
+        if len(ids) < 2:  # no negative to contrast with
+            return model.items(ids).sum() * 0.0
+        return self.alpha * info_nce(model.items(ids), self.id_table[ids], self.temperature)
+
+
+# ----------------------------------------------------------------------------------------------------- runs
+def rat_config(id_srs: dict[str, Any], embeddings: str | Path, overrides: dict[str, Any] | None = None) -> SRSConfig:
+    """The ID checkpoint's SRS settings with frozen items from `embeddings`, an MLP adapter and `overrides`."""
+    base = SRSConfig.from_dict(id_srs)
+    values = {"items": str(embeddings), "adapter": "mlp", **(overrides or {})}
+    if "ks" in values:
+        values["ks"] = tuple(values["ks"])
+    return replace(base, **values)
+
+
+def run_rat(data: SequenceData, embeddings: str | Path, id_srs: str | Path, out: str | Path, seeds: list[int],
+            alpha: float = DEFAULT_ALPHA, temperature: float = DEFAULT_TEMPERATURE, pca: int | None = None,
+            overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train RAT for every seed into out/seed-<s>/ and summarise into out/summary.json."""
+    if not alpha >= 0:
+        raise ValueError(f"--alpha must be >= 0, got {alpha!r}")
+    if not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature!r}")
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    id_table, id_meta = load_id_item_table(id_srs, data)
+    config = rat_config(id_meta["srs"], embeddings, overrides)
+    if config.hidden_size != id_table.shape[1]:
+        raise ValueError(f"SRS hidden_size {config.hidden_size} differs from the ID checkpoint's item dim "
+                         f"{id_table.shape[1]}: the alignment compares vectors of one space")
+    frozen, info = load_item_embeddings(embeddings, data.item_ids)
+    pca_fit = None
+    if pca:
+        pca_fit = fit_pca(frozen.numpy(), int(pca))
+        frozen = torch.from_numpy(project(frozen.numpy(), pca_fit))
+        info["pca"] = {"dim": int(pca), "input_dim": info["dim"], "file": PCA_FILE,
+                       "explained_variance": float(pca_fit["explained_variance_ratio"].sum())}
+    items_info = {"kind": "frozen", **info}
+    rat = {"alpha": float(alpha), "temperature": float(temperature), "pca": int(pca) if pca else None,
+           "id_srs": id_meta["info"], "loss": "srs + alpha * symmetric InfoNCE(adapter(llm), id), distinct items"}
+    meta = {"dataset": {"name": data.name, "manifest": data.manifest}, "items": items_info, "rat": rat}
+    out = Path(out)
+    per_seed = []
+    for seed in seeds:
+        seed_dir = out / f"seed-{seed}"
+        done = seed_dir / "metrics.json"
+        if done.is_file() and (seed_dir / "config.json").is_file():
+            previous = json.loads((seed_dir / "config.json").read_text())
+            same = (previous.get("srs"), previous.get("items"), previous.get("rat")) == (
+                config.to_dict(), json.loads(json.dumps(items_info)), json.loads(json.dumps(rat)))
+            if same:
+                log.info(json.dumps({"event": "seed_reused", "seed": seed, "dir": str(seed_dir)}))
+                per_seed.append(json.loads(done.read_text()))
+                continue
+        if pca_fit is not None:  # before metrics.json, which marks the seed finished
+            seed_dir.mkdir(parents=True, exist_ok=True)
+            save_pca(seed_dir / PCA_FILE, pca_fit)
+        hook = AlignmentLoss(id_table, alpha, temperature)
+        train_one_seed(data, config, seed, seed_dir, frozen, meta, progress, extra_loss=hook)
+        per_seed.append(json.loads(done.read_text()))
+    summary = {
+        "dataset": data.name, "config": config.to_dict(), "items": items_info, "rat": rat, "seeds": list(seeds),
+        "test": summarise(per_seed),
+        "train_seconds": {"mean": float(np.mean([m["train_seconds"] for m in per_seed])),
+                          "std": float(np.std([m["train_seconds"] for m in per_seed]))},
+        "per_seed": per_seed,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
