@@ -48,8 +48,9 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu") ->
     if config.get("format") != FORMAT:
         raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
     state = load_file(str(weights_path))
-    frozen = state.get("items.frozen")
+    frozen = state.get("items.frozen", state.get("items.text.frozen"))
+    warm = state.get("items.warm")
     model = SequentialRecommender(SRSConfig.from_dict(config["srs"]), config["num_items"],
-                                  torch.zeros_like(frozen) if frozen is not None else None)
+                                  torch.zeros_like(frozen) if frozen is not None else None, warm)
     model.load_state_dict(state)
     return model.to(device).eval(), config

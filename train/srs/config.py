@@ -13,6 +13,7 @@ LOSSES = ("ce", "bce")
 ADAPTERS = ("linear", "mlp")
 PADDINGS = ("left", "right")
 TRAIN_TARGETS = ("all", "last")
+FUSIONS = ("none", "gated")
 
 
 @dataclass
@@ -28,6 +29,9 @@ class SRSConfig:
     # item representation: "ids" = a trainable ID table, else frozen embeddings + adapter
     items: str = "ids"
     adapter: str = "linear"
+    # with frozen items: "none" = adapted text vectors only; "gated" = + an ID embedding for items seen in
+    # training, fused by a learned gate (cold items fall back to text)
+    fusion: str = "none"
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
     # training; every training prefix is still a target exactly once), "last": one prefix per
@@ -54,6 +58,8 @@ class SRSConfig:
             ("adapter", self.adapter in ADAPTERS, f"one of {ADAPTERS}"),
             ("padding", self.padding in PADDINGS, f"one of {PADDINGS}"),
             ("train_targets", self.train_targets in TRAIN_TARGETS, f"one of {TRAIN_TARGETS}"),
+            ("fusion", self.fusion in FUSIONS and (self.fusion == "none" or self.items != "ids"),
+             f"one of {FUSIONS}, and 'gated' only with an embedding file as items"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),
             ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

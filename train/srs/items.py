@@ -73,6 +73,36 @@ class FrozenItemEmbedding(nn.Module):
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
 
+class HybridItemEmbedding(nn.Module):
+    """ID embedding + adapted frozen text embedding, fused by a learned gate.
+
+    Warm items (seen in training) keep their collaborative ID signal; for cold
+    items the ID row is masked to zero, so their vector is the text path alone
+    instead of an untrained (or pushed-down-as-negative) ID row.
+    v = text + sigmoid(W [text; id] + b) * id.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor) -> None:
+        super().__init__()
+        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter)
+        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size)
+        self.gate = nn.Linear(2 * hidden_size, hidden_size)
+        warm = warm.to(torch.bool).clone()
+        warm[0] = False
+        self.register_buffer("warm", warm)
+
+    def fuse(self, text: torch.Tensor, ids: torch.Tensor, warm: torch.Tensor) -> torch.Tensor:
+        ids = ids * warm.unsqueeze(-1).to(ids.dtype)
+        return text + torch.sigmoid(self.gate(torch.cat([text, ids], dim=-1))) * ids
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fuse(self.text(ids), self.ids(ids), self.warm[ids])
+
+    def all_items(self) -> torch.Tensor:
+        out = self.fuse(self.text.all_items(), self.ids.all_items(), self.warm)
+        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -120,7 +120,8 @@ def train_one_seed(
         raise ValueError("loss='bce' needs at least 2 items to sample negatives")
     device = pick_device()
     seed_everything(seed)
-    model = SequentialRecommender(config, data.num_items, frozen_embeddings).to(device)
+    warm = torch.from_numpy(data.train_item_counts() > 0) if config.fusion == "gated" else None
+    model = SequentialRecommender(config, data.num_items, frozen_embeddings, warm).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(seed)

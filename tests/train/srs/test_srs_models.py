@@ -147,3 +147,23 @@ def test_fast_dropout_rate_scale_and_eval_identity():
     assert torch.equal(d.eval()(x), x)
     with pytest.raises(ValueError, match="dropout"):
         FastDropout(1.0)
+
+
+def test_hybrid_items_fall_back_to_text_for_cold_items():
+    from train.srs.items import HybridItemEmbedding
+
+    torch.manual_seed(0)
+    frozen = torch.randn(NUM_ITEMS + 1, 24)
+    warm = torch.ones(NUM_ITEMS + 1, dtype=torch.bool)
+    warm[3] = False  # item 3 never seen in training
+    hybrid = HybridItemEmbedding(frozen, 16, "linear", warm)
+    with torch.no_grad():
+        table, text = hybrid.all_items(), hybrid.text.all_items()
+        assert torch.equal(table[3], text[3])
+        assert not torch.allclose(table[4], text[4])
+        assert torch.count_nonzero(table[0]) == 0
+        torch.testing.assert_close(hybrid(torch.tensor([[3, 4, 0]]))[0], table[[3, 4, 0]])
+    with pytest.raises(ValueError, match="fusion"):
+        SRSConfig(fusion="gated")  # needs an embedding file
+    with pytest.raises(ValueError, match="warm-item mask"):
+        SequentialRecommender(SRSConfig(items="x.npy", fusion="gated"), NUM_ITEMS, frozen)

@@ -107,3 +107,14 @@ def test_cli_reports_bad_input_without_a_traceback(planted_folder, tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (extra, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hybrid_id_plus_text_trains_and_reloads_exactly(planted_data, tmp_path):
+    emb = np.random.default_rng(1).normal(size=(planted_data.num_items + 1, 24)).astype(np.float32)
+    np.save(tmp_path / "items.npy", emb)
+    config = SRSConfig(items=str(tmp_path / "items.npy"), fusion="gated", **SMALL)
+    summary = run_seeds(planted_data, config, [1], tmp_path / "run", progress=False)
+    assert summary["test"]["full/recall@10"]["mean"] > 0.9
+    model, _ = load_checkpoint(tmp_path / "run" / "seed-1")
+    assert model.items.warm.dtype == torch.bool and bool(model.items.warm[1:].all())
+    assert evaluate_test(model, planted_data, model.config, torch.device("cpu")) == summary["per_seed"][0]["test"]
