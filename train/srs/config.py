@@ -32,6 +32,7 @@ class SRSConfig:
     # with frozen items: "none" = adapted text vectors only; "gated" = + an ID embedding for items seen in
     # training, fused by a learned gate (cold items fall back to text)
     fusion: str = "none"
+    standardize: bool = False  # per-dimension standardisation of frozen embeddings before the adapter
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
     # training; every training prefix is still a target exactly once), "last": one prefix per

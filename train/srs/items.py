@@ -59,17 +59,26 @@ class FrozenItemEmbedding(nn.Module):
     reproduces its metrics without the original embedding file.
     """
 
-    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str = "linear") -> None:
+    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str = "linear",
+                 standardize: bool = False) -> None:
         super().__init__()
-        self.register_buffer("frozen", embeddings.detach().to(torch.float32).clone())
+        frozen = embeddings.detach().to(torch.float32).clone()
+        self.register_buffer("frozen", frozen)
+        # Raw LLM embeddings are anisotropic (mean pairwise cosine ~.9): per-dimension standardisation over the
+        # catalogue spreads them before the adapter. Kept as buffers so a new item is transformed the same way.
+        rows = frozen[1:]
+        mean = rows.mean(0) if standardize else torch.zeros(frozen.shape[1])
+        std = rows.std(0).clamp_min(1e-6) if standardize else torch.ones(frozen.shape[1])
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
         self.adapter = Adapter(embeddings.shape[1], hidden_size, adapter)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out = self.adapter(self.frozen[ids])
+        out = self.adapter((self.frozen[ids] - self.mean) / self.std)
         return out * (ids != 0).unsqueeze(-1).to(out.dtype)
 
     def all_items(self) -> torch.Tensor:
-        out = self.adapter(self.frozen)
+        out = self.adapter((self.frozen - self.mean) / self.std)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
 
@@ -82,9 +91,10 @@ class HybridItemEmbedding(nn.Module):
     v = text + sigmoid(W [text; id] + b) * id.
     """
 
-    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor) -> None:
+    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor,
+                 standardize: bool = False) -> None:
         super().__init__()
-        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter)
+        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter, standardize)
         self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size)
         self.gate = nn.Linear(2 * hidden_size, hidden_size)
         warm = warm.to(torch.bool).clone()

@@ -40,9 +40,11 @@ class SequentialRecommender(nn.Module):
             if config.fusion == "gated":
                 if warm_items is None or warm_items.shape[0] != num_items + 1:
                     raise ValueError(f"fusion='gated' needs a warm-item mask of {num_items + 1} rows")
-                self.items = HybridItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items)
+                self.items = HybridItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
+                                                 config.standardize)
             else:
-                self.items = FrozenItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter)
+                self.items = FrozenItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter,
+                                                 config.standardize)
         self.encoder = build_encoder(config)
 
     def item_vectors(self) -> torch.Tensor:

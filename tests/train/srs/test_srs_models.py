@@ -167,3 +167,16 @@ def test_hybrid_items_fall_back_to_text_for_cold_items():
         SRSConfig(fusion="gated")  # needs an embedding file
     with pytest.raises(ValueError, match="warm-item mask"):
         SequentialRecommender(SRSConfig(items="x.npy", fusion="gated"), NUM_ITEMS, frozen)
+
+
+def test_standardized_frozen_embeddings_feed_zero_mean_unit_std_inputs_to_the_adapter():
+    torch.manual_seed(0)
+    frozen = torch.randn(NUM_ITEMS + 1, 6) * 5 + 3
+    frozen[0] = 0
+    m = SequentialRecommender(SRSConfig(items="x.npy", hidden_size=16, standardize=True), NUM_ITEMS, frozen)
+    seen = []
+    m.items.adapter.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    m.item_vectors()
+    x = seen[0][1:]
+    torch.testing.assert_close(x.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(0), torch.ones(6), atol=1e-5, rtol=0)
