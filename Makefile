@@ -23,9 +23,17 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# MovieLens-100k end to end on the CPU: ID-SASRec baseline, LLM2Rec stages on SmolLM2 (demo profile),
+# item embeddings, SASRec on them (text only, and the ID + text hybrid). Re-running skips finished work.
 demo: venv
-	$(PY) -m train.data stats ml-100k
-	$(PY) -m train.srs --dataset ml-100k --backbone sasrec --items ids --seeds 2024 $(ML100K) --out $(RUN)/srs/sasrec-ids
+	$(PY) -m train data stats ml-100k
+	$(PY) -m train srs --dataset ml-100k --items ids --seeds 2024 $(ML100K) --out $(RUN)/srs/sasrec-ids
+	$(PY) -m train stages llm2rec --dataset ml-100k --embedder smollm2 --profile demo --out $(RUN)/embedder
+	$(PY) -m train embed --embedder $(RUN)/embedder/item-contrastive --dataset ml-100k --out $(RUN)/embeddings
+	$(PY) -m train srs --dataset ml-100k --items $(RUN)/embeddings/items.safetensors --adapter mlp --seeds 2024 \
+		$(ML100K) --out $(RUN)/srs/sasrec-llm2rec
+	$(PY) -m train srs --dataset ml-100k --items $(RUN)/embeddings/items.safetensors --adapter mlp --fusion gated \
+		--seeds 2024 $(ML100K) --out $(RUN)/srs/sasrec-hybrid
 
 test: venv
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
