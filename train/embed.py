@@ -65,8 +65,8 @@ def write_embeddings(path: Path, matrix: np.ndarray, item_ids: list[str]) -> Non
 def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = "title", domain: str = "movie",
             batch_size: int = 32, progress: bool = True, embedder_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed every item of `data` with `embedder` into `out`; returns the manifest."""
+    from .data.cache import sha256_file
     from .srs.checkpoint import write_json_atomic
-    from .srs.items import file_sha256
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = "tit
         "count": int(data.num_items),
         "rows": int(matrix.shape[0]),
         "file": ITEMS_FILE,
-        "sha256": file_sha256(out / ITEMS_FILE),
+        "sha256": sha256_file(out / ITEMS_FILE),
         "seconds": round(time.perf_counter() - t0, 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -7,13 +7,14 @@ index holds exactly what the user encoder reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from train.data.cache import sha256_file
 
 EMBEDDINGS_KEY = "embeddings"
 
@@ -113,14 +114,6 @@ class HybridItemEmbedding(nn.Module):
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_embedding_file(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
     """Read a [rows, dim] matrix and, when the file carries them, the item id of every row.
 
@@ -190,5 +183,5 @@ def load_item_embeddings(path: str | Path, item_ids: list[str]) -> tuple[torch.T
             aligned[position[raw]] = matrix[row]
     if not np.isfinite(aligned[1:]).all():
         raise ValueError(f"{path}: embeddings contain NaN or infinite values")
-    info = {"path": str(path), "sha256": file_sha256(path), "dim": int(matrix.shape[1])}
+    info = {"path": str(path), "sha256": sha256_file(Path(path)), "dim": int(matrix.shape[1])}
     return torch.from_numpy(np.ascontiguousarray(aligned)), info

@@ -44,13 +44,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from train.data.cache import sha256_file
 from train.data.dataset import SequenceData
 
 from .checkpoint import FORMAT, write_json_atomic
 from .config import SRSConfig
-from .items import file_sha256, load_item_embeddings
+from .items import load_item_embeddings
 from .model import SequentialRecommender
-from .runs import summarise
+from .runs import finished_seed, summarise
 from .trainer import train_one_seed
 
 log = logging.getLogger("llmrec.srs")
@@ -127,7 +128,7 @@ def load_id_item_table(ckpt_dir: str | Path, data: SequenceData) -> tuple[torch.
                          f"(key {theirs}), not on {data.name!r} (key {key}): item ids would not match")
     model, _ = load_checkpoint(ckpt_dir)
     table = model.items.table.weight.detach().clone()
-    info = {"dir": str(ckpt_dir.resolve()), "sha256": file_sha256(ckpt_dir / "model.safetensors"),
+    info = {"dir": str(ckpt_dir.resolve()), "sha256": sha256_file(ckpt_dir / "model.safetensors"),
             "backbone": meta["srs"].get("backbone"), "hidden_size": int(table.shape[1]), "dataset_key": theirs}
     return table, {"info": info, "srs": meta["srs"]}
 
@@ -199,21 +200,16 @@ def run_rat(data: SequenceData, embeddings: str | Path, id_srs: str | Path, out:
     per_seed = []
     for seed in seeds:
         seed_dir = out / f"seed-{seed}"
-        done = seed_dir / "metrics.json"
-        if done.is_file() and (seed_dir / "config.json").is_file():
-            previous = json.loads((seed_dir / "config.json").read_text())
-            same = (previous.get("srs"), previous.get("items"), previous.get("rat")) == (
-                config.to_dict(), json.loads(json.dumps(items_info)), json.loads(json.dumps(rat)))
-            if same:
-                log.info(json.dumps({"event": "seed_reused", "seed": seed, "dir": str(seed_dir)}))
-                per_seed.append(json.loads(done.read_text()))
-                continue
+        previous = finished_seed(seed_dir, {"srs": config.to_dict(), "items": items_info, "rat": rat})
+        if previous is not None:
+            per_seed.append(previous)
+            continue
         if pca_fit is not None:  # before metrics.json, which marks the seed finished
             seed_dir.mkdir(parents=True, exist_ok=True)
             save_pca(seed_dir / PCA_FILE, pca_fit)
         hook = AlignmentLoss(id_table, alpha, temperature)
         train_one_seed(data, config, seed, seed_dir, frozen, meta, progress, extra_loss=hook)
-        per_seed.append(json.loads(done.read_text()))
+        per_seed.append(json.loads((seed_dir / "metrics.json").read_text()))
     summary = {
         "dataset": data.name, "config": config.to_dict(), "items": items_info, "rat": rat, "seeds": list(seeds),
         "test": summarise(per_seed),

@@ -37,6 +37,18 @@ def summarise(per_seed: list[dict]) -> dict[str, dict[str, float]]:
             for k in keys}
 
 
+def finished_seed(seed_dir: Path, expected: dict) -> dict | None:
+    """The metrics of a seed already trained with exactly `expected` (config.json keys -> values), else None."""
+    done, config_path = seed_dir / "metrics.json", seed_dir / "config.json"
+    if not (done.is_file() and config_path.is_file()):
+        return None
+    previous = json.loads(config_path.read_text())
+    if any(previous.get(k) != json.loads(json.dumps(v)) for k, v in expected.items()):
+        return None
+    log.info(json.dumps({"event": "seed_reused", "seed_dir": str(seed_dir)}))
+    return json.loads(done.read_text())
+
+
 def run_seeds(data: SequenceData, config: SRSConfig, seeds: list[int], out_dir: str | Path,
               progress: bool = True) -> dict:
     """Train every seed into out_dir/seed-<s>/; seeds already finished are reused, not retrained."""
@@ -49,13 +61,10 @@ def run_seeds(data: SequenceData, config: SRSConfig, seeds: list[int], out_dir: 
     per_seed = []
     for seed in seeds:
         seed_dir = out_dir / f"seed-{seed}"
-        done = seed_dir / "metrics.json"
-        if done.is_file() and (seed_dir / "config.json").is_file():
-            previous = json.loads((seed_dir / "config.json").read_text())
-            if previous.get("srs") == config.to_dict() and previous.get("items") == items_info:
-                log.info(json.dumps({"event": "seed_reused", "seed": seed, "dir": str(seed_dir)}))
-                per_seed.append(json.loads(done.read_text()))
-                continue
+        previous = finished_seed(seed_dir, {"srs": config.to_dict(), "items": items_info})
+        if previous is not None:
+            per_seed.append(previous)
+            continue
         result = train_one_seed(data, config, seed, seed_dir, frozen, meta, progress)
         per_seed.append(json.loads((result.out_dir / "metrics.json").read_text()))
     summary = {
