@@ -242,7 +242,8 @@ def breakdown(
     """Metrics per popularity group of the target and per history-length group.
 
     Groups: `head_items` / `tail_items` (target is / is not a head item per
-    `head_tail_groups`) and `short_history` / `long_history` (full history
+    `head_tail_groups`), `cold_items` (target never a training target: the
+    cold-start cases, a subset of tail) and `short_history` / `long_history` (full history
     length <= threshold / > threshold; threshold defaults to the median history
     length of these examples). Each group holds the metrics (`recall@k`/`ndcg@k`
     for kind="full", `hr@k`/`ndcg@k` for kind="sampled"), `count`, and for
@@ -261,6 +262,7 @@ def breakdown(
     if targets.size and targets.max() >= head.shape[0]:
         raise ValueError("a target id exceeds len(item_counts) - 1")
     is_head = head[targets]
+    counts = np.asarray(item_counts)
     lengths = examples.history_lengths
     if long_threshold is None:
         threshold = float(np.median(lengths)) if lengths.size else 0.0
@@ -273,6 +275,7 @@ def breakdown(
     for name, mask, extra in (
         ("head_items", is_head, {"num_items": num_head}),
         ("tail_items", ~is_head, {"num_items": int(head.shape[0] - 1 - num_head)}),
+        ("cold_items", counts[targets] == 0, {"num_items": int((counts[1:] == 0).sum())}),
         ("short_history", is_short, {"threshold": threshold}),
         ("long_history", ~is_short, {"threshold": threshold}),
     ):

@@ -239,7 +239,7 @@ def test_breakdown_counts_and_subset_metrics() -> None:
     res = full_ranking(table_score_fn(table), examples, 15)
     counts = np.bincount(examples.targets, minlength=16)
     out = breakdown(res.ranks, examples, counts)
-    assert set(out) == {"head_items", "tail_items", "short_history", "long_history"}
+    assert set(out) == {"head_items", "tail_items", "cold_items", "short_history", "long_history"}
     n = len(examples)
     assert out["head_items"]["count"] + out["tail_items"]["count"] == n
     assert out["short_history"]["count"] + out["long_history"]["count"] == n
@@ -281,6 +281,9 @@ def test_breakdown_hand_case_and_sampled_kind() -> None:
     assert full["tail_items"]["count"] == 3
     assert full["tail_items"]["recall@10"] == pytest.approx(2 / 3)
     assert full["tail_items"]["ndcg@10"] == pytest.approx(0.5)  # (1 + 0.5 + 0) / 3
+    # targets 2, 3, 4 were never training targets: the cold-start cases (ranks 0, 2, 20)
+    assert full["cold_items"] == {"recall@10": pytest.approx(2 / 3), "ndcg@10": pytest.approx(0.5), "count": 3,
+                                  "num_items": 9}
     assert full["short_history"]["threshold"] == 2.5
     assert full["short_history"]["ndcg@10"] == pytest.approx(0.75)  # (1 + 0.5) / 2
     assert full["long_history"]["recall@10"] == pytest.approx(0.5)
