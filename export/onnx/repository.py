@@ -1,0 +1,545 @@
+"""Write the Triton model repository from an embedder export and a user-encoder export.
+
+    python -m export.onnx repository --embedder runs/r/onnx/item_embedder --user-encoder runs/r/onnx/user_encoder \
+        --out model_repository/ [--flavour python|native] [--tensorrt]
+
+Layout (standard Triton: `<model>/config.pbtxt` + `<model>/<version>/...`):
+
+    item_encoder/   ensemble: text -> tokenizer -> item_embedder -> item_vector
+    tokenizer/      Python backend (numpy + tokenizers): text -> input_ids, attention_mask
+    item_embedder/  the embedder graph: input_ids, attention_mask -> item_vector
+    user_encoder/   the SRS graph: item_vectors, attention_mask -> user_vector
+    llmrec.json     what the repository was made from: sources, flavour, sha256 of every file
+
+Two flavours of the ONNX models, the rest is shared:
+- `python` (runs on this CPU machine with the Triton bundled in nvidia-pytriton):
+  a Python-backend `model.py` runs `model.onnx` with onnxruntime, KIND_CPU.
+- `native` (GPU deployments, e.g. the NGC Triton container): `platform:
+  "onnxruntime_onnx"`, KIND_GPU, optionally the TensorRT execution accelerator
+  (`--tensorrt`: FP16, workspace, engine cache; parameter names from the
+  onnxruntime backend README).
+The item_encoder is an ensemble rather than one Python model so that the same
+pipeline also runs when item_embedder is a native model.
+
+Tensor names, types and dims in config.pbtxt are read from the ONNX graphs
+(checked against each export's export.json), never typed by hand. Model files
+are copied, not linked: Triton (and a container mount) needs them inside the
+repository; each copy is hashed on the way and checked against export.json.
+The repository is built in a temporary sibling folder and moved into place,
+so a failed write leaves the previous repository intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifact import (
+    DATA_FILE,
+    EXPORT_FILE,
+    ITEM_VECTORS_FILE,
+    MODEL_FILE,
+    TOKENIZER_DIR,
+    ExportInputError,
+    read_manifest,
+    sha256_file,
+)
+
+logger = logging.getLogger("llmrec.export")
+
+REPOSITORY_FORMAT = "llmrec.triton-repository/1"
+MANIFEST_FILE = "llmrec.json"
+FLAVOURS = ("python", "native")
+TEMPLATES = Path(__file__).parent / "triton_models"
+ITEM_ENCODER, TOKENIZER, ITEM_EMBEDDER, USER_ENCODER = "item_encoder", "tokenizer", "item_embedder", "user_encoder"
+TEXT_INPUT = "text"
+WARMUP_LENGTH = 8  # tokens / history items in the warm-up requests
+
+_ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32", 9: "TYPE_BOOL"}
+
+
+@dataclass
+class RepositoryOptions:
+    """How the repository serves the models (batching, instances, flavour, TensorRT)."""
+
+    flavour: str = "python"
+    version: int = 1
+    max_batch_size: int = 32
+    preferred_batch_sizes: list[int] = field(default_factory=lambda: [8, 16])
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+    tokenizer_instances: int = 1
+    threads: int = 0  # onnxruntime intra-op threads per instance; 0 = onnxruntime's choice
+    tensorrt: bool = False
+    trt_precision: str = "FP16"
+    trt_workspace_bytes: int = 1 << 30
+    trt_cache_path: str = "/tmp/llmrec-trt-cache"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("flavour", self.flavour in FLAVOURS, f"one of {FLAVOURS}"),
+            ("version", self.version >= 1, ">= 1"),
+            ("max_batch_size", self.max_batch_size >= 1, ">= 1"),
+            ("preferred_batch_sizes", all(1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes),
+             "sizes between 1 and max_batch_size"),
+            ("max_queue_delay_us", self.max_queue_delay_us >= 0, ">= 0"),
+            ("instances", self.instances >= 1, ">= 1"),
+            ("tokenizer_instances", self.tokenizer_instances >= 1, ">= 1"),
+            ("threads", self.threads >= 0, ">= 0"),
+            ("tensorrt", not self.tensorrt or self.flavour == "native",
+             "used with --flavour native only (the python flavour runs onnxruntime on the CPU)"),
+            ("trt_precision", self.trt_precision in ("FP32", "FP16"), "FP32 or FP16"),
+            ("trt_workspace_bytes", self.trt_workspace_bytes > 0, "> 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ExportInputError(f"repository option {name} must be {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton TYPE_*
+    dims: list[int]  # without the batch dimension; -1 = dynamic
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+def _load_structure(path: Path) -> Any:
+    """The graph without its external weights; ExportInputError when the file is missing or not ONNX."""
+    import onnx
+
+    if not path.is_file():
+        raise ExportInputError(f"{path} not found: not an llmrec ONNX export folder")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf DecodeError and friends: a damaged or foreign file
+        raise ExportInputError(
+            f"{path} is not a readable ONNX graph ({type(error).__name__}): export it again") from None
+
+
+def graph_io(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an ONNX graph as Triton tensors (batch axis dropped, symbolic axes -1).
+
+    Only the graph structure is read (external weight files are not loaded).
+    """
+    model = _load_structure(model_path)
+    initializers = {i.name for i in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor = value.type.tensor_type
+        if tensor.elem_type not in _ONNX_TO_TRITON:
+            raise ExportInputError(f"{model_path}: tensor {value.name} has ONNX type {tensor.elem_type}, "
+                                   f"not one of {sorted(_ONNX_TO_TRITON)}")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        if not dims:
+            raise ExportInputError(f"{model_path}: tensor {value.name} has no batch axis")
+        return TensorSpec(value.name, _ONNX_TO_TRITON[tensor.elem_type], dims[1:])
+
+    inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
+    outputs = [spec(v) for v in model.graph.output]
+    return inputs, outputs
+
+
+def check_graph(folder: Path, manifest: dict[str, Any], inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+    """The graph's tensor names must be the ones export.json promises (else the export is stale or edited)."""
+    for role, declared, actual in (("inputs", manifest.get("inputs", []), inputs),
+                                   ("outputs", manifest.get("outputs", []), outputs)):
+        names = [t["name"] for t in declared]
+        if names != [t.name for t in actual]:
+            raise ExportInputError(f"{folder}: {EXPORT_FILE} names {role} {names} but {MODEL_FILE} has "
+                                   f"{[t.name for t in actual]}")
+
+
+def _tensor(manifest_path: Path, specs: list[TensorSpec], name: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise ExportInputError(f"{manifest_path}: the graph has no tensor {name!r} (has {[s.name for s in specs]})")
+
+
+# ---------------------------------------------------------------------------------------------- config.pbtxt
+def _dims(dims: list[int]) -> str:
+    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+
+
+def _tensors(key: str, specs: list[TensorSpec]) -> str:
+    rows = [f'  {{ name: "{s.name}" data_type: {s.data_type} dims: {_dims(s.dims)} }}' for s in specs]
+    return f"{key} [\n" + ",\n".join(rows) + "\n]\n"
+
+
+def _batching(options: RepositoryOptions) -> str:
+    preferred = ", ".join(str(b) for b in options.preferred_batch_sizes)
+    return (f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
+            f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}\n")
+
+
+def _instances(kind: str, count: int) -> str:
+    return f"instance_group [\n  {{ count: {count} kind: {kind} }}\n]\n"
+
+
+def _parameters(params: dict[str, str]) -> str:
+    return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items())
+
+
+def _warmup(name: str, inputs: dict[str, str]) -> str:
+    """One warm-up sample (batch 1); `inputs` maps tensor name -> its ModelInput text."""
+    body = "\n".join(f'    inputs {{ key: "{k}" value: {{ {v} }} }}' for k, v in inputs.items())
+    return f'model_warmup [\n  {{\n    name: "{name}"\n    batch_size: 1\n{body}\n  }}\n]\n'
+
+
+def _header(name: str, options: RepositoryOptions, backend: str | None = None, platform: str | None = None) -> str:
+    kind = f'backend: "{backend}"' if backend else f'platform: "{platform}"'
+    return (f'name: "{name}"\n{kind}\nmax_batch_size: {options.max_batch_size}\n'
+            "version_policy: { latest { num_versions: 1 } }\n")
+
+
+def _onnx_model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], options: RepositoryOptions,
+                       warmup: dict[str, str], trt_shapes: dict[str, str] | None) -> str:
+    """config.pbtxt of an ONNX model in either flavour."""
+    if options.flavour == "python":
+        text = _header(name, options, backend="python")
+        kind = "KIND_CPU"
+    else:
+        text = _header(name, options, platform="onnxruntime_onnx")
+        kind = "KIND_GPU"
+    text += _tensors("input", inputs) + _tensors("output", outputs)
+    text += _instances(kind, options.instances) + _batching(options)
+    text += _parameters({"intra_op_thread_count": str(options.threads)})
+    if options.flavour == "native" and options.tensorrt:
+        trt = {"precision_mode": options.trt_precision,
+               "max_workspace_size_bytes": str(options.trt_workspace_bytes),
+               "trt_engine_cache_enable": "1",
+               "trt_engine_cache_path": f"{options.trt_cache_path.rstrip('/')}/{name}",
+               **(trt_shapes or {})}
+        params = "\n".join(f'        parameters {{ key: "{k}" value: "{v}" }}' for k, v in trt.items())
+        text += ("optimization {\n  execution_accelerators {\n    gpu_execution_accelerator: [\n"
+                 f'      {{\n        name: "tensorrt"\n{params}\n      }}\n    ]\n  }}\n}}\n')
+    text += _warmup(f"{name}_warmup", warmup)
+    return text
+
+
+def _trt_profile(shapes: dict[str, tuple[list[int], list[int], list[int]]]) -> dict[str, str]:
+    """TensorRT optimisation profile (min/opt/max shape per input) so engines are not rebuilt per shape."""
+    out = {}
+    for key, index in (("trt_profile_min_shapes", 0), ("trt_profile_opt_shapes", 1), ("trt_profile_max_shapes", 2)):
+        out[key] = ",".join(f"{name}:{'x'.join(str(d) for d in s[index])}" for name, s in shapes.items())
+    return out
+
+
+def tokenizer_config(options: RepositoryOptions) -> str:
+    text = _header(TOKENIZER, options, backend="python")
+    text += _tensors("input", [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])])
+    text += _tensors("output", [TensorSpec("input_ids", "TYPE_INT64", [-1]),
+                                TensorSpec("attention_mask", "TYPE_INT64", [-1])])
+    text += _instances("KIND_CPU", options.tokenizer_instances) + _batching(options)
+    text += _warmup("tokenizer_warmup", {TEXT_INPUT: "data_type: TYPE_STRING dims: [ 1 ] zero_data: true"})
+    return text
+
+
+def item_encoder_config(vector: TensorSpec, options: RepositoryOptions) -> str:
+    """The ensemble: text -> tokenizer -> item_embedder; intermediate tensors are internal names."""
+    text = _header(ITEM_ENCODER, options, platform="ensemble")
+    text += _tensors("input", [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])]) + _tensors("output", [vector])
+    text += (
+        "ensemble_scheduling {\n  step [\n"
+        f'    {{\n      model_name: "{TOKENIZER}"\n      model_version: -1\n'
+        f'      input_map {{ key: "{TEXT_INPUT}" value: "{TEXT_INPUT}" }}\n'
+        '      output_map { key: "input_ids" value: "token_ids" }\n'
+        '      output_map { key: "attention_mask" value: "token_mask" }\n    },\n'
+        f'    {{\n      model_name: "{ITEM_EMBEDDER}"\n      model_version: -1\n'
+        '      input_map { key: "input_ids" value: "token_ids" }\n'
+        '      input_map { key: "attention_mask" value: "token_mask" }\n'
+        f'      output_map {{ key: "{vector.name}" value: "{vector.name}" }}\n    }}\n'
+        "  ]\n}\n"
+    )
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- files
+def copy_hashed(src: Path, dst: Path, expected: str | None = None) -> str:
+    """Copy `src` to `dst` while hashing it; ExportInputError if the bytes differ from `expected` (export.json)."""
+    digest = hashlib.sha256()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        for chunk in iter(lambda: fin.read(1 << 22), b""):
+            digest.update(chunk)
+            fout.write(chunk)
+    shutil.copystat(src, dst)
+    value = digest.hexdigest()
+    if expected is not None and value != expected:
+        raise ExportInputError(f"{src}: sha256 {value} differs from export.json ({expected}): the export changed "
+                               "after it was written; export it again")
+    return value
+
+
+def _graph_files(folder: Path) -> list[str]:
+    """model.onnx and its external-data files (names as the graph refers to them)."""
+    model = _load_structure(folder / MODEL_FILE)
+    names = {MODEL_FILE}
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                names.add(entry.value)
+    if (folder / DATA_FILE).is_file():
+        names.add(DATA_FILE)
+    return sorted(names)
+
+
+def _copy_graph(folder: Path, manifest: dict[str, Any], version_dir: Path) -> None:
+    for name in _graph_files(folder):
+        if not (folder / name).is_file():
+            raise ExportInputError(f"{folder}: {name} (weights of {MODEL_FILE}) is missing")
+        copy_hashed(folder / name, version_dir / name, manifest.get("files", {}).get(name))
+
+
+def tokenization_settings(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the tokenizer model needs to reproduce the embedder's tokenisation, from export.json."""
+    needed = ["template", "max_length", "pooling", "eos_token_id", "pad_token_id"]
+    missing = [k for k in needed if manifest.get(k) is None]
+    if missing:
+        raise ExportInputError(f"{folder / EXPORT_FILE} lacks {missing}: the tokenizer step cannot reproduce the "
+                               "embedder's tokenisation; export the embedder again")
+    config_path = folder / TOKENIZER_DIR / "tokenizer_config.json"
+    tokenizer_config_json = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return {
+        "template": manifest["template"],
+        "max_length": int(manifest["max_length"]),
+        "append_eos": manifest["pooling"] == "eos",
+        "eos_token_id": int(manifest["eos_token_id"]),
+        "pad_token_id": int(manifest["pad_token_id"]),
+        "padding_side": manifest.get("padding_side") or "right",
+        "truncation_side": tokenizer_config_json.get("truncation_side") or "right",
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _ones_int64(path: Path, count: int) -> None:
+    """A warm-up data file: `count` int64 ones, raw little-endian (Triton reads <model>/warmup/<file>)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join((1).to_bytes(8, "little", signed=True) for _ in range(count)))
+
+
+def _hash_tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MANIFEST_FILE}
+
+
+# ---------------------------------------------------------------------------------------------- writer
+def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions) -> dict[str, Any]:
+    manifest = read_manifest(folder, kind="embedder")
+    inputs, outputs = graph_io(folder / MODEL_FILE)
+    check_graph(folder, manifest, inputs, outputs)
+    ids = _tensor(folder, inputs, "input_ids")
+    _tensor(folder, inputs, "attention_mask")
+    vector = _tensor(folder, outputs, "item_vector")
+    if not (folder / TOKENIZER_DIR / "tokenizer.json").is_file():
+        raise ExportInputError(f"{folder}: {TOKENIZER_DIR}/tokenizer.json is missing (the tokenizer model needs it)")
+    version = str(options.version)
+    length = min(WARMUP_LENGTH, int(manifest.get("max_length") or WARMUP_LENGTH))
+
+    # item_embedder
+    model_dir = root / ITEM_EMBEDDER
+    max_length = int(manifest.get("max_length") or 512)
+    trt = _trt_profile({
+        ids.name: ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1], [options.max_batch_size,
+                                                                                       max_length]),
+        "attention_mask": ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1],
+                           [options.max_batch_size, max_length]),
+    })
+    warmup = {ids.name: f"data_type: {ids.data_type} dims: [ {length} ] zero_data: true",
+              "attention_mask": f'data_type: TYPE_INT64 dims: [ {length} ] input_data_file: "attention_mask"'}
+    _write_text(model_dir / "config.pbtxt", _onnx_model_config(ITEM_EMBEDDER, inputs, [vector], options, warmup, trt))
+    _ones_int64(model_dir / "warmup" / "attention_mask", length)
+    _copy_graph(folder, manifest, model_dir / version)
+    if options.flavour == "python":
+        shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
+
+    # tokenizer
+    tok_dir = root / TOKENIZER
+    _write_text(tok_dir / "config.pbtxt", tokenizer_config(options))
+    (tok_dir / version).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(TEMPLATES / "tokenizer_model.py", tok_dir / version / "model.py")
+    for path in sorted((folder / TOKENIZER_DIR).iterdir()):
+        if path.is_file():
+            rel = f"{TOKENIZER_DIR}/{path.name}"
+            copy_hashed(path, tok_dir / version / rel, manifest.get("files", {}).get(rel))
+    settings = tokenization_settings(folder, manifest)
+    _write_text(tok_dir / version / "tokenization.json", json.dumps(settings, indent=2) + "\n")
+
+    # item_encoder (ensemble; its version folder stays empty, as Triton expects)
+    (root / ITEM_ENCODER / version).mkdir(parents=True, exist_ok=True)
+    _write_text(root / ITEM_ENCODER / "config.pbtxt", item_encoder_config(vector, options))
+    return {"path": str(folder.resolve()), "export_sha256": sha256_file(folder / EXPORT_FILE),
+            "dim": manifest.get("dim"), "tokenization": settings,
+            "source": manifest.get("source") or manifest.get("checkpoint")}
+
+
+def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptions) -> dict[str, Any]:
+    manifest = read_manifest(folder, kind="user_encoder")
+    inputs, outputs = graph_io(folder / MODEL_FILE)
+    check_graph(folder, manifest, inputs, outputs)
+    items = _tensor(folder, inputs, "item_vectors")
+    _tensor(folder, inputs, "attention_mask")
+    user = _tensor(folder, outputs, "user_vector")
+    hidden = items.dims[-1]
+    if hidden < 1:
+        raise ExportInputError(f"{folder}: item_vectors has no fixed hidden size (dims {items.dims})")
+    version = str(options.version)
+    max_len = int(manifest.get("max_len") or 50)
+    length = min(WARMUP_LENGTH, max_len)
+    model_dir = root / USER_ENCODER
+    trt = _trt_profile({
+        items.name: ([1, 1, hidden], [options.preferred_batch_sizes[-1], max_len, hidden],
+                     [options.max_batch_size, max_len, hidden]),
+        "attention_mask": ([1, 1], [options.preferred_batch_sizes[-1], max_len], [options.max_batch_size, max_len]),
+    })
+    warmup = {items.name: f"data_type: {items.data_type} dims: [ {length}, {hidden} ] zero_data: true",
+              "attention_mask": f'data_type: TYPE_INT64 dims: [ {length} ] input_data_file: "attention_mask"'}
+    _write_text(model_dir / "config.pbtxt", _onnx_model_config(USER_ENCODER, inputs, [user], options, warmup, trt))
+    _ones_int64(model_dir / "warmup" / "attention_mask", length)
+    _copy_graph(folder, manifest, model_dir / version)
+    if options.flavour == "python":
+        shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
+    vectors = folder / ITEM_VECTORS_FILE
+    return {"path": str(folder.resolve()), "export_sha256": sha256_file(folder / EXPORT_FILE),
+            "hidden_size": hidden, "max_len": max_len,
+            # the item table the user encoder reads stays in the export (the gateway's item store loads it)
+            "item_vectors": {"path": str(vectors.resolve()), "sha256": manifest.get("files", {}).get(
+                ITEM_VECTORS_FILE)} if vectors.is_file() else None,
+            "source": manifest.get("source") or manifest.get("checkpoint")}
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished repository into place; an existing `out` must be empty or one we wrote."""
+    if out.exists():
+        if not out.is_dir():
+            raise ExportInputError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+            raise ExportInputError(f"--out {out} is a non-empty folder without {MANIFEST_FILE}: not overwriting "
+                                   "something this tool did not write")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def write_repository(embedder: str | Path | None, user_encoder: str | Path | None, out: str | Path,
+                     options: RepositoryOptions | None = None) -> dict[str, Any]:
+    """Write the Triton repository at `out` (replacing one written before); returns its manifest (llmrec.json)."""
+    options = options or RepositoryOptions()
+    if embedder is None and user_encoder is None:
+        raise ExportInputError("give --embedder and/or --user-encoder")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        sources: dict[str, Any] = {}
+        if embedder is not None:
+            sources["embedder"] = _write_embedder_models(tmp, Path(embedder), options)
+        if user_encoder is not None:
+            sources["user_encoder"] = _write_user_encoder_model(tmp, Path(user_encoder), options)
+        models = sorted(p.name for p in tmp.iterdir() if (p / "config.pbtxt").is_file())
+        manifest = {
+            "format": REPOSITORY_FORMAT,
+            "flavour": options.flavour,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "options": asdict(options),
+            "models": models,
+            "sources": sources,
+            "files": _hash_tree(tmp),
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp is private (0700); Triton may run as another user
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(json.dumps({"event": "repository_written", "out": str(out), "flavour": options.flavour,
+                            "models": models, "seconds": round(time.perf_counter() - t0, 3)}))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `repository` on the `python -m export.onnx` parser (sets `func`, as the other subcommands)."""
+    parser = subparsers.add_parser("repository", help="write the Triton model repository",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure_parser(parser)
+    return parser
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    defaults = RepositoryOptions()
+    parser.add_argument("--embedder", help="embedder export folder (model.onnx, tokenizer/, export.json)")
+    parser.add_argument("--user-encoder", help="user-encoder export folder (model.onnx, export.json)")
+    parser.add_argument("--out", required=True, help="repository folder to write (replaced if written by this tool)")
+    parser.add_argument("--flavour", choices=FLAVOURS, default=defaults.flavour,
+                        help="python: Python backend + onnxruntime on CPU (runs here); native: onnxruntime_onnx on GPU")
+    parser.add_argument("--version", type=int, default=defaults.version, help="model version folder")
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--preferred-batch-size", type=int, nargs="+", default=defaults.preferred_batch_sizes,
+                        dest="preferred_batch_sizes")
+    parser.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us,
+                        help="how long the dynamic batcher waits to fill a batch (microseconds)")
+    parser.add_argument("--instances", type=int, default=defaults.instances, help="instances per ONNX model")
+    parser.add_argument("--tokenizer-instances", type=int, default=defaults.tokenizer_instances)
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="onnxruntime intra-op threads per instance (0: onnxruntime decides)")
+    parser.add_argument("--tensorrt", action="store_true", help="native flavour: TensorRT execution accelerator")
+    parser.add_argument("--trt-precision", choices=("FP16", "FP32"), default=defaults.trt_precision)
+    parser.add_argument("--trt-workspace-bytes", type=int, default=defaults.trt_workspace_bytes)
+    parser.add_argument("--trt-cache-path", default=defaults.trt_cache_path,
+                        help="TensorRT engine cache folder on the serving machine (one sub-folder per model)")
+    parser.add_argument("--quiet", action="store_true", default=False, help="log warnings only")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> RepositoryOptions:
+    return RepositoryOptions(
+        flavour=args.flavour, version=args.version, max_batch_size=args.max_batch_size,
+        preferred_batch_sizes=list(args.preferred_batch_sizes), max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances, tokenizer_instances=args.tokenizer_instances, threads=args.threads,
+        tensorrt=args.tensorrt, trt_precision=args.trt_precision, trt_workspace_bytes=args.trt_workspace_bytes,
+        trt_cache_path=args.trt_cache_path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of `repository`: bad input is one line on stderr and exit code 2."""
+    try:
+        manifest = write_repository(args.embedder, args.user_encoder, args.out, options_from_args(args))
+    except ExportInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(args.out), "flavour": manifest["flavour"], "models": manifest["models"]}))
+    return 0
+
+
+def main_repository(argv: list[str] | None = None) -> int:
+    """`python -m export.onnx repository ...` without the package's dispatcher (also `python -m
+    export.onnx.repository`)."""
+    parser = configure_parser(argparse.ArgumentParser(prog="python -m export.onnx repository", description=__doc__,
+                                                      formatter_class=argparse.RawDescriptionHelpFormatter))
+    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main_repository())

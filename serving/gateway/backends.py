@@ -1,0 +1,127 @@
+"""Where the two models run, behind one small interface (Merlin's idea: operators independent of the runtime).
+
+The pipeline (`pipeline.py`) only calls `encode_users` and `encode_texts`;
+`TritonBackend` (triton_client.py) sends them to Triton, `OnnxRuntimeBackend`
+runs the very same model repository in-process with onnxruntime: the ONNX
+graphs of `user_encoder` and `item_embedder` and the repository's own
+tokenizer model file. Tests and the load benchmark's in-process baseline use
+it; results match Triton's because the files are the same.
+
+Tensor names are the export contract (export/onnx/artifact.py, repository.py):
+user_encoder  item_vectors float32 [B, L, H], attention_mask int64 [B, L] -> user_vector float32 [B, H]
+item_encoder  text BYTES [B, 1] -> item_vector float32 [B, D]  (tokenizer + item_embedder ensemble)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+USER_INPUTS = ("item_vectors", "attention_mask")
+USER_OUTPUT = "user_vector"
+TEXT_INPUT = "text"
+ITEM_OUTPUT = "item_vector"
+REPOSITORY_MANIFEST = "llmrec.json"
+
+
+class EncoderBackend(Protocol):
+    """The two model calls the gateway needs; implementations raise GatewayError (UNAVAILABLE...) on failure."""
+
+    name: str
+
+    def ready(self) -> bool: ...
+
+    def encode_users(self, item_vectors: np.ndarray, attention_mask: np.ndarray,
+                     timeout_s: float | None = None) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def repository_manifest(repository: str | Path) -> dict[str, Any]:
+    """The repository's llmrec.json (what export wrote: sources, max_len, dims); {} when absent."""
+    path = Path(repository) / REPOSITORY_MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def history_length(repository: str | Path) -> int | None:
+    """The user encoder's history window (the SRS max_len) recorded in the repository, or None."""
+    source = (repository_manifest(repository).get("sources") or {}).get("user_encoder") or {}
+    value = source.get("max_len")
+    return int(value) if value else None
+
+
+def latest_version(model_dir: Path) -> Path:
+    """The highest numeric version folder of a Triton model (Triton's `latest` policy)."""
+    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    if not versions:
+        raise FileNotFoundError(f"{model_dir}: no version folder (a Triton model written by export.onnx)")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def _load_module(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class OnnxRuntimeBackend:
+    """The repository's models in this process: no Triton, same files, same tokenizer code."""
+
+    name = "onnxruntime"
+
+    def __init__(self, repository: str | Path, user_model: str = "user_encoder", item_model: str = "item_embedder",
+                 tokenizer_model: str = "tokenizer", threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        root = Path(repository)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        self.user_session = None
+        self.item_session = None
+        self.tokenizer = None
+        if (root / user_model).is_dir():
+            self.user_session = ort.InferenceSession(str(latest_version(root / user_model) / "model.onnx"), options,
+                                                     providers=providers)
+        if (root / item_model).is_dir() and (root / tokenizer_model).is_dir():
+            self.item_session = ort.InferenceSession(str(latest_version(root / item_model) / "model.onnx"), options,
+                                                     providers=providers)
+            version = latest_version(root / tokenizer_model)
+            module = _load_module(version / "model.py", f"llmrec_repository_{tokenizer_model}")
+            self.tokenizer = module.ItemTokenizer(version)
+        if self.user_session is None:
+            raise FileNotFoundError(f"{root}: no {user_model} model (write the repository with export.onnx)")
+
+    def ready(self) -> bool:
+        return True
+
+    def encode_users(self, item_vectors: np.ndarray, attention_mask: np.ndarray,
+                     timeout_s: float | None = None) -> np.ndarray:
+        feed = {USER_INPUTS[0]: np.ascontiguousarray(item_vectors, dtype=np.float32),
+                USER_INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        return np.asarray(self.user_session.run([USER_OUTPUT], feed)[0], dtype=np.float32)
+
+    def encode_texts(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray:
+        from .errors import GatewayError
+
+        if self.item_session is None or self.tokenizer is None:
+            raise GatewayError("FAILED_PRECONDITION", "this deployment has no item encoder")
+        ids, mask = self.tokenizer(list(texts))
+        return np.asarray(self.item_session.run([ITEM_OUTPUT], {"input_ids": ids, "attention_mask": mask})[0],
+                          dtype=np.float32)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,189 @@
+"""Gateway configuration: nested dataclasses whose field names are the YAML keys.
+
+`load_config(path)` reads `serving.yaml` (see serving/serving.example.yaml);
+unknown keys are refused with the key's name, so a typo does not silently
+leave a default in place. The auth token itself never appears in the file:
+the config names an environment variable or a file that holds it, and the
+token is read at start-up by `serving.gateway.auth.load_token`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_TOKEN_ENV = "LLMREC_GATEWAY_TOKEN"
+BACKENDS = ("triton", "onnxruntime")
+
+
+class ConfigError(ValueError):
+    """A configuration value out of range or of the wrong type (the message names the key)."""
+
+
+@dataclass
+class TritonConfig:
+    """Where the models run: an external Triton (`url`) or the bundled one started on `model_repository`."""
+
+    url: str | None = None  # host:port of Triton's gRPC endpoint; None = start the bundled tritonserver
+    user_encoder: str = "user_encoder"
+    item_encoder: str = "item_encoder"
+    timeout_s: float = 10.0  # per Triton call (shortened to the caller's deadline)
+    startup_timeout_s: float = 120.0  # managed server: how long to wait for readiness
+
+
+@dataclass
+class BatchingConfig:
+    """The coalescing queues: concurrent calls within `max_wait_ms` become one Triton call / index search."""
+
+    max_batch_size: int = 32  # requests per batch (Triton calls are also split at the model's max_batch_size)
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_queue: int = 1024  # queued requests per queue; beyond it calls get RESOURCE_EXHAUSTED
+    workers: int = 2  # batches in flight per queue (one gathers while another runs)
+
+
+@dataclass
+class LimitsConfig:
+    """Per-request limits; a request beyond one gets INVALID_ARGUMENT naming the field and the limit."""
+
+    max_history: int = 512
+    max_k: int = 100
+    max_texts: int = 64  # texts per EmbedItems call
+    max_items: int = 256  # items per UpsertItems / DeleteItems / GetItems call
+    max_text_bytes: int = 4096  # per text, title, attribute key or value (UTF-8 bytes)
+    max_attributes: int = 32
+    max_filter_ids: int = 4096
+    default_timeout_s: float = 30.0  # deadline for calls that set none
+
+
+@dataclass
+class AuthConfig:
+    """Bearer-token auth from the `authorization` metadata; the token comes from an env var or a file."""
+
+    enabled: bool = False
+    token_env: str = DEFAULT_TOKEN_ENV
+    token_file: str | None = None  # read instead of the env var when given
+
+
+@dataclass
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = a free port
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9464  # Prometheus /metrics; 0 = a free port, None = no endpoint
+    grpc_workers: int = 32  # threads answering calls (each waits on its batch)
+    max_concurrent_rpcs: int | None = None  # beyond it grpc answers RESOURCE_EXHAUSTED; None = grpc_workers x 4
+    max_message_bytes: int = 4 * 1024 * 1024  # receive and send limit
+    backend: str = "triton"  # "triton" or "onnxruntime" (the same models in-process, no Triton)
+    model_repository: str = "model_repository"  # read for max_len; the managed Triton and onnxruntime run it
+    index: str = "runs/demo/index"  # folder written by `python -m export.index` (item index + item store)
+    max_len: int | None = None  # history window of the user encoder; None = from the repository's llmrec.json
+    persist: bool = False  # save the index and store back to `index` after every UpsertItems / DeleteItems
+    health_interval_s: float = 1.0
+    triton: TritonConfig = field(default_factory=TritonConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    def __post_init__(self) -> None:
+        validate_config(self)
+
+
+def _positive(section: Any, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{prefix}{name} must be a number > 0, got {value!r}")
+
+
+def validate_config(config: GatewayConfig) -> None:
+    """Raise ConfigError for the first value out of range (the message names the key)."""
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
+    for name in ("port",):
+        value = getattr(config, name)
+        if not isinstance(value, int) or not 0 <= value <= 65535:
+            raise ConfigError(f"{name} must be a port number (0 = a free port), got {value!r}")
+    if config.metrics_port is not None and (not isinstance(config.metrics_port, int)
+                                            or not 0 <= config.metrics_port <= 65535):
+        raise ConfigError(f"metrics_port must be a port number, 0 (a free port) or null, got {config.metrics_port!r}")
+    _positive(config, "", ("grpc_workers", "max_message_bytes", "health_interval_s"))
+    if config.max_concurrent_rpcs is not None:
+        _positive(config, "", ("max_concurrent_rpcs",))
+    if config.max_len is not None:
+        _positive(config, "", ("max_len",))
+    _positive(config.triton, "triton.", ("timeout_s", "startup_timeout_s"))
+    _positive(config.batching, "batching.", ("max_batch_size", "max_queue", "workers"))
+    if not config.batching.max_wait_ms >= 0:
+        raise ConfigError(f"batching.max_wait_ms must be >= 0, got {config.batching.max_wait_ms!r}")
+    _positive(config.limits, "limits.", tuple(f.name for f in dataclasses.fields(LimitsConfig)))
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    """A dataclass from a mapping, recursing into nested dataclass fields; unknown keys are refused."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; known: "
+                          f"{[prefix + k for k in known]}")
+    kwargs = {}
+    for name, value in values.items():
+        nested = _NESTED.get((cls, name))
+        kwargs[name] = _build(nested, value, f"{prefix}{name}.") if nested else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (GatewayConfig, "triton"): TritonConfig,
+    (GatewayConfig, "batching"): BatchingConfig,
+    (GatewayConfig, "limits"): LimitsConfig,
+    (GatewayConfig, "auth"): AuthConfig,
+}
+
+
+def config_from_dict(values: dict[str, Any] | None) -> GatewayConfig:
+    return _build(GatewayConfig, values or {}, "")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GatewayConfig:
+    """Read a YAML config; relative paths in it (index, model_repository, auth.token_file) are taken from the
+    file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        target = values
+        *parents, last = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    base = path.resolve().parent
+    for key in ("index", "model_repository"):
+        if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+            values[key] = str(base / values[key])
+    auth = values.get("auth")
+    token_file = auth.get("token_file") if isinstance(auth, dict) else None
+    if isinstance(token_file, str) and not Path(token_file).is_absolute():
+        auth["token_file"] = str(base / token_file)
+    return config_from_dict(values)
+
+
+def config_to_dict(config: GatewayConfig) -> dict[str, Any]:
+    """Plain values (for logging: holds no secret, only where the token comes from)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,276 @@
+"""The recommendation operators, independent of gRPC and of where the models run.
+
+    Recommend: history ids -> item vectors (index) -> [batched] user encoder -> [batched] index top-k -> titles
+    Embed:     texts -> [batched] item encoder -> vectors
+    Upsert:    texts -> [batched] item encoder -> index + store (recommendable and usable in histories at once)
+
+`RecommendationPipeline` takes plain, validated values (validation.py) and a
+backend (backends.py: Triton or in-process onnxruntime), so the gRPC server,
+tests and the load benchmark's in-process baseline run the same code.
+
+Histories are truncated to the user encoder's window (`max_len`, the SRS's
+trained history length) and always left-padded to exactly `max_len`: every
+request then has the same shape, Triton's batcher can join requests freely,
+and a user's vector never depends on which other requests shared its batch.
+History exclusion uses the whole history, not only the window (as the
+offline evaluation does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..index.item_index import ItemIndex
+from ..index.item_store import Item, ItemStore
+from ..logs import log_event
+from .backends import EncoderBackend
+from .batching import BatchQueue
+from .config import BatchingConfig
+from .errors import DeadlineExceeded, GatewayError
+from .metrics import GatewayMetrics
+from .validation import NewItem, RecommendQuery
+
+logger = logging.getLogger("llmrec.gateway")
+
+MAX_LISTED_IDS = 10
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    id: int
+    score: float
+    title: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _UserJob:
+    """One Recommend call inside a batch."""
+
+    vectors: np.ndarray  # float32 [max_len, H], left-padded
+    mask: np.ndarray  # int64 [max_len]
+    k: int
+    exclude: np.ndarray  # int64 ids never returned
+    include: np.ndarray  # int64 ids to rank among (empty = the whole index)
+
+
+def _listed(ids: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:MAX_LISTED_IDS])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > MAX_LISTED_IDS else "")
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("the deadline passed before the model call")
+    return left
+
+
+class RecommendationPipeline:
+    def __init__(self, backend: EncoderBackend, index: ItemIndex, store: ItemStore, *, max_len: int,
+                 batching: BatchingConfig | None = None, metrics: GatewayMetrics | None = None,
+                 user_model: str = "user_encoder", item_model: str = "item_encoder",
+                 snapshot_dir: str | Path | None = None, snapshot_extra: dict[str, Any] | None = None) -> None:
+        """`snapshot_dir`: when given, the index and store are saved there after every write (persist)."""
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        batching = batching or BatchingConfig()
+        self.backend = backend
+        self.index = index
+        self.store = store
+        self.max_len = int(max_len)
+        self.metrics = metrics
+        self.user_model = user_model
+        self.item_model = item_model
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
+        self.snapshot_extra = dict(snapshot_extra or {})
+        observe = metrics.observe_batch if metrics is not None else None
+        common = dict(max_batch_size=batching.max_batch_size, max_wait_s=batching.max_wait_ms / 1000.0,
+                      max_queue=batching.max_queue, workers=batching.workers, observe=observe)
+        self.recommend_queue: BatchQueue = BatchQueue("recommend", self._run_users, **common)
+        self.embed_queue: BatchQueue = BatchQueue("embed", self._run_texts, **common)
+        self._write_lock = threading.Lock()
+        known = [int(i) for i in index.ids()[-1:]] + [int(i) for i in store.ids()[-1:]]
+        self._next_id = max(known, default=0) + 1
+        if metrics is not None:
+            metrics.track_queue_depth("recommend", self.recommend_queue.depth)
+            metrics.track_queue_depth("embed", self.embed_queue.depth)
+            metrics.index_items.set(len(index))
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> RecommendationPipeline:
+        self.recommend_queue.start()
+        self.embed_queue.start()
+        return self
+
+    def stop(self) -> None:
+        self.recommend_queue.stop()
+        self.embed_queue.stop()
+
+    def ready(self) -> bool:
+        return len(self.index) > 0 and self.backend.ready()
+
+    # ------------------------------------------------------------------ timing helpers
+    def _time_model(self, model: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.model_seconds.labels(model).observe(seconds)
+
+    def _time_index(self, operation: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.index_seconds.labels(operation).observe(seconds)
+
+    def _time_stage(self, queue: str, stage: str, seconds: float, requests: int) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_request_stage(queue, stage, seconds, requests)
+
+    # ------------------------------------------------------------------ Recommend
+    def _missing(self, ids: Sequence[int]) -> list[int]:
+        return sorted({int(i) for i in ids if int(i) not in self.index})
+
+    def recommend(self, query: RecommendQuery, deadline: float | None = None) -> list[Recommendation]:
+        """Top-k items after `query.history` (validated). NOT_FOUND names history ids the index lacks."""
+        missing = self._missing(query.history)
+        if missing:
+            raise GatewayError("NOT_FOUND", f"history holds item ids that are not in the index: {_listed(missing)}")
+        missing = self._missing(query.include_ids)
+        if missing:
+            raise GatewayError("NOT_FOUND", f"filter.include_ids holds item ids that are not in the index: "
+                                            f"{_listed(missing)}")
+        window = np.asarray(query.history[-self.max_len:], dtype=np.int64)
+        t0 = time.perf_counter()
+        try:
+            item_vectors = self.index.vectors(window)
+        except KeyError:  # deleted between the check and the read
+            raise GatewayError("NOT_FOUND", "an item of the history was deleted during the call") from None
+        self._time_index("vectors", time.perf_counter() - t0)
+        vectors = np.zeros((self.max_len, item_vectors.shape[1]), dtype=np.float32)
+        mask = np.zeros(self.max_len, dtype=np.int64)
+        vectors[self.max_len - len(window):] = item_vectors
+        mask[self.max_len - len(window):] = 1
+        exclude = set(query.exclude_ids)
+        if query.exclude_history:
+            exclude.update(query.history)
+        job = _UserJob(vectors, mask, query.k, np.array(sorted(exclude), dtype=np.int64),
+                       np.asarray(query.include_ids, dtype=np.int64))
+        ids, scores = self.recommend_queue.call(job, deadline)
+        items = self.store.get(ids)
+        return [Recommendation(int(i), float(s), item.title if item else "", dict(item.attributes) if item else {})
+                for i, s, item in zip(ids, scores, items, strict=True)]
+
+    def _run_users(self, jobs: Sequence[_UserJob], deadline: float | None) -> list[Any]:
+        """One user-encoder call and one index search for a whole batch of Recommend calls."""
+        vectors = np.stack([j.vectors for j in jobs])
+        masks = np.stack([j.mask for j in jobs])
+        t0 = time.perf_counter()
+        users = self.backend.encode_users(vectors, masks, _remaining(deadline))
+        seconds = time.perf_counter() - t0
+        self._time_model(self.user_model, seconds)
+        self._time_stage("recommend", "model", seconds, len(jobs))
+        results: list[Any] = [None] * len(jobs)
+        searched = [b for b, j in enumerate(jobs) if not len(j.include)]
+        if searched:
+            k = max(jobs[b].k for b in searched)
+            t0 = time.perf_counter()
+            ids, scores = self.index.search(users[searched], k, exclude=[jobs[b].exclude for b in searched])
+            seconds = time.perf_counter() - t0
+            self._time_index("search", seconds)
+            self._time_stage("recommend", "index", seconds, len(searched))
+            for row, b in enumerate(searched):
+                keep = ids[row] >= 0
+                results[b] = (ids[row][keep][: jobs[b].k], scores[row][keep][: jobs[b].k])
+        for b, job in enumerate(jobs):
+            if len(job.include):
+                results[b] = self._rank_among(users[b], job)
+        return results
+
+    def _rank_among(self, user: np.ndarray, job: _UserJob) -> Any:
+        """Exact inner-product ranking among the filter's include_ids (a small set, so no index search)."""
+        candidates = job.include[~np.isin(job.include, job.exclude)]
+        try:
+            table = self.index.vectors(candidates)
+        except KeyError:
+            return GatewayError("NOT_FOUND", "an item of filter.include_ids was deleted during the call")
+        scores = table @ user
+        order = np.argsort(-scores, kind="stable")[: job.k]
+        return candidates[order], scores[order].astype(np.float32)
+
+    # ------------------------------------------------------------------ EmbedItems
+    def embed(self, texts: Sequence[str], deadline: float | None = None) -> np.ndarray:
+        """Item-space vectors [len(texts), D] of validated texts (one share of a batched item-encoder call)."""
+        return self.embed_queue.call(list(texts), deadline)
+
+    def _run_texts(self, jobs: Sequence[list[str]], deadline: float | None) -> list[np.ndarray]:
+        texts = [t for job in jobs for t in job]
+        t0 = time.perf_counter()
+        vectors = self.backend.encode_texts(texts, _remaining(deadline))
+        seconds = time.perf_counter() - t0
+        self._time_model(self.item_model, seconds)
+        self._time_stage("embed", "model", seconds, len(jobs))
+        if len(vectors) != len(texts):
+            raise GatewayError("INTERNAL", f"the item encoder returned {len(vectors)} vectors for {len(texts)} texts")
+        out, start = [], 0
+        for job in jobs:
+            out.append(vectors[start:start + len(job)])
+            start += len(job)
+        return out
+
+    # ------------------------------------------------------------------ UpsertItems / DeleteItems / GetItems
+    def upsert(self, items: Sequence[NewItem], deadline: float | None = None) -> list[int]:
+        """Embed and store validated items; returns their ids (assigned where the id was 0)."""
+        vectors = self.embed([item.text for item in items], deadline)
+        if vectors.shape[1] != self.index.dim:
+            raise GatewayError("FAILED_PRECONDITION", f"the item encoder gives {vectors.shape[1]}-d vectors but the "
+                                                      f"index holds {self.index.dim}-d ones: export the item encoder "
+                                                      "with the SRS adapter of the deployed user encoder")
+        with self._write_lock:
+            self._next_id = max(self._next_id, max((item.id for item in items), default=0) + 1)
+            ids = []
+            for item in items:
+                if item.id > 0:
+                    ids.append(item.id)
+                else:
+                    ids.append(self._next_id)
+                    self._next_id += 1
+            t0 = time.perf_counter()
+            self.index.upsert(np.asarray(ids, dtype=np.int64), vectors)
+            self._time_index("upsert", time.perf_counter() - t0)
+            self.store.upsert([Item(i, item.title, dict(item.attributes)) for i, item in zip(ids, items, strict=True)])
+            self._after_write("upsert", ids)
+        return ids
+
+    def delete(self, ids: Sequence[int]) -> tuple[int, list[int]]:
+        """Remove items from index and store; returns (removed, ids that were not there)."""
+        with self._write_lock:
+            missing = [int(i) for i in ids if int(i) not in self.index and int(i) not in self.store]
+            t0 = time.perf_counter()
+            removed = self.index.delete(np.asarray(ids, dtype=np.int64))
+            self._time_index("delete", time.perf_counter() - t0)
+            self.store.delete(np.asarray(ids, dtype=np.int64))
+            self._after_write("delete", list(ids))
+        return removed, missing
+
+    def get(self, ids: Sequence[int]) -> tuple[list[Item], list[int]]:
+        """Known items in the order asked, and the unknown ids."""
+        found = self.store.get(np.asarray(ids, dtype=np.int64))
+        items = [item for item in found if item is not None]
+        missing = [int(i) for i, item in zip(ids, found, strict=True) if item is None]
+        return items, missing
+
+    def _after_write(self, operation: str, ids: list[int]) -> None:
+        if self.metrics is not None:
+            self.metrics.index_items.set(len(self.index))
+        log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=len(self.index))
+        if self.snapshot_dir is not None:
+            t0 = time.perf_counter()
+            self.index.save(self.snapshot_dir, extra=self.snapshot_extra, store=self.store)
+            self._time_index("save", time.perf_counter() - t0)

@@ -1,0 +1,351 @@
+"""The gRPC server: the Recommender service, health, reflection, metrics, auth, limits.
+
+`Gateway(config).start()` loads the item index and store, connects to Triton
+(an external one at `triton.url`, or the bundled server it starts on
+`model_repository`; or the in-process onnxruntime backend), starts the
+batching pipeline, the Prometheus endpoint and the gRPC server, and keeps the
+standard health service up to date (NOT_SERVING while Triton or the index is
+not ready). `stop()` undoes all of it in reverse order.
+
+The servicer parses requests itself (raw bytes in), so a string field with
+invalid UTF-8 becomes INVALID_ARGUMENT naming the field instead of gRPC's
+INTERNAL "Exception deserializing request". Every failure is answered with a
+status code and a one-line message; stack traces go to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..index.item_index import ItemIndex
+from ..index.item_store import ItemStore
+from ..index.snapshot import IndexMismatch
+from ..logs import log_event
+from ..proto.llmrec.v1 import recommend_pb2 as pb
+from .auth import AuthInterceptor, load_token
+from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, repository_manifest
+from .config import ConfigError, GatewayConfig, config_to_dict
+from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
+from .metrics import GatewayMetrics
+from .pipeline import RecommendationPipeline
+from .validation import (
+    NewItem,
+    check_ids,
+    check_new_items,
+    check_recommend,
+    check_texts,
+    parse_request,
+)
+
+logger = logging.getLogger("llmrec.gateway")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "llmrec.v1.Recommender"
+RESERVED_MANIFEST_KEYS = {"format", "dim", "metric", "factory", "count", "slots", "search", "files", "created",
+                          "faiss_version"}
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start (bad index, missing repository, Triton failed); the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------- servicer
+class RecommenderServicer:
+    """The five methods of llmrec.v1.Recommender over a RecommendationPipeline."""
+
+    def __init__(self, pipeline: RecommendationPipeline, config: GatewayConfig, metrics: GatewayMetrics,
+                 is_ready: Callable[[], bool]) -> None:
+        self.pipeline = pipeline
+        self.limits = config.limits
+        self.metrics = metrics
+        self.is_ready = is_ready
+
+    # ------------------------------------------------------------------ plumbing
+    def _deadline(self, context: grpc.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        if remaining is None or remaining > self.limits.default_timeout_s:
+            remaining = self.limits.default_timeout_s
+        if remaining <= 0:
+            raise DeadlineExceeded("the call's deadline had passed when it arrived")
+        return time.monotonic() + remaining
+
+    def _require_ready(self) -> None:
+        if not self.is_ready():
+            raise BackendUnavailable("the gateway is not ready (Triton or the item index is not ready); retry later")
+
+    def _call(self, method: str, raw: bytes, context: grpc.ServicerContext, request_type: type[Message],
+              handler: Callable[[Any, float], Message]) -> Message:
+        t0 = time.perf_counter()
+        code = "OK"
+        try:
+            request = parse_request(request_type, raw)
+            deadline = self._deadline(context)
+            return handler(request, deadline)
+        except GatewayError as error:
+            code = error.code
+            if code == "INTERNAL":
+                log_event(logger, "call_failed", logging.WARNING, method=method, code=code, message=error.message)
+            context.abort(grpc.StatusCode[code], error.message)
+        except Exception as error:  # a bug: the log gets the trace, the caller one line
+            code = "INTERNAL"
+            logger.exception("unexpected error in %s", method)
+            log_event(logger, "call_failed", logging.ERROR, method=method, code=code,
+                      error=f"{type(error).__name__}: {error}")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error (details in the gateway log)")
+        finally:
+            self.metrics.requests.labels(method, code).inc()
+            self.metrics.latency.labels(method).observe(time.perf_counter() - t0)
+        raise AssertionError("unreachable")  # context.abort always raises
+
+    # ------------------------------------------------------------------ methods
+    def Recommend(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802 - gRPC method name
+        return self._call("Recommend", raw, context, pb.RecommendRequest, self._recommend)
+
+    def EmbedItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
+        return self._call("EmbedItems", raw, context, pb.EmbedItemsRequest, self._embed)
+
+    def UpsertItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
+        return self._call("UpsertItems", raw, context, pb.UpsertItemsRequest, self._upsert)
+
+    def DeleteItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
+        return self._call("DeleteItems", raw, context, pb.DeleteItemsRequest, self._delete)
+
+    def GetItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
+        return self._call("GetItems", raw, context, pb.GetItemsRequest, self._get)
+
+    def _recommend(self, request: pb.RecommendRequest, deadline: float) -> pb.RecommendResponse:
+        query = check_recommend(request.history, request.k, request.exclude_history, request.filter.exclude_ids,
+                                request.filter.include_ids, self.limits)
+        self._require_ready()
+        items = self.pipeline.recommend(query, deadline)
+        return pb.RecommendResponse(items=[pb.ScoredItem(id=r.id, score=r.score, title=r.title,
+                                                         attributes=r.attributes) for r in items])
+
+    def _embed(self, request: pb.EmbedItemsRequest, deadline: float) -> pb.EmbedItemsResponse:
+        texts = check_texts(list(request.texts), self.limits)
+        self._require_ready()
+        vectors = self.pipeline.embed(texts, deadline)
+        return pb.EmbedItemsResponse(vectors=[pb.Vector(values=v.tolist()) for v in vectors],
+                                     dim=int(vectors.shape[1]))
+
+    def _upsert(self, request: pb.UpsertItemsRequest, deadline: float) -> pb.UpsertItemsResponse:
+        items = check_new_items([NewItem(id=i.id, title=i.title, text=i.text, attributes=dict(i.attributes))
+                                 for i in request.items], self.limits)
+        self._require_ready()
+        ids = self.pipeline.upsert(items, deadline)
+        return pb.UpsertItemsResponse(ids=ids, index_size=len(self.pipeline.index))
+
+    def _delete(self, request: pb.DeleteItemsRequest, deadline: float) -> pb.DeleteItemsResponse:
+        ids = check_ids(request.ids, "ids", self.limits.max_items, distinct=True)
+        removed, missing = self.pipeline.delete(ids)
+        return pb.DeleteItemsResponse(deleted=removed, missing_ids=missing, index_size=len(self.pipeline.index))
+
+    def _get(self, request: pb.GetItemsRequest, deadline: float) -> pb.GetItemsResponse:
+        ids = check_ids(request.ids, "ids", self.limits.max_items)
+        items, missing = self.pipeline.get(ids)
+        return pb.GetItemsResponse(items=[pb.Item(id=i.id, title=i.title, attributes=i.attributes) for i in items],
+                                   missing_ids=missing)
+
+
+def method_handlers(servicer: RecommenderServicer) -> grpc.GenericRpcHandler:
+    """The service's handlers with raw-bytes requests (the servicer parses them) and protobuf responses."""
+    responses = {"Recommend": pb.RecommendResponse, "EmbedItems": pb.EmbedItemsResponse,
+                 "UpsertItems": pb.UpsertItemsResponse, "DeleteItems": pb.DeleteItemsResponse,
+                 "GetItems": pb.GetItemsResponse}
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
+                                                           response_serializer=response.SerializeToString)
+                for name, response in responses.items()}
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+# ---------------------------------------------------------------------------------------------- gateway
+def load_catalog(directory: str | Path) -> tuple[ItemIndex, ItemStore, dict[str, Any]]:
+    """The index and store of a snapshot folder and the manifest's provenance fields (kept when persisting)."""
+    directory = Path(directory)
+    try:
+        index = ItemIndex.load(directory)
+        store = ItemStore.load(directory)
+    except IndexMismatch as exc:
+        raise StartupError(f"item index: {exc}") from None
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    extra = {k: v for k, v in manifest.items() if k not in RESERVED_MANIFEST_KEYS}
+    if index.metric != "inner_product":
+        log_event(logger, "index_metric", logging.WARNING, metric=index.metric,
+                  message="the SRS scores with the inner product; an index searched with another metric ranks "
+                          "differently")
+    return index, store, extra
+
+
+def check_dimensions(index: ItemIndex, repository: Path) -> None:
+    """The index must hold vectors of the user encoder's size (and of the item encoder's, when recorded)."""
+    sources = repository_manifest(repository).get("sources") or {}
+    hidden = (sources.get("user_encoder") or {}).get("hidden_size")
+    if hidden is not None and int(hidden) != index.dim:
+        raise StartupError(f"the item index holds {index.dim}-d vectors but the user encoder reads {hidden}-d ones "
+                           f"({repository}/llmrec.json): build the index from this user encoder's item table")
+    dim = (sources.get("embedder") or {}).get("dim")
+    if dim is not None and int(dim) != index.dim:
+        log_event(logger, "item_encoder_dim", logging.WARNING, item_encoder_dim=dim, index_dim=index.dim,
+                  message="the item encoder was exported without the SRS adapter: UpsertItems will be refused")
+
+
+class Gateway:
+    """One running gateway (use `with Gateway(config) as g:` or start()/stop())."""
+
+    def __init__(self, config: GatewayConfig, backend: EncoderBackend | None = None) -> None:
+        self.config = config
+        self._backend = backend
+        self.backend: EncoderBackend | None = None
+        self.metrics = GatewayMetrics()
+        self.pipeline: RecommendationPipeline | None = None
+        self.server: grpc.Server | None = None
+        self.health = health.HealthServicer(experimental_non_blocking=True,
+                                            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2))
+        self.triton: Any = None  # serving.triton.TritonServer when this gateway started Triton itself
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._ready = False
+        self._stop_health = threading.Event()
+        self._health_thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    # ------------------------------------------------------------------ start
+    def _make_backend(self) -> EncoderBackend:
+        config = self.config
+        if self._backend is not None:
+            return self._backend
+        if config.backend == "onnxruntime":
+            return OnnxRuntimeBackend(config.model_repository)
+        from .triton_client import TritonBackend
+
+        url = config.triton.url
+        if url is None:
+            from ..triton import TritonError, TritonServer
+
+            self.triton = TritonServer(config.model_repository, startup_timeout=config.triton.startup_timeout_s)
+            try:
+                self.triton.start()
+            except TritonError as exc:
+                raise StartupError(str(exc)) from None
+            url = self.triton.grpc_url
+        return TritonBackend(url, config.triton.user_encoder, config.triton.item_encoder, config.triton.timeout_s)
+
+    def start(self) -> Gateway:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        config = self.config
+        token = load_token(config.auth)
+        repository = Path(config.model_repository)
+        max_len = config.max_len or history_length(repository)
+        if max_len is None:
+            raise ConfigError(f"max_len is not set and {repository}/llmrec.json does not record the user encoder's "
+                              "max_len: set max_len (the SRS history length) in the config")
+        index, store, extra = load_catalog(config.index)
+        check_dimensions(index, repository)
+        self.backend = self._make_backend()
+        self.pipeline = RecommendationPipeline(
+            self.backend, index, store, max_len=max_len, batching=config.batching, metrics=self.metrics,
+            user_model=config.triton.user_encoder, item_model=config.triton.item_encoder,
+            snapshot_dir=config.index if config.persist else None, snapshot_extra=extra).start()
+        if config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port)
+        interceptors = []
+        if token is not None:
+            interceptors.append(AuthInterceptor(
+                token, on_refused=lambda method: self.metrics.requests.labels(method.rsplit("/", 1)[-1],
+                                                                              "UNAUTHENTICATED").inc()))
+        options = [("grpc.max_receive_message_length", config.max_message_bytes),
+                   ("grpc.max_send_message_length", config.max_message_bytes),
+                   ("grpc.so_reuseport", 0)]
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.grpc_workers, thread_name_prefix="grpc"),
+            interceptors=interceptors, options=options,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs or 4 * config.grpc_workers)
+        servicer = RecommenderServicer(self.pipeline, config, self.metrics, self.is_ready)
+        self.server.add_generic_rpc_handlers((method_handlers(servicer),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        try:
+            self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+        self._check_health()
+        self.server.start()
+        self._health_thread = threading.Thread(target=self._health_loop, name="gateway-health", daemon=True)
+        self._health_thread.start()
+        log_event(logger, "gateway_ready", address=self.address, metrics_port=self.metrics_port,
+                  backend=self.backend.name, triton=getattr(self.backend, "url", None), index=str(config.index),
+                  items=len(index), max_len=max_len, auth=token is not None, serving=self._ready,
+                  config={k: v for k, v in config_to_dict(config).items() if k != "auth"})
+
+    # ------------------------------------------------------------------ health
+    def _check_health(self) -> None:
+        assert self.pipeline is not None
+        try:
+            ready = self.pipeline.ready()
+        except Exception:  # a health probe must never kill the loop
+            ready = False
+        if ready != self._ready or self._health_thread is None:
+            status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            self.health.set("", status)
+            self.health.set(SERVICE_NAME, status)
+            if ready != self._ready:
+                log_event(logger, "gateway_health", serving=ready)
+        self._ready = ready
+        self.metrics.ready.set(1 if ready else 0)
+        self.metrics.index_items.set(len(self.pipeline.index))
+
+    def _health_loop(self) -> None:
+        while not self._stop_health.wait(self.config.health_interval_s):
+            self._check_health()
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, let calls in flight finish (up to `grace` s), then stop everything else."""
+        self._stop_health.set()
+        if self.server is not None:
+            self.health.enter_graceful_shutdown()
+            self.server.stop(grace).wait(grace + 1.0)
+            self.server = None
+        if self._health_thread is not None:
+            self._health_thread.join(timeout=self.config.health_interval_s + 2.0)
+            self._health_thread = None
+        if self.pipeline is not None:
+            self.pipeline.stop()
+            self.pipeline = None
+        self.metrics.stop()
+        if self.backend is not None and self._backend is None:
+            self.backend.close()
+        self.backend = None
+        if self.triton is not None:
+            self.triton.stop()
+            self.triton = None
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,49 @@
+"""Structured (JSON lines) logging for the serving tools.
+
+Serving must not import `train` (it imports torch), so this is its own small
+formatter, with the same record shape as the training tools: one JSON object
+per line with time, level and logger; a message that is itself a JSON object
+is merged into the record, anything else lands under "message".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; a message that is itself a JSON object is merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                               "logger": record.name}
+        message = record.getMessage()
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            out.update(parsed)
+        else:
+            out["message"] = message
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(verbose: bool = True) -> None:
+    """JSON lines on stderr for every `llmrec.*` logger (INFO, or WARNING when not verbose)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("llmrec")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured event: {"event": event, **fields} as a JSON message."""
+    logger.log(level, json.dumps({"event": event, **fields}, default=str))

@@ -1,0 +1,69 @@
+"""`python -m serving triton`: run Triton on a model repository until SIGINT/SIGTERM.
+
+Prints one JSON line on stdout when the server is ready (pid and endpoints), so
+scripts can wait for it; the server's own log is forwarded as JSON lines on
+stderr. Exit code 0 after a requested stop, 1 when the server fails to start
+or dies on its own, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from ..logs import setup_logging
+from .server import DEFAULT_HOST, TritonError, TritonServer
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `triton` subcommand on a `python -m serving` parser."""
+    parser = subparsers.add_parser("triton", help="run the bundled Triton Inference Server on a model repository",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", required=True, help="Triton model repository (written by export.onnx)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address every endpoint binds to (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: a free port)")
+    parser.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: a free port)")
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port (default: a free port)")
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument("--exit-timeout", type=int, default=10, help="seconds Triton may take to drain at shutdown")
+    parser.add_argument("--log-verbose", type=int, default=0, help="Triton's --log-verbose level")
+    parser.add_argument("--quiet", action="store_true", help="forward only Triton's warnings and errors")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(verbose=not args.quiet)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = TritonServer(args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port, startup_timeout=args.startup_timeout,
+                          exit_timeout=args.exit_timeout, log_verbose=args.log_verbose)
+    try:
+        try:
+            server.start(cancel=stop)
+        except TritonError as error:
+            if stop.is_set():
+                return 0
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps({"event": "triton_ready", "pid": server.pid, "http": server.http_url,
+                          "grpc": server.grpc_url, "metrics": server.metrics_url}), flush=True)
+        while not stop.wait(0.5):
+            if not server.is_running():
+                code = server.stop()
+                print(f"error: tritonserver exited on its own with code {code}", file=sys.stderr)
+                return 1
+        server.stop()
+        return 0
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,415 @@
+"""Run the Triton Inference Server bundled in the `nvidia-pytriton` wheel as a child process.
+
+The wheel ships a real `tritonserver` (2.51) with the Python backend, so no
+container is needed on a CPU machine. It does not start as is, though:
+
+- the Python backend looks for `triton_python_backend_stub` in its own folder,
+  while the wheel keeps one stub per Python version apart; so a backend
+  directory is assembled in a private temporary folder: `python/` holds the
+  backend library, its utils module and the stub matching this interpreter;
+- the stub links against libpython: `LD_LIBRARY_PATH` starts with this
+  interpreter's `LIBDIR` (otherwise the loader may pick the system's
+  libpython and the stub fails), then the wheel's `nvidia_pytriton.libs`;
+- the stub's embedded Python finds numpy/onnxruntime/tokenizers through the
+  environment's `bin` first on `PATH`;
+- every endpoint binds to 127.0.0.1 unless told otherwise.
+
+`TritonServer` picks free ports (or takes given ones), waits for
+`/v2/health/ready`, forwards each log line of the server as a structured
+record (logger "llmrec.triton"), and stops the server with SIGINT (Triton's
+graceful shutdown), escalating to SIGKILL of the process group it created
+only when the shutdown hangs. Failures raise `TritonError` with the model
+load errors taken from the log, so a CLI can print them without a stack trace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ..logs import log_event
+
+logger = logging.getLogger("llmrec.triton")
+
+INSTALL_HINT = "pip install nvidia-pytriton==0.7.0"
+DEFAULT_HOST = "127.0.0.1"
+# Lines Triton prints at error level on any machine without a GPU; they are not failures.
+CPU_NOISE = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML",
+             "DCGM unable to start", "CUDA driver version is insufficient",
+             "failed to allocate pinned system memory")
+_LOG_LINE = re.compile(r"^([IWEV])(\d{4} \d{2}:\d{2}:\d{2}\.\d+)\s+\d+\s+(\S+)\]\s?(.*)$")
+_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "V": logging.DEBUG}
+
+
+class TritonError(RuntimeError):
+    """A failure to explain to a person (missing binary, bad repository, model load errors); no stack trace needed."""
+
+
+@dataclass(frozen=True)
+class TritonBundle:
+    """Where the pieces of the bundled server live on this machine."""
+
+    binary: Path  # tritonserver
+    python_backend: Path  # folder with libtriton_python.so and triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub built for this Python version
+    libs: Path  # nvidia_pytriton.libs: the server's own shared libraries
+    python_libdir: Path  # where this interpreter's libpython lives
+    python_bin: Path  # the environment's bin folder (python with numpy, onnxruntime, tokenizers)
+
+
+def find_bundle() -> TritonBundle:
+    """Locate the server bundled in the installed nvidia-pytriton wheel, or raise TritonError saying what is missing.
+
+    The package is found with `find_spec` and never imported (importing pytriton
+    pulls in its own server wrappers, which are not used here).
+    """
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonError(f"the Triton Inference Server binary comes with the nvidia-pytriton wheel; install it: "
+                          f"{INSTALL_HINT}")
+    package = Path(list(spec.submodule_search_locations)[0])
+    root = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    bundle = TritonBundle(
+        binary=root / "bin" / "tritonserver",
+        python_backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        libs=package.parent / "nvidia_pytriton.libs",
+        python_libdir=Path(sysconfig.get_config_var("LIBDIR") or sys.base_prefix + "/lib"),
+        python_bin=Path(sys.prefix) / "bin",
+    )
+    needed = [(bundle.binary, "the tritonserver binary"),
+              (bundle.python_backend / "libtriton_python.so", "the Python backend"),
+              (bundle.stub, f"the Python backend stub for Python {version}"),
+              (bundle.libs, "the server's shared libraries (nvidia_pytriton.libs)")]
+    for path, what in needed:
+        if not path.exists():
+            raise TritonError(f"{what} is missing from the nvidia-pytriton wheel (expected {path}); reinstall it: "
+                              f"{INSTALL_HINT}")
+    libpython = sysconfig.get_config_var("LDLIBRARY") or ""
+    if not libpython.endswith(".so") and ".so." not in libpython:
+        raise TritonError(f"this Python ({sys.executable}) has no shared libpython ({libpython or 'none'}); the "
+                          "Python backend stub needs one: use a Python built with --enable-shared")
+    return bundle
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port free on `host` right now (the kernel's pick; another process could still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_repository(path: Path) -> list[str]:
+    """Names of the models in a Triton repository folder (sub-folders with config.pbtxt); TritonError if none."""
+    if not path.is_dir():
+        raise TritonError(f"model repository {path} does not exist or is not a folder")
+    models = sorted(p.name for p in path.iterdir() if (p / "config.pbtxt").is_file())
+    if not models:
+        raise TritonError(f"model repository {path} holds no model (no <model>/config.pbtxt); write one with: "
+                          "python -m export.onnx repository --embedder DIR --user-encoder DIR --out DIR")
+    return models
+
+
+def parse_log_line(line: str) -> dict[str, object]:
+    """A Triton log line as {"level", "source", "message"}; lines outside the format (tables) keep level INFO."""
+    match = _LOG_LINE.match(line)
+    if not match:
+        return {"level": logging.INFO, "source": None, "message": line}
+    letter, _, source, message = match.groups()
+    if message.startswith('"') and message.endswith('"'):
+        try:
+            message = json.loads(message)
+        except ValueError:
+            pass
+    if any(noise in message for noise in CPU_NOISE):
+        return {"level": logging.INFO, "source": source, "message": message}
+    return {"level": _LEVELS[letter], "source": source, "message": message}
+
+
+class TritonServer:
+    """One tritonserver child process serving `model_repository` on 127.0.0.1.
+
+    Use as a context manager (`with TritonServer(repo) as server: ...`) or call
+    `start()` / `stop()`. Ports left as None are picked free at start. The
+    process runs in its own session (a Ctrl-C in the terminal reaches only
+    this manager, which then shuts Triton down in order).
+    """
+
+    def __init__(
+        self,
+        model_repository: str | Path,
+        *,
+        host: str = DEFAULT_HOST,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        startup_timeout: float = 120.0,
+        exit_timeout: int = 10,
+        log_verbose: int = 0,
+        extra_args: tuple[str, ...] = (),
+        bundle: TritonBundle | None = None,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self._requested_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.ports: dict[str, int] = {}
+        self.startup_timeout = startup_timeout
+        self.exit_timeout = exit_timeout
+        self.log_verbose = log_verbose
+        self.extra_args = tuple(extra_args)
+        self._bundle = bundle
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._workdir: Path | None = None
+        self._lines: collections.deque[str] = collections.deque(maxlen=20000)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP/REST endpoint, e.g. http://127.0.0.1:8000."""
+        return f"http://{self.host}:{self.ports['http']}"
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC endpoint (the form tritonclient.grpc expects)."""
+        return f"{self.host}:{self.ports['grpc']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports['metrics']}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def logs(self) -> list[str]:
+        """The server's log lines so far (the last 20,000)."""
+        with self._lock:
+            return list(self._lines)
+
+    def load_errors(self) -> list[str]:
+        """Error-level lines of the log (model load failures first among them), CPU-only noise left out."""
+        errors = []
+        for line in self.logs():
+            parsed = parse_log_line(line)
+            if parsed["level"] == logging.ERROR:
+                errors.append(str(parsed["message"]))
+        return errors
+
+    # ------------------------------------------------------------------ life cycle
+    def command(self, backend_dir: Path) -> list[str]:
+        """The tritonserver command line (ports must be assigned)."""
+        bundle = self.bundle
+        return [
+            str(bundle.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={self.host}", f"--http-port={self.ports['http']}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.ports['grpc']}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.ports['metrics']}",
+            "--allow-gpu-metrics=false",
+            # the configs are written by export.onnx and must be used exactly as written
+            "--disable-auto-complete-config",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={self.exit_timeout}",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment plus what the bundled server and its Python stub need."""
+        bundle = self.bundle
+        env = dict(os.environ)
+        libs = [str(bundle.python_libdir), str(bundle.libs)]
+        if env.get("LD_LIBRARY_PATH"):
+            libs.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = ":".join(libs)
+        env["PATH"] = f"{bundle.python_bin}:{env.get('PATH', '')}"
+        return env
+
+    @property
+    def bundle(self) -> TritonBundle:
+        if self._bundle is None:
+            self._bundle = find_bundle()
+        return self._bundle
+
+    def start(self, cancel: threading.Event | None = None) -> TritonServer:
+        """Start the server and block until it is ready; TritonError (server stopped) if it cannot be.
+
+        `cancel`, when set by another thread (a signal handler), aborts the wait.
+        """
+        if self.is_running():
+            raise TritonError(f"Triton is already running (pid {self.pid})")
+        models = check_repository(self.model_repository)
+        bundle = self.bundle
+        self._workdir = Path(tempfile.mkdtemp(prefix="llmrec-triton-"))
+        backend_dir = self._workdir / "backends"
+        python_dir = backend_dir / "python"
+        shutil.copytree(bundle.python_backend, python_dir, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(bundle.stub, python_dir / "triton_python_backend_stub")
+        for name, port in self._requested_ports.items():
+            self.ports[name] = port if port is not None else free_port(self.host)
+        command = self.command(backend_dir)
+        with self._lock:
+            self._lines.clear()
+        log_event(logger, "triton_starting", repository=str(self.model_repository), models=models,
+                  ports=self.ports, command=command)
+        self._process = subprocess.Popen(
+            command, env=self.environment(), cwd=self._workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+        self._reader = threading.Thread(target=self._forward_log, args=(self._process,), daemon=True,
+                                        name="triton-log")
+        self._reader.start()
+        t0 = time.monotonic()
+        try:
+            self._wait_ready(cancel)
+        except BaseException:
+            self.stop()
+            raise
+        log_event(logger, "triton_ready", pid=self.pid, http=self.http_url, grpc=self.grpc_url,
+                  metrics=self.metrics_url, models=self.model_states(), seconds=round(time.monotonic() - t0, 3))
+        return self
+
+    def _wait_ready(self, cancel: threading.Event | None) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise TritonError("start cancelled")
+            code = self._process.poll() if self._process is not None else -1
+            if code is not None:
+                self._join_reader()
+                raise TritonError(self._failure(f"tritonserver exited with code {code} before it was ready"))
+            if self._ready():
+                return
+            if time.monotonic() > deadline:
+                raise TritonError(self._failure(f"tritonserver was not ready after {self.startup_timeout:.0f} s"))
+            time.sleep(0.1)
+
+    def _failure(self, what: str) -> str:
+        errors = self.load_errors()
+        tail = self.logs()[-15:]
+        lines = [what + f" (repository {self.model_repository})."]
+        if errors:
+            lines.append("errors from its log:")
+            lines += [f"  {e}" for e in errors]
+        else:
+            lines.append("last lines of its log:")
+            lines += [f"  {t}" for t in tail]
+        return "\n".join(lines)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1.0) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def model_states(self) -> dict[str, str]:
+        """{model: state} from the server's repository index (READY, UNAVAILABLE...)."""
+        request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5.0) as response:
+                index = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+        return {str(m.get("name")): str(m.get("state", "")) for m in index}
+
+    def _forward_log(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip("\n")
+            if not line.strip():
+                continue
+            with self._lock:
+                self._lines.append(line)
+            parsed = parse_log_line(line)
+            level = int(parsed["level"])  # type: ignore[arg-type]
+            if logger.isEnabledFor(level):
+                log_event(logger, "triton_log", level=level, source=parsed["source"], message=parsed["message"],
+                          pid=process.pid)
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=5.0)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the server exits (or `timeout` passes); its exit code, or None if still running."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> int | None:
+        """Shut the server down: SIGINT, wait for its graceful exit, SIGKILL its process group if it hangs.
+
+        Safe to call more than once and when the start failed. Returns the exit code.
+        """
+        process = self._process
+        code = None
+        if process is not None:
+            if process.poll() is None:
+                log_event(logger, "triton_stopping", pid=process.pid)
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=self.exit_timeout + 15)
+                except subprocess.TimeoutExpired:
+                    log_event(logger, "triton_kill", logging.WARNING, pid=process.pid,
+                              reason=f"no exit {self.exit_timeout + 15} s after SIGINT")
+                    self._kill_group(process.pid)
+                    process.wait(timeout=10)
+            code = process.returncode
+            self._join_reader()
+            if process.stdout is not None:
+                process.stdout.close()
+            log_event(logger, "triton_stopped", pid=process.pid, exit_code=code)
+            self._process = None
+            atexit.unregister(self.stop)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        return code
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        """SIGKILL the process group led by `pid` (the server and its Python stubs; started by us)."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

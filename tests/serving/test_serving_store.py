@@ -1,0 +1,69 @@
+"""ItemStore: id -> Item, JSON persistence, and saving it inside an index snapshot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.index import Item, ItemIndex, ItemStore, SnapshotError
+
+
+def items(n: int = 3) -> list[Item]:
+    return [Item(id=i, title=f"Movie {i}", attributes={"raw_id": str(100 + i), "genres": "Drama"})
+            for i in range(1, n + 1)]
+
+
+def test_upsert_get_delete():
+    store = ItemStore(items())
+    assert len(store) == 3 and 2 in store and 4 not in store and "x" not in store
+    got = store.get(np.array([3, -1, 1, 99]))
+    assert [g.title if g else None for g in got] == ["Movie 3", None, "Movie 1", None]
+    store.upsert([Item(2, "Renamed", {"raw_id": "102"}), Item(10, "New", {})])
+    assert store.get([2])[0] == Item(2, "Renamed", {"raw_id": "102"}) and len(store) == 4
+    assert store.delete([2, 2, 77]) == 1 and 2 not in store
+    np.testing.assert_array_equal(store.ids(), [1, 3, 10])
+
+
+def test_store_keeps_its_own_copy_and_validates():
+    item = Item(1, "A", {"k": "v"})
+    store = ItemStore([item])
+    item.attributes["k"] = "changed"
+    assert store.get([1])[0].attributes == {"k": "v"}
+    with pytest.raises(ValueError, match="duplicate item ids in one upsert: \\[1\\]"):
+        store.upsert([Item(1, "a"), Item(1, "b")])
+    with pytest.raises(ValueError, match="> 0"):
+        store.upsert([Item(0, "pad")])
+    with pytest.raises(ValueError, match="strings to strings"):
+        store.upsert([Item(5, "x", {"year": 1995})])  # type: ignore[dict-item]
+
+
+def test_save_load_round_trip(tmp_path):
+    store = ItemStore(items() + [Item(9, "Amélie (2001)", {"raw_id": "x9"})])
+    path = store.save(tmp_path / "store")
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    assert obj["format"] == "llmrec.items/1" and obj["count"] == 4 and [e["id"] for e in obj["items"]] == [1, 2, 3, 9]
+    loaded = ItemStore.load(tmp_path / "store")
+    assert loaded.get([1, 2, 3, 9]) == store.get([1, 2, 3, 9])
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(SnapshotError, match="format 'something else'"):
+        ItemStore.load(tmp_path / "store")
+    with pytest.raises(SnapshotError, match="not found"):
+        ItemStore.load(tmp_path / "missing")
+
+
+def test_store_inside_index_snapshot(tmp_path):
+    store = ItemStore(items())
+    index = ItemIndex(4)
+    index.upsert(np.array([1, 2, 3]), np.eye(3, 4, dtype=np.float32))
+    manifest = index.save(tmp_path / "snap", store=store)
+    assert "store.json" in manifest["files"]
+    assert ItemStore.load(tmp_path / "snap").get([2])[0].title == "Movie 2"
+    with pytest.raises(ValueError, match="ItemIndex.save"):
+        store.save(tmp_path / "snap")  # would break the snapshot's checksum
+    (tmp_path / "snap" / "store.json").write_text(json.dumps(ItemStore().to_json()))
+    with pytest.raises(SnapshotError, match="corrupt"):
+        ItemStore.load(tmp_path / "snap")
+    with pytest.raises(SnapshotError, match="store.json has sha256"):
+        ItemIndex.load(tmp_path / "snap")
