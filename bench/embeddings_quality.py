@@ -86,7 +86,7 @@ WARM = [
     Row("gru4rec-llm2rec", "GRU4Rec, LLM2Rec", "llm2rec", backbone="gru4rec"),
 ]
 COLD = [replace(r, key=f"cold-{r.key}", cold=True) for r in WARM
-        if r.key in ("id", "minilm", "raw-bidir-mean", "llm2rec", "llmemb", "hybrid")]
+        if r.key in ("id", "minilm", "llm2rec", "llmemb", "hybrid")]
 ROWS = {r.key: r for r in WARM + COLD}
 
 COLUMNS = [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10"), ("R@20", "full/recall@20"),

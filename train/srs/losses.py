@@ -6,9 +6,17 @@ import torch
 import torch.nn.functional as F
 
 
-def full_softmax_ce(user: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against every item (padding row 0 excluded from the softmax)."""
+def full_softmax_ce(user: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                    unseen: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against every item (padding row 0 excluded from the softmax).
+
+    `unseen` [num_items + 1] bool marks items absent from the training data; they are left out of the
+    softmax. Such items (new to the catalogue) would not exist yet when the model is trained; as
+    negatives-only they would be pushed below every other item, which a cold-start evaluation must not reward.
+    """
     logits = user @ table[1:].T
+    if unseen is not None:
+        logits = logits.masked_fill(unseen[1:], float("-inf"))
     return F.cross_entropy(logits, targets - 1)
 
 

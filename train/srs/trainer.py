@@ -91,8 +91,9 @@ def evaluate_test(model: SequentialRecommender, data: SequenceData, config: SRSC
 
 
 def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.Tensor, config: SRSConfig,
-               num_items: int, generator: torch.Generator) -> torch.Tensor:
-    """Loss of one batch: targets [B] for the last position, or [B, L] for every position (0 = none)."""
+               num_items: int, generator: torch.Generator, unseen: torch.Tensor | None = None) -> torch.Tensor:
+    """Loss of one batch: targets [B] for the last position, or [B, L] for every position (0 = none).
+    `unseen`: items never a training target, left out of the full softmax (see full_softmax_ce)."""
     table = model.item_vectors()
     if targets.dim() == 1:
         user = model.user_vectors(hist, table)
@@ -100,7 +101,7 @@ def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.
         has_target = targets != 0
         user, targets = model.sequence_states(hist, table)[has_target], targets[has_target]
     if config.loss == "ce":
-        return full_softmax_ce(user, table, targets)
+        return full_softmax_ce(user, table, targets, unseen)
     return sampled_bce(user, table, targets, sample_negatives(targets, num_items, config.num_negatives, generator))
 
 
@@ -120,7 +121,10 @@ def train_one_seed(
         raise ValueError("loss='bce' needs at least 2 items to sample negatives")
     device = pick_device()
     seed_everything(seed)
-    warm = torch.from_numpy(data.train_item_counts() > 0) if config.fusion == "gated" else None
+    seen = torch.from_numpy(data.train_item_counts() > 0)
+    seen[0] = True
+    unseen = None if bool(seen.all()) else (~seen).to(device)
+    warm = seen if config.fusion == "gated" else None
     model = SequentialRecommender(config, data.num_items, frozen_embeddings, warm).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
@@ -150,7 +154,7 @@ def train_one_seed(
             else:
                 hist, _, targets = data.train.batch(rows, config.max_len, config.padding)
             hist_t, targets_t = torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device)
-            loss = batch_loss(model, hist_t, targets_t, config, data.num_items, neg_gen)
+            loss = batch_loss(model, hist_t, targets_t, config, data.num_items, neg_gen, unseen)
             if extra_loss is not None:
                 extra = extra_loss(model, hist_t, targets_t)
                 loss = loss + extra

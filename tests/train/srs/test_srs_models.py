@@ -103,6 +103,13 @@ def test_full_softmax_ce_matches_hand_computation():
     # logits over items 1..3 = [1, 0, 2]; target item 1 -> -log(e^1 / (e^1 + e^0 + e^2))
     expected = -np.log(np.e / (np.e + 1 + np.e**2))
     assert float(full_softmax_ce(user, table, torch.tensor([1]))) == pytest.approx(expected, rel=1e-6)
+    # item 3 unseen in training: out of the softmax, and no gradient reaches its row
+    unseen = torch.tensor([False, False, False, True])
+    table.requires_grad_(True)
+    loss = full_softmax_ce(user, table, torch.tensor([1]), unseen)
+    assert float(loss) == pytest.approx(-np.log(np.e / (np.e + 1)), rel=1e-6)
+    loss.backward()
+    assert table.grad[3].abs().sum() == 0 and table.grad[2].abs().sum() > 0
 
 
 def test_sampled_bce_matches_hand_computation_and_negatives_avoid_target():
