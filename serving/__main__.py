@@ -3,6 +3,7 @@
   triton    run the bundled Triton Inference Server on a model repository  (serving/triton/cli.py)
   gateway   run the gRPC recommendation gateway                            (serving/gateway/cli.py)
   client    call the gateway: recommend, embed, upsert, delete, get, health (serving/client.py)
+  demo      start the gateway (and Triton), make live calls, stop it    (serving/demo.py, `make demo`)
 
 Each command lives in its own module exposing `add_parser(subparsers)`, which
 registers its arguments and sets `handler`; a new command (the gRPC gateway)
@@ -15,7 +16,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = {"triton": "serving.triton.cli", "gateway": "serving.gateway.cli", "client": "serving.client"}
+COMMANDS = {"triton": "serving.triton.cli", "gateway": "serving.gateway.cli", "client": "serving.client",
+            "demo": "serving.demo"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ Layout (standard Triton: `<model>/config.pbtxt` + `<model>/<version>/...`):
     item_embedder/  the embedder graph: input_ids, attention_mask -> item_vector
     user_encoder/   the SRS graph: item_vectors, attention_mask -> user_vector
     llmrec.json     what the repository was made from: sources, flavour, sha256 of every file
+    README.md, .gitignore   the only foreign files tolerated in --out; kept as they are (KEPT_FILES)
 
 Two flavours of the ONNX models, the rest is shared:
 - `python` (runs on this CPU machine with the Triton bundled in nvidia-pytriton):
@@ -63,6 +64,7 @@ FLAVOURS = ("python", "native")
 TEMPLATES = Path(__file__).parent / "triton_models"
 ITEM_ENCODER, TOKENIZER, ITEM_EMBEDDER, USER_ENCODER = "item_encoder", "tokenizer", "item_embedder", "user_encoder"
 TEXT_INPUT = "text"
+KEPT_FILES = ("README.md", ".gitignore")  # checked-in files of a repository folder, kept when it is rewritten
 WARMUP_LENGTH = 8  # tokens / history items in the warm-up requests
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32", 9: "TYPE_BOOL"}
@@ -424,13 +426,20 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
 
 
 def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished repository into place; an existing `out` must be empty or one we wrote."""
+    """Move the finished repository into place; an existing `out` must be empty or one we wrote.
+
+    `KEPT_FILES` (the checked-in README and .gitignore of the project's model_repository/) are the only
+    foreign files allowed in `out`; they are carried into the new repository (Triton ignores files at the
+    repository root) and are not listed in llmrec.json, which describes what export wrote."""
     if out.exists():
         if not out.is_dir():
             raise ExportInputError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+        if any(p.name not in KEPT_FILES for p in out.iterdir()) and not (out / MANIFEST_FILE).is_file():
             raise ExportInputError(f"--out {out} is a non-empty folder without {MANIFEST_FILE}: not overwriting "
                                    "something this tool did not write")
+        for name in KEPT_FILES:
+            if (out / name).is_file():
+                shutil.copy2(out / name, tmp / name)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
         os.replace(tmp, out)

@@ -1,8 +1,10 @@
-"""Command line: `python -m train.data {stats,prepare} SOURCE [options]`.
+"""Command line: `python -m train.data {stats,prepare,sample-histories} SOURCE [options]`.
 
 `prepare` builds (or finds) the processed dataset in the cache and prints its
 folder, so scripts can warm the cache before training; `stats` prints the
-numbers usually reported in a paper's dataset table.
+numbers usually reported in a paper's dataset table; `sample-histories` writes
+the test-time histories of a few random users as JSON, the requests a live
+demo sends to the serving gateway (which never loads the dataset itself).
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 
 from .cache import default_cache_dir
+from .dataset import SequenceData
 from .load import load_dataset_with_folder
 from .processing import DataConfig
 from .stats import dataset_stats
@@ -48,7 +54,26 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", parents=[common], help="print dataset statistics")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("prepare", parents=[common], help="build or reuse the cached dataset and print its folder")
+    sample = sub.add_parser("sample-histories", parents=[common],
+                            help="write the test-time histories of random users as JSON")
+    sample.add_argument("--users", type=int, default=3, help="how many users")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the user draw")
+    sample.add_argument("--out", required=True, help='JSON file: [{"user": raw user id, "history": [item ids]}]')
     return parser
+
+
+def sample_histories(data: SequenceData, users: int, seed: int) -> list[dict]:
+    """`users` distinct random users (same seed, same users) with the history their test example sees.
+
+    Histories are internal item ids (the ids the gateway serves), oldest first, without the held-out
+    test item: what a recommender is asked at test time.
+    """
+    if not 1 <= users <= len(data.test):
+        raise ValueError(f"--users must be between 1 and {len(data.test)} (users with a test example), got {users}")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(data.test), size=users, replace=False)
+    return [{"user": data.user_ids[int(data.test.seq_index[i])],
+             "history": [int(x) for x in data.test.history(int(i))]} for i in chosen]
 
 
 def format_table(stats: dict) -> str:
@@ -83,6 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     if args.command == "prepare":
         print(folder)
+        return 0
+    if args.command == "sample-histories":
+        try:
+            samples = sample_histories(data, args.users, args.seed)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed: make never sees half a file
+        tmp.write_text("[\n" + ",\n".join(json.dumps(s) for s in samples) + "\n]\n")  # one user a line
+        tmp.replace(out)
+        print(f"{len(samples)} users' test-time histories -> {out}")
         return 0
     stats = dataset_stats(data)
     print(json.dumps(stats, indent=2) if args.json else format_table(stats))

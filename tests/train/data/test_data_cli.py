@@ -60,3 +60,30 @@ def test_bad_source_is_one_line_and_exit_2(cache: Path) -> None:
 def test_help() -> None:
     out = _run("stats", "--help")
     assert out.returncode == 0 and "--k-core" in out.stdout and "--min-rating" in out.stdout
+
+
+def test_sample_histories_are_the_test_time_histories(cache: Path, tmp_path: Path) -> None:
+    from train.data import DataConfig, load_dataset
+
+    out = tmp_path / "samples" / "histories.json"
+    run = _run("sample-histories", "ml-100k", "--cache-dir", str(cache), "--users", "3", "--seed", "0",
+               "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    samples = json.loads(out.read_text())
+    data = load_dataset("ml-100k", DataConfig(), cache_dir=cache)
+    test_history = {data.user_ids[int(data.test.seq_index[i])]: data.test.history(i).tolist()
+                    for i in range(len(data.test))}
+    assert len(samples) == 3 and len({s["user"] for s in samples}) == 3
+    for sample in samples:
+        assert set(sample) == {"user", "history"}
+        assert sample["history"] == test_history[sample["user"]]  # the held-out test item is not in it
+        assert all(1 <= i <= data.num_items for i in sample["history"])
+    again = tmp_path / "again.json"
+    assert _run("sample-histories", "ml-100k", "--cache-dir", str(cache), "--out", str(again)).returncode == 0
+    assert again.read_text() == out.read_text()  # defaults: 3 users, seed 0, the same draw every time
+
+
+def test_sample_histories_bad_count_is_exit_2(cache: Path, tmp_path: Path) -> None:
+    out = _run("sample-histories", "ml-100k", "--cache-dir", str(cache), "--users", "0", "--out",
+               str(tmp_path / "s.json"))
+    assert out.returncode == 2 and "--users" in out.stderr and not (tmp_path / "s.json").exists()
