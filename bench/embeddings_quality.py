@@ -83,7 +83,6 @@ WARM = [
     Row("llmemb", "SASRec, LLMEmb (SCFT + RAT)", "scft", rat=True),
     Row("hybrid", "SASRec, hybrid: ID + LLM2Rec, gated", "llm2rec", fusion="gated"),
     Row("gru4rec-id", "GRU4Rec, ID embeddings", backbone="gru4rec"),
-    Row("gru4rec-llm2rec", "GRU4Rec, LLM2Rec", "llm2rec", backbone="gru4rec"),
 ]
 COLD = [replace(r, key=f"cold-{r.key}", cold=True) for r in WARM
         if r.key in ("id", "minilm", "llm2rec", "llmemb", "hybrid")]
