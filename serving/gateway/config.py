@@ -81,7 +81,12 @@ class GatewayConfig:
     model_repository: str = "model_repository"  # read for max_len; the managed Triton and onnxruntime run it
     index: str = "runs/demo/index"  # folder written by `python -m export.index` (item index + item store)
     max_len: int | None = None  # history window of the user encoder; None = from the repository's llmrec.json
-    persist: bool = False  # save the index and store back to `index` after every UpsertItems / DeleteItems
+    # durable writes: every UpsertItems / DeleteItems is fsynced to a write-ahead log in `state_dir` before it is
+    # answered, replayed over the last snapshot on start, compacted into a new snapshot every `compact_every`
+    # writes and at shutdown (serving/index/wal.py); `index` itself is never modified
+    persist: bool = False
+    state_dir: str | None = None  # None = `<index>-state` beside the index folder
+    compact_every: int = 1000  # logged writes between two snapshots
     health_interval_s: float = 1.0
     triton: TritonConfig = field(default_factory=TritonConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -110,7 +115,7 @@ def validate_config(config: GatewayConfig) -> None:
     if config.metrics_port is not None and (not isinstance(config.metrics_port, int)
                                             or not 0 <= config.metrics_port <= 65535):
         raise ConfigError(f"metrics_port must be a port number, 0 (a free port) or null, got {config.metrics_port!r}")
-    _positive(config, "", ("grpc_workers", "max_message_bytes", "health_interval_s"))
+    _positive(config, "", ("grpc_workers", "max_message_bytes", "health_interval_s", "compact_every"))
     if config.max_concurrent_rpcs is not None:
         _positive(config, "", ("max_concurrent_rpcs",))
     if config.max_len is not None:
@@ -174,7 +179,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ga
             target = target.setdefault(part, {})
         target[last] = value
     base = path.resolve().parent
-    for key in ("index", "model_repository"):
+    for key in ("index", "model_repository", "state_dir"):
         if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
     auth = values.get("auth")

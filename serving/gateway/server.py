@@ -32,10 +32,11 @@ from grpc_reflection.v1alpha import reflection
 from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
+from ..index.wal import DurableCatalog
 from ..logs import log_event
 from ..proto.llmrec.v1 import recommend_pb2 as pb
 from .auth import AuthInterceptor, load_token
-from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, repository_manifest
+from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, repository_manifest, verify_repository
 from .config import ConfigError, GatewayConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 from .metrics import GatewayMetrics
@@ -187,6 +188,31 @@ def load_catalog(directory: str | Path) -> tuple[ItemIndex, ItemStore, dict[str,
     return index, store, extra
 
 
+def state_dir(config: GatewayConfig) -> Path:
+    """Where the write-ahead log and the compacted snapshots live (persist: true)."""
+    if config.state_dir:
+        return Path(config.state_dir)
+    index = Path(config.index)
+    return index.with_name(index.name + "-state")
+
+
+def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
+    """Recover the catalogue: the last good snapshot + the write-ahead log (serving/index/wal.py)."""
+    try:
+        catalog = DurableCatalog.open(config.index, state_dir(config), compact_every=config.compact_every,
+                                      reserved=frozenset(RESERVED_MANIFEST_KEYS))
+    except IndexMismatch as exc:  # SnapshotError and WalError too: the message says what and where
+        raise StartupError(f"item index: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"item index state {state_dir(config)}: {exc}") from None
+    report = catalog.report
+    log_event(logger, "catalog_recovered", logging.WARNING if report.refused or report.torn_bytes else logging.INFO,
+              snapshot=report.snapshot, snapshot_seq=report.snapshot_seq, replayed=report.replayed,
+              last_seq=report.last_seq, refused=report.refused, torn_bytes=report.torn_bytes,
+              items=len(catalog.index))
+    return catalog
+
+
 def check_dimensions(index: ItemIndex, repository: Path) -> None:
     """The index must hold vectors of the user encoder's size (and of the item encoder's, when recorded)."""
     sources = repository_manifest(repository).get("sources") or {}
@@ -263,13 +289,27 @@ class Gateway:
         if max_len is None:
             raise ConfigError(f"max_len is not set and {repository}/llmrec.json does not record the user encoder's "
                               "max_len: set max_len (the SRS history length) in the config")
-        index, store, extra = load_catalog(config.index)
-        check_dimensions(index, repository)
-        self.backend = self._make_backend()
+        if self._backend is None and (config.backend == "onnxruntime" or config.triton.url is None):
+            try:  # this process (or the Triton it starts) loads these files: verify them first
+                verify_repository(repository)
+            except ValueError as exc:
+                raise StartupError(str(exc)) from None
+        catalog = None
+        if config.persist:
+            catalog = open_durable_catalog(config)
+            index, store = catalog.index, catalog.store
+        else:
+            index, store, _ = load_catalog(config.index)
+        try:
+            check_dimensions(index, repository)
+            self.backend = self._make_backend()
+        except BaseException:
+            if catalog is not None:
+                catalog.close(compact=False)
+            raise
         self.pipeline = RecommendationPipeline(
             self.backend, index, store, max_len=max_len, batching=config.batching, metrics=self.metrics,
-            user_model=config.triton.user_encoder, item_model=config.triton.item_encoder,
-            snapshot_dir=config.index if config.persist else None, snapshot_extra=extra).start()
+            user_model=config.triton.user_encoder, item_model=config.triton.item_encoder, catalog=catalog).start()
         if config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port)
         interceptors = []

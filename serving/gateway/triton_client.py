@@ -6,6 +6,8 @@ Triton's model config once) is sent as several requests. Failures become
 GatewayErrors: Triton unreachable or not ready -> UNAVAILABLE at once (the
 channel does not wait for the server to come back), a call past its deadline
 -> DEADLINE_EXCEEDED, anything else -> INTERNAL with the model named.
+A Triton that stops and comes back is picked up again without a restart of
+the gateway: the channel reconnects with a backoff capped at 1 s (CHANNEL_ARGS).
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 logger = logging.getLogger("llmrec.gateway")
 
 READY_TIMEOUT_S = 1.0
+MAX_MESSAGE = 2**31 - 1  # tritonclient's own default
+# gRPC's default reconnect backoff grows to 120 s: a Triton that came back would stay unused for up to two
+# minutes. Capped at 1 s, the channel (poked by the health loop) reconnects within about a second of its return,
+# while a Triton that is down still costs one refused connection attempt per second, not a busy loop.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),  # a failure is reported at once (UNAVAILABLE); the caller decides to retry
+]
 
 
 def _error(model: str, exc: InferenceServerException) -> GatewayError:
@@ -47,7 +61,7 @@ class TritonBackend:
         self.user_model = user_model
         self.item_model = item_model
         self.timeout_s = timeout_s
-        self.client = grpcclient.InferenceServerClient(url=url)
+        self.client = grpcclient.InferenceServerClient(url=url, channel_args=list(CHANNEL_ARGS))
         self._max_batch: dict[str, int] = {}
         self._lock = threading.Lock()
 

@@ -399,6 +399,20 @@ class TritonServer:
             self._workdir = None
         return code
 
+    def restart(self, cancel: threading.Event | None = None) -> TritonServer:
+        """Stop (if running) and start again on the same ports, so clients reconnect to the same address."""
+        ports = dict(self.ports)
+        self.stop()
+        if ports:
+            self._requested_ports = {name: ports.get(name, port) for name, port in self._requested_ports.items()}
+        return self.start(cancel)
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group at once (a crash, for fault tests); `stop()` then cleans up."""
+        if self._process is not None and self._process.poll() is None:
+            self._kill_group(self._process.pid)
+            self._process.wait(timeout=10)
+
     @staticmethod
     def _kill_group(pid: int) -> None:
         """SIGKILL the process group led by `pid` (the server and its Python stubs; started by us)."""

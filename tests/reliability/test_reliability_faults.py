@@ -1,0 +1,254 @@
+"""Faults with real processes: the gateway killed with SIGKILL in the middle of writes loses no acknowledged write;
+a real Triton killed and restarted under load makes calls fail fast with UNAVAILABLE, health NOT_SERVING, and
+service comes back by itself; a frozen (SIGSTOP) Triton is a slow dependency: deadlines hold, the queue stays
+bounded, excess load is RESOURCE_EXHAUSTED. Everything on loopback, every process stopped by its PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from serving.gateway import Gateway, config_from_dict
+from serving.proto.llmrec.v1 import recommend_pb2 as pb
+from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.triton import TritonServer
+
+SERVICE = "llmrec.v1.Recommender"
+OK = grpc.StatusCode.OK
+
+
+def title(item_id: int, version: int) -> str:
+    return f"alpha beta {item_id} v{version}"
+
+
+def status(channel: grpc.Channel) -> int:
+    try:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE),
+                                                         timeout=2).status
+    except grpc.RpcError:
+        return -1
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05) -> float | None:
+    """Seconds until predicate() held, None if it never did within timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- gateway crash
+class Writer(threading.Thread):
+    """Upserts and deletes ids of its own range; remembers what was acknowledged and what was in flight."""
+
+    def __init__(self, address: str, first_id: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.address, self.first_id, self.stop_event = address, first_id, stop
+        self.acked: dict[int, str | None] = {}  # id -> title, None = deleted (acknowledged)
+        self.in_flight: set[int] = set()
+        self.version = 0
+
+    def run(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            n = 0
+            while not self.stop_event.is_set():
+                n += 1
+                self.version += 1
+                if n % 5 == 0 and self.acked:
+                    victim = sorted(i for i, t in self.acked.items() if t is not None)[:1]
+                    ids, call = victim, lambda v=victim: stub.DeleteItems(pb.DeleteItemsRequest(ids=v), timeout=10)
+                else:
+                    ids = [self.first_id + (n % 40), self.first_id + 40 + n]
+                    items = [pb.ItemUpsert(id=i, title=title(i, self.version)) for i in ids]
+                    call = lambda m=items: stub.UpsertItems(pb.UpsertItemsRequest(items=m), timeout=10)  # noqa: E731
+                if not ids:
+                    continue
+                self.in_flight = set(ids)
+                try:
+                    call()
+                except grpc.RpcError:
+                    return  # the gateway died: this call's outcome is unknown (in_flight)
+                for i in ids:
+                    self.acked[i] = None if n % 5 == 0 else title(i, self.version)
+                self.in_flight = set()
+
+
+def check_recovered(address: str, writers: list[Writer], base_items: int) -> int:
+    """Every acknowledged write is there (upserts with their last title, deletes gone); returns the index size."""
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        alive = 0
+        for writer in writers:
+            for item_id, expected in writer.acked.items():
+                if item_id in writer.in_flight:
+                    continue  # not acknowledged in its last state: either outcome is correct
+                got = stub.GetItems(pb.GetItemsRequest(ids=[item_id]), timeout=10)
+                if expected is None:
+                    assert list(got.missing_ids) == [item_id], f"acknowledged delete of {item_id} lost"
+                else:
+                    assert [i.title for i in got.items] == [expected], f"acknowledged upsert of {item_id} lost"
+                    alive += 1
+        uncertain = sum(len(w.in_flight) for w in writers)
+        size = stub.DeleteItems(pb.DeleteItemsRequest(ids=[999_999_999]), timeout=10).index_size  # changes nothing
+        assert base_items + alive <= size <= base_items + alive + uncertain
+        return size
+
+
+def test_gateway_killed_mid_write_loses_no_acknowledged_write(deployment, index_copy, make_config, spawn_gateway,
+                                                              planted_data):
+    config = make_config(index_copy, persist=True, compact_every=7)
+    writers: list[Writer] = []
+    for round_ in range(2):  # crash mid-write; recover and check, write again, clean stop (compaction); restart
+        gateway = spawn_gateway(config)
+        if round_:
+            check_recovered(gateway.address, writers, planted_data.num_items)
+        stop = threading.Event()
+        fresh = [Writer(gateway.address, 100_000 * (round_ + 1) + 1000 * k, stop) for k in range(3)]
+        for writer in fresh:
+            writer.start()
+        wait_for(lambda f=fresh: sum(len(w.acked) for w in f) >= 24, timeout=20)
+        if round_ == 0:
+            gateway.kill()  # SIGKILL while the writers are mid-call
+        else:
+            stop.set()
+            for writer in fresh:
+                writer.join(timeout=15)
+            assert gateway.stop() == 0
+        stop.set()
+        for writer in fresh:
+            writer.join(timeout=15)
+        writers += fresh
+        assert all(w.acked for w in fresh)
+    with Gateway(config_from_dict(config)) as final:  # in-process: cheaper than a third child process
+        assert final.pipeline.catalog.report.replayed == 0  # the clean stop compacted everything
+        check_recovered(final.address, writers, planted_data.num_items)
+    snapshots = sorted(p.name for p in (index_copy.parent / "index-state").glob("snapshot-*"))
+    assert 1 <= len(snapshots) <= 2  # compaction ran and kept at most two
+
+
+# ---------------------------------------------------------------------------------------------- Triton faults
+@pytest.fixture(scope="module")
+def triton(deployment):
+    server = TritonServer(deployment.repository, exit_timeout=5, startup_timeout=90)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.pid is not None:
+            try:
+                os.kill(server.pid, signal.SIGCONT)  # never leave it frozen: stop() needs it to answer SIGINT
+            except ProcessLookupError:
+                pass
+        server.stop()
+
+
+class Load(threading.Thread):
+    """Closed-loop Recommend calls with a deadline; records (start, seconds, code)."""
+
+    def __init__(self, address: str, deadline: float, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.address, self.deadline, self.stop_event = address, deadline, stop
+        self.calls: list[tuple[float, float, grpc.StatusCode]] = []
+
+    def run(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            while not self.stop_event.is_set():
+                t0 = time.monotonic()
+                try:
+                    stub.Recommend(pb.RecommendRequest(history=[3, 5, 7], k=5), timeout=self.deadline)
+                    code = OK
+                except grpc.RpcError as error:
+                    code = error.code()
+                self.calls.append((t0, time.monotonic() - t0, code))
+                if code != OK:
+                    time.sleep(0.02)
+
+
+def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton):
+    values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
+              "index": str(index_copy), "health_interval_s": 0.2, "triton": {"url": triton.grpc_url}}
+    deadline = 2.0
+    with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
+        assert status(channel) == health_pb2.HealthCheckResponse.SERVING
+        stop = threading.Event()
+        load = [Load(gateway.address, deadline, stop) for _ in range(4)]
+        for thread in load:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            threads_before = threading.active_count()  # under load: the gRPC pool has its working threads
+            killed = time.monotonic()
+            triton.kill()  # SIGKILL: Triton crashes under load
+            down = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=5)
+            assert down is not None and down < 3.0, "health did not turn NOT_SERVING"
+            time.sleep(1.0)
+            triton.restart()  # same ports: the gateway's channel reconnects to the same address
+            back_at = time.monotonic()
+            up = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.SERVING, timeout=10)
+            assert up is not None and up < 5.0, "the gateway did not recover within 5 s of Triton's return"
+            time.sleep(0.5)
+            threads_after = threading.active_count()
+        finally:
+            stop.set()
+            for thread in load:
+                thread.join(timeout=deadline + 5)
+        calls = [c for thread in load for c in thread.calls]
+        during = [c for c in calls if killed <= c[0] < back_at]
+        failed = [c for c in during if c[2] != OK]
+        assert failed, "no call hit the outage"
+        assert {c[2] for c in failed} == {grpc.StatusCode.UNAVAILABLE}, {c[2] for c in failed}
+        assert max(c[1] for c in failed) < deadline, "a failing call was not answered within its deadline"
+        assert sorted(c[1] for c in failed)[len(failed) // 2] < 0.2  # fail fast: the median is immediate
+        after = [c for c in calls if c[0] >= back_at + up + 0.1]
+        assert after and all(c[2] == OK for c in after)
+        assert threads_after <= threads_before + 2, (threads_before, threads_after)  # no thread leak
+
+
+def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index_copy, triton):
+    values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
+              "index": str(index_copy), "health_interval_s": 0.2,
+              "triton": {"url": triton.grpc_url, "timeout_s": 5.0},
+              "batching": {"max_batch_size": 1, "max_queue": 3, "workers": 1, "max_wait_ms": 0}}
+    with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=10).items) == 5
+        results: list[tuple[float, grpc.StatusCode]] = []
+
+        def call() -> None:
+            t0 = time.monotonic()
+            try:
+                stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=1.0)
+                results.append((time.monotonic() - t0, OK))
+            except grpc.RpcError as error:
+                results.append((time.monotonic() - t0, error.code()))
+
+        os.kill(triton.pid, signal.SIGSTOP)  # Triton accepts connections but never answers: a slow dependency
+        try:
+            threads = [threading.Thread(target=call) for _ in range(12)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=10)
+            codes = {code for _, code in results}
+            assert len(results) == 12 and codes <= {grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
+            assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes  # excess load is refused, not queued without limit
+            assert max(seconds for seconds, _ in results) < 1.5  # every deadline honoured
+            assert gateway.pipeline.recommend_queue.depth() <= 3
+            down = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=6)
+            assert down is not None
+        finally:
+            os.kill(triton.pid, signal.SIGCONT)
+        up = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.SERVING, timeout=10)
+        assert up is not None and up < 5.0
+        assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=10).items) == 5

@@ -1,0 +1,194 @@
+"""The write-ahead log and recovery (serving/index/wal.py) on a small index, no server: replay after a crash,
+compaction keeping two snapshots, a torn last record, mid-log corruption, a corrupt snapshot, a foreign state."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.index import Item, ItemIndex, ItemStore
+from serving.index.wal import FRAME, DurableCatalog, WalError, encode_payload, frame
+
+DIM = 8
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    index = ItemIndex(DIM, use_gpu=False)
+    index.upsert(np.arange(1, 21), rng.standard_normal((20, DIM)))
+    folder = tmp_path / "index"
+    index.save(folder, extra={"source": "test"}, store=ItemStore([Item(i, f"item {i}") for i in range(1, 21)]))
+    return folder
+
+
+def write(catalog: DurableCatalog, op: str, ids: list[int], rng: np.random.Generator) -> None:
+    """What the pipeline does: log (fsync), then apply."""
+    if op == "upsert":
+        vectors = rng.standard_normal((len(ids), DIM)).astype(np.float32)
+        items = [Item(i, f"new {i}", {"k": "v"}) for i in ids]
+        catalog.log_upsert(ids, vectors, items)
+        catalog.store.upsert(items)
+        catalog.index.upsert(ids, vectors)
+    else:
+        catalog.log_delete(ids)
+        catalog.index.delete(ids)
+        catalog.store.delete(ids)
+
+
+def state(catalog: DurableCatalog) -> tuple[list[int], np.ndarray, list[str]]:
+    ids = catalog.index.ids()
+    return ids.tolist(), catalog.index.vectors(ids), [item.title for item in catalog.store.get(ids)]
+
+
+def same(a: DurableCatalog, b: DurableCatalog) -> None:
+    ids_a, vec_a, titles_a = state(a)
+    ids_b, vec_b, titles_b = state(b)
+    assert ids_a == ids_b and titles_a == titles_b
+    np.testing.assert_array_equal(vec_a, vec_b)
+
+
+def workload(catalog: DurableCatalog, rng: np.random.Generator, count: int, compact: bool = True) -> None:
+    for n in range(count):
+        if n % 4 == 3:
+            write(catalog, "delete", [int(rng.integers(1, 100 + n))], rng)
+        else:
+            write(catalog, "upsert", [100 + 2 * n, 101 + 2 * n], rng)
+        if compact and catalog.needs_compaction():
+            catalog.compact()
+
+
+def crash(catalog: DurableCatalog) -> None:
+    """Drop the catalogue without compaction (what a kill -9 leaves: the fsynced log and the snapshots)."""
+    catalog.wal.close()
+
+
+def test_replay_after_crash_restores_every_write(base, tmp_path):
+    rng = np.random.default_rng(1)
+    live = DurableCatalog.open(base, tmp_path / "state", compact_every=1000)
+    workload(live, rng, 30)
+    crash(live)
+    recovered = DurableCatalog.open(base, tmp_path / "state")
+    same(live, recovered)
+    assert recovered.report.replayed == 30 and recovered.report.snapshot == str(base)
+    assert recovered.next_id == 160  # above every id ever written, even a deleted one: ids are not reused
+    # the base snapshot is never modified
+    assert ItemIndex.load(base).ids().tolist() == list(range(1, 21))
+
+
+def test_compaction_keeps_two_snapshots_and_drops_covered_log(base, tmp_path):
+    rng = np.random.default_rng(2)
+    live = DurableCatalog.open(base, tmp_path / "state", compact_every=5)
+    workload(live, rng, 23)
+    names = sorted(p.name for p in (tmp_path / "state").iterdir())
+    snapshots = [n for n in names if n.startswith("snapshot-")]
+    assert snapshots == ["snapshot-000000000015", "snapshot-000000000020"]
+    # the log after the older kept snapshot stays (so falling back to it loses nothing), the rest is gone
+    assert [n for n in names if n.startswith("wal-")] == ["wal-000000000016.log", "wal-000000000021.log"]
+    crash(live)
+    recovered = DurableCatalog.open(base, tmp_path / "state")
+    same(live, recovered)
+    assert recovered.report.snapshot_seq == 20 and recovered.report.replayed == 3
+    recovered.close(compact=True)  # shutdown compacts
+    final = DurableCatalog.open(base, tmp_path / "state")
+    same(live, final)
+    assert final.report.snapshot_seq == 23 and final.report.replayed == 0
+
+
+def test_torn_last_record_is_ignored_with_a_warning(base, tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    live = DurableCatalog.open(base, tmp_path / "state")
+    workload(live, rng, 6, compact=False)
+    crash(live)
+    newest = live
+    torn = frame(encode_payload({"seq": 7, "op": "delete", "ids": [1, 2, 3]}))
+    for cut in (3, FRAME.size + 5, len(torn) - 1):  # inside the header, inside the payload, one byte short
+        segment = newest.wal.path  # the segment being appended to when the crash came
+        good_size = segment.stat().st_size
+        with segment.open("ab") as handle:
+            handle.write(torn[:cut])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="llmrec.serving.index"):
+            recovered = DurableCatalog.open(base, tmp_path / "state")
+        assert "torn last record" in caplog.text
+        assert recovered.report.torn_bytes == cut and segment.stat().st_size == good_size
+        same(live, recovered)  # the unacknowledged delete of 1, 2, 3 is not applied
+        assert 1 in recovered.index
+        crash(recovered)
+        newest = recovered
+    # a zero-filled tail (a crash after the file grew, before the data reached the disk) is torn too
+    with newest.wal.path.open("ab") as handle:
+        handle.write(b"\0" * 64)
+    recovered = DurableCatalog.open(base, tmp_path / "state")
+    assert recovered.report.torn_bytes == 64
+    # appending after the cut works and survives the next crash
+    write(recovered, "upsert", [999], rng)
+    crash(recovered)
+    assert 999 in DurableCatalog.open(base, tmp_path / "state").index
+
+
+def test_corruption_inside_the_log_refuses_to_start(base, tmp_path):
+    rng = np.random.default_rng(4)
+    live = DurableCatalog.open(base, tmp_path / "state")
+    workload(live, rng, 6, compact=False)
+    crash(live)
+    data = bytearray(live.wal.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit in an acknowledged record, valid records after it
+    live.wal.path.write_bytes(bytes(data))
+    with pytest.raises(WalError, match="corrupt at byte .* valid data follows"):
+        DurableCatalog.open(base, tmp_path / "state")
+
+
+def test_corrupt_snapshot_falls_back_to_the_previous_one(base, tmp_path, caplog):
+    rng = np.random.default_rng(5)
+    live = DurableCatalog.open(base, tmp_path / "state", compact_every=4)
+    workload(live, rng, 10)
+    crash(live)
+    newest = tmp_path / "state" / "snapshot-000000000008"
+    vectors = newest / "vectors.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-3] ^= 0x01
+    vectors.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="llmrec.serving.index"):
+        recovered = DurableCatalog.open(base, tmp_path / "state")
+    assert "snapshot refused" in caplog.text and "vectors.npy has sha256" in caplog.text
+    assert recovered.report.snapshot.endswith("snapshot-000000000004") and recovered.report.replayed == 6
+    assert any("snapshot-000000000008" in reason for reason in recovered.report.refused)
+    same(live, recovered)
+    # both snapshots corrupt, and the log no longer reaches back to the base: refused, with every reason
+    crash(recovered)
+    (tmp_path / "state" / "snapshot-000000000004" / "store.json").unlink(missing_ok=True)
+    with pytest.raises(WalError, match="no usable snapshot") as info:
+        DurableCatalog.open(base, tmp_path / "state")
+    assert "store.json is missing" in str(info.value) and "no longer holds" in str(info.value)
+
+
+def test_state_of_another_base_is_refused(base, tmp_path):
+    rng = np.random.default_rng(6)
+    live = DurableCatalog.open(base, tmp_path / "state")
+    workload(live, rng, 2, compact=False)
+    crash(live)
+    other = tmp_path / "other"
+    index = ItemIndex(DIM, use_gpu=False)
+    index.upsert([1], rng.standard_normal((1, DIM)))
+    index.save(other, store=ItemStore([Item(1, "x")]))
+    with pytest.raises(WalError, match="another base snapshot"):
+        DurableCatalog.open(other, tmp_path / "state")
+
+
+def test_interrupted_compaction_leaves_a_usable_state(base, tmp_path):
+    rng = np.random.default_rng(7)
+    live = DurableCatalog.open(base, tmp_path / "state", compact_every=1000)
+    workload(live, rng, 5, compact=False)
+    # a crash after the new segment was started but before the snapshot was renamed into place
+    live.wal.open_segment()
+    leftover = tmp_path / "state" / ".snapshot-000000000005-new-x"
+    leftover.mkdir()
+    (leftover / "index.faiss").write_bytes(b"partial")
+    crash(live)
+    recovered = DurableCatalog.open(base, tmp_path / "state")
+    same(live, recovered)
+    assert not leftover.exists() and recovered.report.replayed == 5
