@@ -41,3 +41,30 @@ def planted_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def planted_data(planted_folder, tmp_path_factory):
     return load_dataset(planted_folder, DataConfig(k_core=5), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """Factory: tiny_dir("llama" | "qwen2") -> saved HF folder of the tiny random model of
+    tests/train/embedder/conftest.py (built once per session, shared by the stage and export tests)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tiny_model_builders",
+                                                  Path(__file__).parent / "train" / "embedder" / "conftest.py")
+    builders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builders)
+    root = tmp_path_factory.mktemp("tiny_models")
+    built: dict[str, Path] = {}
+
+    def make(arch: str = "llama") -> Path:
+        if arch not in built:
+            tokenizer = builders.build_tiny_tokenizer()
+            model = builders.build_tiny_model(arch, len(tokenizer))
+            folder = root / arch
+            model.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+            built[arch] = folder
+        return built[arch]
+
+    return make
+

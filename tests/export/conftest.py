@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,6 @@ _spec.loader.exec_module(_fixtures)
 build_tiny_tokenizer, build_tiny_model, tiny_words = (_fixtures.build_tiny_tokenizer, _fixtures.build_tiny_model,
                                                       _fixtures.tiny_words)
 EOS_ID = _fixtures.EOS_ID
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Callable[[str], Path]:
-    """Factory: tiny_dir("llama" | "qwen2") -> saved HF folder (built once per session)."""
-    root = tmp_path_factory.mktemp("export_models")
-    built: dict[str, Path] = {}
-
-    def make(arch: str = "llama") -> Path:
-        if arch not in built:
-            tokenizer = build_tiny_tokenizer()
-            model = build_tiny_model(arch, len(tokenizer))
-            folder = root / arch
-            model.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save_pretrained(folder)
-            built[arch] = folder
-        return built[arch]
-
-    return make
 
 
 @pytest.fixture(scope="session")

@@ -18,24 +18,6 @@ build_tiny_tokenizer, build_tiny_model, tiny_words = (_fixtures.build_tiny_token
 BOS_ID, EOS_ID, UNK_ID = _fixtures.BOS_ID, _fixtures.EOS_ID, _fixtures.UNK_ID
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """Factory: tiny_dir("llama" | "qwen2") -> saved HF folder (built once per session)."""
-    root = tmp_path_factory.mktemp("stage_models")
-    built: dict[str, Path] = {}
-
-    def make(arch: str = "llama") -> Path:
-        if arch not in built:
-            tokenizer = build_tiny_tokenizer()
-            model = build_tiny_model(arch, len(tokenizer))
-            folder = root / arch
-            model.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save_pretrained(folder)
-            built[arch] = folder
-        return built[arch]
-
-    return make
-
 
 @pytest.fixture(scope="session")
 def worded_data(planted_data):
