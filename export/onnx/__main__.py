@@ -3,6 +3,9 @@
   python -m export.onnx embedder --checkpoint runs/r/embedder/item-contrastive --out runs/r/onnx/item_embedder \\
       [--adapter runs/r/srs/sasrec-llm2rec-std/seed-2024] [--normalize]
   python -m export.onnx user-encoder --checkpoint runs/r/srs/sasrec-llm2rec-std/seed-2024 --out runs/r/onnx/user_encoder
+  python -m export.onnx all --embedder runs/r/embedder/item-contrastive --srs runs/r/srs/sasrec-llm2rec/seed-2024 \
+      --out runs/r/onnx --repository model_repository [--index runs/r/index]    (all of it, steps skipped when
+      their inputs are unchanged)
 
 Exit codes: 0 exported and validated, 1 validation failed (nothing written),
 2 bad input (the message names the flag or field).
@@ -17,6 +20,7 @@ import sys
 from collections.abc import Callable
 
 from .artifact import EXIT_BAD_INPUT, EXIT_VALIDATION, ExportInputError, ExportValidationError
+from .deploy import add_parser as add_all
 from .quantize import add_parser as add_quantize
 from .repository import add_parser as add_repository
 from .validate import DEFAULT_MIN_COSINE
@@ -80,8 +84,8 @@ def add_user_encoder(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_user_encoder)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_embedder, add_user_encoder, add_repository,
-                                                                   add_quantize]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_all, add_embedder, add_user_encoder,
+                                                                   add_repository, add_quantize]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""`python -m export.onnx all`: everything a deployment needs from two trained checkpoints, in one command.
+
+    python -m export.onnx all --embedder runs/demo/embedder/item-contrastive \\
+        --srs runs/demo/srs/sasrec-llm2rec/seed-2024 --out runs/demo/onnx \\
+        --repository model_repository [--index runs/demo/index --dataset ml-100k] [--int8 nbits8]
+
+Steps (each the same function its own subcommand runs):
+  embedder      OUT/item_embedder: the embedder with the SRS's item adapter inside, so a new item's text
+                lands in the item space the user encoder scores (`export.onnx embedder --adapter SRS`)
+  user-encoder  OUT/user_encoder: the SRS sequence encoder + its item table (`export.onnx user-encoder`)
+  int8          OUT/item_embedder_int8/model.onnx, only with --int8 (not deployed: a variant must pass
+                bench/export_speed.py's quality gate first)
+  repository    the Triton model repository (`export.onnx repository`)
+  index         the FAISS snapshot over the user encoder's item table, only with --index (`export.index`)
+
+A step is skipped when its output exists and the content hash of its inputs (checkpoint files, upstream
+export manifests, options) equals the one recorded when it last ran, in OUT/deploy.json; so a second run
+costs only the hashing. --force redoes every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .artifact import EXPORT_FILE, ExportInputError, sha256_file
+from .validate import DEFAULT_MIN_COSINE
+
+logger = logging.getLogger("llmrec.export")
+
+RECORD_FILE = "deploy.json"
+
+
+def tree_sha256(folder: Path) -> str:
+    """One sha256 over the relative names and bytes of every file under `folder` (its content identity)."""
+    if not folder.is_dir():
+        raise ExportInputError(f"{folder}: no such folder")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StepRecord:
+    """OUT/deploy.json: the input fingerprint of every step's last successful run (written after each step)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.steps: dict[str, Any] = json.loads(path.read_text()).get("steps", {}) if path.is_file() else {}
+
+    def up_to_date(self, step: str, key: str, output: Path) -> bool:
+        return output.exists() and self.steps.get(step, {}).get("fingerprint") == key
+
+    def done(self, step: str, key: str, output: Path, seconds: float) -> None:
+        self.steps[step] = {"fingerprint": key, "output": str(output), "seconds": round(seconds, 1),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"steps": self.steps}, indent=2) + "\n")
+        os.replace(tmp, self.path)
+
+
+def run_step(record: StepRecord, step: str, key: str, output: Path, work: Callable[[], Any], force: bool) -> bool:
+    """Run `work` unless `output` is up to date for `key`; True when it ran."""
+    if not force and record.up_to_date(step, key, output):
+        logger.info(json.dumps({"event": "step_skipped", "step": step, "reason": "inputs unchanged",
+                                "output": str(output)}))
+        print(f"[{step}] up to date: {output}")
+        return False
+    print(f"[{step}] -> {output}")
+    t0 = time.perf_counter()
+    work()
+    record.done(step, key, output, time.perf_counter() - t0)
+    return True
+
+
+def manifest_sha(folder: Path) -> str:
+    return sha256_file(folder / EXPORT_FILE)
+
+
+def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
+    """Run the steps in order; returns {step: ran}."""
+    from .embedder import export_embedder
+    from .quantize import RECIPES, quantize_int8
+    from .repository import RepositoryOptions, write_repository
+    from .user_encoder import export_user_encoder
+
+    embedder_ckpt, srs_ckpt, out = Path(args.embedder), Path(args.srs), Path(args.out)
+    if args.int8 is not None and args.int8 not in RECIPES:
+        raise ExportInputError(f"--int8 must be one of {sorted(RECIPES)}, got {args.int8!r}")
+    if args.int8 is not None and RECIPES[args.int8].method == "static":
+        raise ExportInputError(f"--int8 {args.int8}: static recipes need calibration texts; use bench/export_speed.py")
+    if args.index is not None and not args.dataset:
+        raise ExportInputError("--index needs --dataset (the titles and attributes of the items)")
+    record = StepRecord(out / RECORD_FILE)
+    embedder_dir, user_dir = out / "item_embedder", out / "user_encoder"
+    srs_sha = tree_sha256(srs_ckpt)
+    ran: dict[str, bool] = {}
+
+    key = fingerprint(embedder=tree_sha256(embedder_ckpt), srs=srs_sha, min_cosine=args.min_cosine)
+    ran["embedder"] = run_step(record, "embedder", key, embedder_dir / EXPORT_FILE, lambda: export_embedder(
+        embedder_ckpt, embedder_dir, adapter=srs_ckpt, min_cosine=args.min_cosine, cache_dir=args.cache_dir),
+        args.force)
+
+    key = fingerprint(srs=srs_sha, min_cosine=args.min_cosine)
+    ran["user-encoder"] = run_step(record, "user-encoder", key, user_dir / EXPORT_FILE, lambda: export_user_encoder(
+        srs_ckpt, user_dir, min_cosine=args.min_cosine, cache_dir=args.cache_dir), args.force)
+
+    if args.int8 is not None:
+        int8 = out / "item_embedder_int8" / "model.onnx"
+        key = fingerprint(embedder=manifest_sha(embedder_dir), recipe=RECIPES[args.int8].to_dict())
+        ran["int8"] = run_step(record, "int8", key, int8, lambda: quantize_int8(
+            embedder_dir / "model.onnx", int8, args.int8), args.force)
+
+    options = RepositoryOptions(flavour=args.flavour, tensorrt=args.tensorrt)
+    repository = Path(args.repository)
+    key = fingerprint(embedder=manifest_sha(embedder_dir), user=manifest_sha(user_dir), options=options.__dict__,
+                      embedder_dir=str(embedder_dir.resolve()), user_dir=str(user_dir.resolve()))
+    ran["repository"] = run_step(record, "repository", key, repository / "llmrec.json", lambda: write_repository(
+        embedder_dir, user_dir, repository, options), args.force)
+
+    if args.index is not None:
+        from export.index import IndexBuildError, build_index
+
+        index = Path(args.index)
+
+        def build() -> None:
+            try:
+                build_index(user_dir, args.dataset, index, factory=args.factory, cache_dir=args.cache_dir)
+            except IndexBuildError as exc:
+                raise ExportInputError(str(exc)) from exc
+
+        key = fingerprint(user=manifest_sha(user_dir), dataset=args.dataset, factory=args.factory)
+        ran["index"] = run_step(record, "index", key, index / "manifest.json", build, args.force)
+    return ran
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    ran = deploy_all(args)
+    done = [step for step, did in ran.items() if did]
+    print(f"deployment ready in {time.perf_counter() - t0:.1f} s: repository {args.repository}"
+          + (f", index {args.index}" if args.index else "")
+          + f" ({', '.join(done) if done else 'nothing'} rebuilt)")
+    return 0
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help, and the description's step list kept as written."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `all` on the `python -m export.onnx` parser."""
+    from .repository import FLAVOURS, RepositoryOptions
+
+    p = sub.add_parser("all", formatter_class=HelpFormatter,
+                       help="embedder + user encoder + Triton repository (+ index) in one command",
+                       description=__doc__)
+    p.add_argument("--embedder", required=True, help="embedder checkpoint or a stage's out folder")
+    p.add_argument("--srs", required=True, help="SRS seed folder trained on that embedder's item vectors")
+    p.add_argument("--out", required=True, help="folder of the ONNX exports (item_embedder/, user_encoder/)")
+    p.add_argument("--repository", default="model_repository", help="Triton model repository to write")
+    p.add_argument("--flavour", choices=FLAVOURS, default=RepositoryOptions.flavour,
+                   help="python: Python backend + onnxruntime (CPU); native: onnxruntime_onnx (GPU)")
+    p.add_argument("--tensorrt", action="store_true", help="native flavour: TensorRT execution accelerator")
+    p.add_argument("--int8", metavar="RECIPE", default=None, help="also write this int8 variant of the embedder")
+    p.add_argument("--index", default=None, help="also build the FAISS index snapshot here")
+    p.add_argument("--dataset", default="ml-100k", help="the dataset of the index's titles and attributes")
+    p.add_argument("--factory", default="Flat", help="FAISS index_factory string of the index")
+    p.add_argument("--cache-dir", default=None, help="llmrec cache (base models, processed datasets); "
+                                                     "default $LLMREC_CACHE or ~/.cache/llmrec")
+    p.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
+                   help="fail an export whose minimum cosine to torch is below this")
+    p.add_argument("--force", action="store_true", help="redo every step even when its inputs are unchanged")
+    p.add_argument("--quiet", action="store_true", default=False, help="log warnings only")
+    p.set_defaults(func=run)
