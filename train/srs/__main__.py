@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from train.configfile import add_config_option, apply_config_file
 from train.data import DataConfig, load_dataset
 from train.logs import setup_logging
 
@@ -16,7 +17,9 @@ HEADLINE = ("full/recall@10", "full/ndcg@10", "full/recall@20", "full/ndcg@20", 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.srs", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m train.srs", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_option(p)
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--items", default="ids", help="'ids' for an ID table, or a .safetensors/.npy embedding file")
     p.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026])
@@ -38,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    apply_config_file(p, argv if argv is not None else sys.argv[1:])
+    args = p.parse_args(argv)
     setup_logging(verbose=not args.quiet)
     try:
         config = SRSConfig(**{f.name: getattr(args, f.name) for f in fields(SRSConfig) if f.name != "ks"})
