@@ -6,8 +6,8 @@
   demo      start the gateway (and Triton), make live calls, stop it    (serving/demo.py, `make demo`)
 
 Each command lives in its own module exposing `add_parser(subparsers)`, which
-registers its arguments and sets `handler`; a new command (the gRPC gateway)
-is one more entry in COMMANDS.
+registers its arguments and sets `handler`; a new command is one more entry
+in COMMANDS.
 """
 
 from __future__ import annotations
