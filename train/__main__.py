@@ -4,6 +4,7 @@
   srs      train and evaluate SASRec / GRU4Rec             (python -m train.srs)
   stages   LLM embedder stages: csft, mntp, item-contrastive, llm2rec, ...  (python -m train.stages)
   embed    extract item embeddings with an embedder        (python -m train.embed)
+  report   summary tables + plots of a `make demo` run      (python -m train.report)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import sys
 
 COMMANDS = {"data": "train.data.__main__", "srs": "train.srs.__main__", "stages": "train.stages.__main__",
-            "embed": "train.embed"}
+            "embed": "train.embed", "report": "train.report"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """`python -m serving demo` against the tiny deployment (tests/serving/deployment.py): the gateway and a
-managed Triton started as child processes, live calls printed, both stopped by PID at the end."""
+managed Triton started as child processes, live calls printed, both stopped by PID at the end; --record FILE
+holds the same calls, recommendations and rank as JSON."""
 
 from __future__ import annotations
 
@@ -57,10 +58,13 @@ def test_demo_prints_recommendations_adds_and_removes_an_item_and_stops(deployme
     requests = tmp_path / "requests.json"
     requests.write_text(json.dumps(samples))
     new_title = deployment.titles[5]  # the text of item 5: its nearest catalogue item must be item 5
+    record_file = tmp_path / "out" / "demo-record.json"  # its folder is created
     run = _demo("--requests", str(requests), "--model-repository", str(deployment.repository), "--index",
-                str(deployment.index), "--title", new_title, "--genres", "Drama", "--startup-timeout", "120")
+                str(deployment.index), "--title", new_title, "--genres", "Drama", "--startup-timeout", "120",
+                "--record", str(record_file))
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
+    assert str(record_file) not in out and "--record" not in out  # printed output: the same as without it
 
     # the three users: their last 5 titles, then the top-10 = the offline torch answer
     srs = DEP.load_srs(deployment)
@@ -88,14 +92,129 @@ def test_demo_prints_recommendations_adds_and_removes_an_item_and_stops(deployme
     assert stopped, out[-500:]
     assert not _alive(int(stopped.group(1))) and not _alive(int(stopped.group(2)))
 
+    _check_record(json.loads(record_file.read_text()), out, samples, deployment, srs, new_id, stopped)
+    assert [p.name for p in record_file.parent.iterdir()] == ["demo-record.json"]  # no temporary file left
+
+
+def _printed_ranking(block: str) -> list[tuple[str, str]]:
+    """(title, score as printed) of the ranked lines of a printed block."""
+    return [(title.strip(), score) for _, title, score in
+            re.findall(r"^\s+(\d+)\. (.+?)\s+(-?\d+\.\d{3})(?:  <- the new item)?$", block, re.M)]
+
+
+def _recorded_ranking(items: list[dict]) -> list[tuple[str, str]]:
+    assert [item["rank"] for item in items] == list(range(1, len(items) + 1))
+    return [(item["title"][:55].strip(), f"{item['score']:.3f}") for item in items]
+
+
+def _check_record(record, out, samples, deployment, srs, new_id, stopped):
+    """The record holds what the calls returned: the printed recommendations (ids = the offline answer),
+    the new item's rank, every call with its latency (= the printed timings) and status."""
+    assert record["format"] == "llmrec.demo-record/1" and record["ok"] is True and record["error"] is None
+    assert record["inputs"]["k"] == 10 and record["inputs"]["title"] == deployment.titles[5]
+    gateway = record["gateway"]
+    assert (gateway["pid"], gateway["triton_pid"]) == (int(stopped.group(1)), int(stopped.group(2)))
+    assert record["gateway"]["stopped"] in out
+    startup = float(re.search(r"SERVING after (\d+\.\d) s", out).group(1))
+    assert record["startup_seconds"] == pytest.approx(startup, abs=0.051)
+    assert record["wall_seconds"] >= record["startup_seconds"] > 0
+
+    # users: the same order, histories, the last 5 titles, top-10 ids (offline answer), titles and scores
+    assert [u["user"] for u in record["users"]] == [str(s["user"]) for s in samples]
+    for sample, user in zip(samples, record["users"], strict=True):
+        assert user["history_ids"] == sample["history"] and user["history_length"] == len(sample["history"])
+        assert user["recent"] == [{"id": i, "title": deployment.titles[i]} for i in sample["history"][-5:]]
+        ids, scores = DEP.offline_top_k(srs, sample["history"], 10, exclude_history=True)
+        assert [item["id"] for item in user["recommendations"]] == list(ids)
+        assert [item["title"] for item in user["recommendations"]] == [deployment.titles[i] for i in ids]
+        assert [item["score"] for item in user["recommendations"]] == pytest.approx(list(scores), abs=2e-3)
+        block = out.split(f"\nuser {sample['user']}: ", 1)[1].split("\n\n", 1)[0].split("recommendations", 1)[1]
+        assert _recorded_ranking(user["recommendations"]) == _printed_ranking(block)
+
+    # the new item: id, index sizes, nearest catalogue item, its rank as printed, the printed rankings
+    new = record["new_item"]
+    assert (new["id"], new["index_size"], new["title"], new["genres"]) == (new_id, new_id, deployment.titles[5],
+                                                                          "Drama")
+    assert new["user"] == str(samples[0]["user"]) and new["nearest"] == {"id": 5, "title": deployment.titles[5]}
+    printed_rank = re.search(r"the new item ranks #(\d+) of (\d+) items", out)
+    if printed_rank:
+        assert new["rank"] == int(printed_rank.group(1)) and int(printed_rank.group(2)) == new_id
+    else:
+        assert new["rank"] is None and f"is not in the top {new['rank_depth']}" in out
+    assert new["rank_depth"] == 100 and new["candidates_ranked"] <= 100
+    with_new = out.split("the new item -> top-10:", 1)[1].split("catalogue item nearest", 1)[0]
+    assert _recorded_ranking(new["recommendations_with_new_item"]) == _printed_ranking(with_new)
+    with_nearest = out.split(f"+ {deployment.titles[5]} -> the new item", 1)[1].split("DeleteItems", 1)[0]
+    assert _recorded_ranking(new["ranked_with_nearest"]) == _printed_ranking(with_nearest)
+    marked = [i + 1 for i, item in enumerate(new["ranked_with_nearest"]) if item["id"] == new_id]
+    assert marked == ([new["rank"]] if new["rank"] is not None and new["rank"] <= 10 else [])
+    assert (new["deleted"], new["index_size_after_delete"], new["missing_after_delete"]) == (1, new_id - 1, True)
+
+    # every call in the order the demo makes them, all OK, latencies = the printed timings table
+    per_user = ["GetItems", "Recommend"] * len(samples)
+    assert [c["method"] for c in record["calls"]] == per_user + [
+        "EmbedItems", "UpsertItems", "Recommend", "GetItems", "Recommend", "DeleteItems", "GetItems"]
+    assert all(c["ok"] is True and c["status"] == "OK" and c["ms"] > 0 for c in record["calls"])
+    timings = out.split("\ntimings (", 1)[1]
+    for method in {c["method"] for c in record["calls"]}:
+        ms = [c["ms"] for c in record["calls"] if c["method"] == method]
+        row = re.search(rf"^\s+{method}\s+(\d+)\s+(\d+\.\d)\s+(\d+\.\d)\s+(\d+\.\d)$", timings, re.M)
+        assert row, method
+        n, mean, low, high = int(row.group(1)), *map(float, row.groups()[1:])
+        assert n == len(ms)
+        assert (sum(ms) / n, min(ms), max(ms)) == pytest.approx((mean, low, high), abs=0.051)
+
 
 def test_demo_bad_requests_file_is_exit_2_before_starting_anything(deployment, tmp_path):
     requests = tmp_path / "requests.json"
     requests.write_text(json.dumps([{"user": "1", "history": []}]))
+    record = tmp_path / "record.json"
     run = _demo("--requests", str(requests), "--model-repository", str(deployment.repository), "--index",
-                str(deployment.index))
+                str(deployment.index), "--record", str(record))
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.startswith("error: --requests") and "Traceback" not in run.stderr
+    assert not record.exists()  # bad input: nothing happened, nothing recorded
+
+
+def test_demo_record_of_a_gateway_that_fails_to_start_says_why(tmp_path):
+    repository, index = tmp_path / "repository", tmp_path / "index"
+    repository.mkdir()
+    index.mkdir()
+    (repository / "llmrec.json").write_text("{}")  # records nothing: the gateway refuses it at once
+    (index / "manifest.json").write_text("{}")
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"user": "1", "history": [1, 2]}]))
+    record_file = tmp_path / "record.json"
+    run = _demo("--requests", str(requests), "--model-repository", str(repository), "--index", str(index),
+                "--record", str(record_file), "--startup-timeout", "20")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    record = json.loads(record_file.read_text())
+    assert record["ok"] is False and "the gateway exited with code" in record["error"]
+    assert record["error"] in run.stderr
+    assert record["calls"] == [] and record["users"] == [] and record["new_item"] is None
+    assert record["startup_seconds"] is None and record["wall_seconds"] > 0
+    assert record["gateway"]["stopped"] in run.stdout and not _alive(record["gateway"]["pid"])
+
+
+def test_timings_record_every_call_with_its_status():
+    import grpc
+
+    from serving.demo import Timings
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    def fail(request, timeout):
+        raise Unavailable()
+
+    timings = Timings()
+    assert timings.call("GetItems", lambda request, timeout: "items", None, 1.0) == "items"
+    with pytest.raises(Unavailable):
+        timings.call("Recommend", fail, None, 1.0)
+    assert [(c["method"], c["ok"], c["status"]) for c in timings.log] == [("GetItems", True, "OK"),
+                                                                           ("Recommend", False, "UNAVAILABLE")]
+    assert [c["ms"] for c in timings.log] == [round(timings.calls[m][0], 3) for m in ("GetItems", "Recommend")]
 
 
 def test_demo_module_never_imports_torch():

@@ -1,0 +1,832 @@
+"""`python -m train report --run RUN`: the end-of-`make demo` summary, as Markdown tables and PNG plots.
+
+    python -m train report --run runs/demo [--demo-record FILE] [--out DIR]
+        [--stats FILE] [--srs-ids DIR] [--srs-text DIR] [--srs-hybrid DIR] [--embedder DIR]
+        [--embeddings DIR] [--onnx DIR] [--repository DIR] [--index DIR] [--export-speed FILE]
+
+Reads what the `make demo` steps wrote; the defaults are the Makefile's layout under RUN, each input can
+be pointed elsewhere (a run laid out differently, e.g. --srs-text RUN/srs/sasrec-llm2rec-std):
+  dataset     RUN/data/stats.txt                                    (python -m train data stats)
+  quality     RUN/srs/{sasrec-ids,sasrec-llm2rec,sasrec-hybrid}/summary.json: test Recall/NDCG@10/20 (full
+              ranking, mean over seeds), the cold-items breakdown when there is one; seed-*/log.jsonl:
+              the per-epoch training loss and validation metric
+  stages      RUN/embedder/{csft,mntp,item-contrastive}/stage.json (wall time, final loss) + log.jsonl
+              (loss per logged step); RUN/embeddings/manifest.json
+  export      RUN/onnx/{item_embedder,user_encoder}/export.json (validation against torch, sizes),
+              RUN/onnx/item_embedder_int8/model.onnx, RUN/onnx/deploy.json (step times); the int8
+              quality gate where it is recorded: bench/results/export_speed.json (bench/export_speed.py)
+  deployment  model_repository/llmrec.json (checked to come from these exports), RUN/index/manifest.json
+  serving     the live demo's record (python -m serving demo --record FILE), by default
+              RUN/serving/demo-record.json: latency p50 / mean / max per method, the new item's rank
+Prints the tables (Markdown) to stdout and writes DIR/report.md (default RUN/report/) with the same tables
+and the plots next to it: stage-losses.png, srs-validation.png, quality.png, latency.png. An input that is
+missing or unreadable is one line naming it (a partial run still gets a report), never a traceback.
+JSON + matplotlib (Agg backend) only, no torch: it runs in a second or two.
+Exit codes: 0 report written (also for a partial run), 2 RUN is not a folder or DIR cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]  # the project folder
+EXPORT_SPEED = ROOT / "bench" / "results" / "export_speed.json"
+STAGES = ("csft", "mntp", "item-contrastive")  # LLM2Rec's order (train/stages/pipeline.py)
+# (key, label, folder under RUN, option, what makes it)
+MODELS = (
+    ("ids", "ID-SASRec", "srs/sasrec-ids", "--srs-ids", "`make demo` step 2"),
+    ("text", "SASRec on LLM2Rec embeddings", "srs/sasrec-llm2rec", "--srs-text", "`make demo` step 5"),
+    ("hybrid", "hybrid (IDs + LLM2Rec, gated)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
+)
+METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+METRIC_NAMES = {"recall@10": "Recall@10", "recall@20": "Recall@20", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20"}
+PLOTS = ("stage-losses.png", "srs-validation.png", "quality.png", "latency.png")
+DASH = "—"
+
+
+# ----------------------------------------------------------------------------------------------- reading
+class Unavailable(Exception):
+    """An input that is missing or cannot be read; the message is the report's line about it."""
+
+
+def rel(path: Path) -> str:
+    """`path` as the user would type it: relative to the working folder when under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in `path` (every input of the report is one); Unavailable saying why not."""
+    if not path.is_file():
+        raise Unavailable(f"missing: `{rel(path)}` ({what})")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"unreadable: `{rel(path)}` ({what}): {exc}") from None
+    if not isinstance(obj, dict):
+        raise Unavailable(f"unreadable: `{rel(path)}` ({what}): not a JSON object")
+    return obj
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a log file, one a line; a torn last line (a run still writing) is skipped."""
+    records = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value) else None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mb(nbytes: int | None) -> str:
+    return DASH if nbytes is None else f"{nbytes / 2**20:.1f}"
+
+
+def onnx_bytes(model: Path) -> int | None:
+    """model.onnx plus its external weights (model.onnx_data from the exporter, model.onnx.data from quantize)."""
+    if not model.is_file():
+        return None
+    extra = [model.with_name(model.name + suffix) for suffix in ("_data", ".data")]
+    return model.stat().st_size + sum(p.stat().st_size for p in extra if p.is_file())
+
+
+def folder_bytes(folder: Path) -> int | None:
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+def cell(value: Any) -> str:
+    """A Markdown table cell: pipes escaped, newlines flattened."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[Any]], right: set[int] | None = None) -> list[str]:
+    right = set(range(1, len(header))) if right is None else right
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    v = number(value)
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def duration(seconds: Any) -> str:
+    """98.3 s, 27 min 36 s, 1 h 02 min."""
+    s = number(seconds)
+    if s is None:
+        return DASH
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(round(s % 60)):02d} s"
+    return f"{int(s // 3600)} h {int(round(s % 3600 / 60)):02d} min"
+
+
+def mean_std(stats: Any, seeds: int) -> str:
+    """A summary.json {"mean", "std"} entry: 0.1888, or 0.1888 ± 0.0040 over several seeds."""
+    if not isinstance(stats, dict) or number(stats.get("mean")) is None:
+        return DASH
+    text = f"{stats['mean']:.4f}"
+    if seeds > 1 and number(stats.get("std")) is not None:
+        text += f" ± {stats['std']:.4f}"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- sections
+@dataclass
+class Plot:
+    name: str  # file name in DIR
+    alt: str
+    draw: Callable[[Any], Any]  # pyplot module -> the figure drawn
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # shown after the tables: what is missing, not applicable
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"- {text}")
+
+    def block(self, lines: list[str]) -> None:
+        if self.lines and self.lines[-1] != "":
+            self.lines.append("")
+        self.lines.extend(lines)
+
+
+@dataclass
+class Inputs:
+    run: Path
+    stats: Path
+    srs: dict[str, Path]
+    embedder: Path
+    embeddings: Path
+    onnx: Path
+    repository: Path
+    index: Path
+    export_speed: Path
+    demo_record: Path
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Inputs:
+        run = Path(args.run)
+
+        def pick(value: str | None, default: Path) -> Path:
+            return Path(value) if value else default
+
+        return cls(
+            run=run,
+            stats=pick(args.stats, run / "data" / "stats.txt"),
+            srs={key: pick(getattr(args, option[2:].replace("-", "_")), run / folder)
+                 for key, _, folder, option, _ in MODELS},
+            embedder=pick(args.embedder, run / "embedder"),
+            embeddings=pick(args.embeddings, run / "embeddings"),
+            onnx=pick(args.onnx, run / "onnx"),
+            repository=pick(args.repository, Path("model_repository")),
+            index=pick(args.index, run / "index"),
+            export_speed=pick(args.export_speed, EXPORT_SPEED),
+            demo_record=pick(args.demo_record, run / "serving" / "demo-record.json"),
+        )
+
+
+def dataset_section(inputs: Inputs) -> Section:
+    """RUN/data/stats.txt (`python -m train data stats`): "key  value" lines, one table row."""
+    section = Section("Dataset")
+    if not inputs.stats.is_file():
+        section.note(f"missing: `{rel(inputs.stats)}` (dataset statistics: `make demo` step 1)")
+        return section
+    values = {}
+    for line in inputs.stats.read_text(errors="replace").splitlines():
+        key, _, value = line.strip().partition("  ")
+        if value.strip() and not line.startswith(" "):
+            values[key.strip()] = value.strip()
+    keys = [k for k in ("dataset", "users", "items", "interactions", "density", "examples (train/valid/test)")
+            if k in values]
+    if not keys:
+        section.note(f"unreadable: `{rel(inputs.stats)}` has no `key  value` lines")
+        return section
+    section.block(table(keys, [[values[k] for k in keys]], right=set()))
+    return section
+
+
+def srs_label(summary: dict[str, Any]) -> str:
+    """What the items of an SRS run are, from its summary's config: ids, text (mlp, std), ids + text gated."""
+    config = summary.get("config") or {}
+    items = config.get("items")
+    if items in (None, "ids"):
+        return "ids"
+    adapter = config.get("adapter") or "?"
+    detail = adapter + (", standardized" if config.get("standardize") else "")
+    fusion = config.get("fusion") or "none"
+    return f"text ({detail})" if fusion == "none" else f"ids + text, {fusion} ({detail})"
+
+
+def other_srs_runs(folder: Path) -> list[str]:
+    parent = folder.parent
+    if not parent.is_dir():
+        return []
+    return sorted(p.name for p in parent.iterdir() if (p / "summary.json").is_file() and p != folder)
+
+
+def load_srs(inputs: Inputs, section: Section) -> dict[str, dict[str, Any]]:
+    """The summaries found, by model key; a note for every missing one."""
+    found = {}
+    for key, label, _, option, how in MODELS:
+        path = inputs.srs[key] / "summary.json"
+        try:
+            summary = read_json(path, f"{label}, {how}")
+            if not isinstance(summary.get("test"), dict):
+                raise Unavailable(f"unreadable: `{rel(path)}` ({label}): no `test` metrics")
+        except Unavailable as exc:
+            others = other_srs_runs(inputs.srs[key])
+            hint = f"; other SRS runs next to it: {', '.join(others)} (choose one with {option})" if others else ""
+            section.note(f"{exc}{hint}")
+            continue
+        found[key] = summary
+    return found
+
+
+def quality_section(summaries: dict[str, dict[str, Any]], section: Section) -> None:
+    labels = {key: label for key, label, *_ in MODELS}
+    rows = []
+    for key, summary in summaries.items():
+        test, seeds = summary["test"], len(summary.get("seeds") or summary.get("per_seed") or [None])
+        per_seed = [s for s in summary.get("per_seed") or [] if isinstance(s, dict)]
+        best = ", ".join(str(s.get("best_epoch", "?")) for s in per_seed) or DASH
+        rows.append([labels[key], srs_label(summary), seeds,
+                     *[mean_std(test.get(f"full/{m}"), seeds) for m in METRICS],
+                     best, duration((summary.get("train_seconds") or {}).get("mean"))])
+    if not rows:
+        return
+    header = ["model", "items", "seeds", *[METRIC_NAMES[m] for m in METRICS], "best epoch", "train time"]
+    section.block(table(header, rows, right={2, 3, 4, 5, 6, 7, 8}))
+    base = summaries.get("ids", {}).get("test", {})
+    relative = []
+    for key in ("text", "hybrid"):
+        if key in summaries and base:
+            parts = []
+            for m in METRICS:
+                a = number((summaries[key]["test"].get(f"full/{m}") or {}).get("mean"))
+                b = number((base.get(f"full/{m}") or {}).get("mean"))
+                if a is not None and b:
+                    parts.append(f"{METRIC_NAMES[m]} {100 * (a / b - 1):+.1f}%")
+            if parts:
+                relative.append(f"{labels[key]}: {', '.join(parts)}")
+    if relative:
+        section.block(["Relative to ID-SASRec (test, full ranking): " + "; ".join(relative) + "."])
+
+
+def cold_section(summaries: dict[str, dict[str, Any]]) -> Section:
+    section = Section("Cold items (test targets never seen in training)")
+    labels = {key: label for key, label, *_ in MODELS}
+    rows = []
+    for key, summary in summaries.items():
+        test, seeds = summary["test"], len(summary.get("seeds") or [None])
+        if not any(k.startswith("breakdown/cold_items/") for k in test):
+            continue
+        count = (test.get("breakdown/cold_items/count") or {}).get("mean")
+        items = (test.get("breakdown/cold_items/num_items") or {}).get("mean")
+        if not number(count):
+            continue  # the group exists but holds no test case: no cold item in this split
+        rows.append([labels[key], fmt(count, 0), fmt(items, 0),
+                     *[mean_std(test.get(f"breakdown/cold_items/{m}"), seeds) for m in METRICS]])
+    if not summaries:
+        section.note("no SRS summary to break down (see Quality)")
+    elif not rows:
+        section.note("no cold test case in these summaries (`breakdown/cold_items` has count 0 or is absent): "
+                     "every test target was also a training target")
+    else:
+        header = ["model", "test cases", "cold items", *[METRIC_NAMES[m] for m in METRICS]]
+        section.block(table(header, rows))
+    return section
+
+
+def srs_curves(inputs: Inputs, summaries: dict[str, dict[str, Any]], section: Section) -> None:
+    """Per-epoch training loss and validation metric of every seed (seed-*/log.jsonl), as a plot."""
+    labels = {key: label for key, label, *_ in MODELS}
+    curves = []  # (model key, label, metric, epochs, losses, valid, best epoch)
+    for key, summary in summaries.items():
+        metric = (summary.get("config") or {}).get("early_stop_metric") or "recall@20"
+        for seed in summary.get("seeds") or []:
+            log = inputs.srs[key] / f"seed-{seed}" / "log.jsonl"
+            epochs = [r for r in read_jsonl(log) if r.get("event") == "epoch" and number(r.get("epoch")) is not None]
+            if not epochs:
+                section.note(f"no epoch log: `{rel(log)}` ({labels[key]}, seed {seed})")
+                continue
+            valid = [number((r.get("valid") or {}).get(metric)) for r in epochs]
+            curves.append((key, f"{labels[key]} (seed {seed})", metric, [r["epoch"] for r in epochs],
+                           [number(r.get("loss")) for r in epochs], valid, epochs[-1].get("best_epoch")))
+    if not curves:
+        return
+
+    def draw(plt: Any) -> Any:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        colours = {key: f"C{i}" for i, (key, *_) in enumerate(MODELS)}
+        styles, drawn = ("-", "--", ":", "-."), {}
+        for key, label, _, epochs, losses, valid, best in curves:
+            drawn[key] = drawn.get(key, -1) + 1  # the n-th seed of this model: its line style
+            kw = {"color": colours[key], "linestyle": styles[drawn[key] % len(styles)], "linewidth": 1.2}
+            left.plot(epochs, [math.nan if v is None else v for v in losses], label=label, **kw)
+            right.plot(epochs, [math.nan if v is None else v for v in valid], label=label, **kw)
+            if best in epochs and valid[epochs.index(best)] is not None:
+                right.plot([best], [valid[epochs.index(best)]], "o", color=colours[key])
+        left.set(xlabel="epoch", ylabel="training loss", title="SASRec training loss")
+        metrics = sorted({c[2] for c in curves})
+        right.set(xlabel="epoch", ylabel=", ".join(metrics), title="validation (dot = best epoch, kept)")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+        right.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    section.plots.append(Plot("srs-validation.png", "SASRec training loss and validation metric per epoch", draw))
+
+
+def quality_plot(summaries: dict[str, dict[str, Any]], section: Section) -> None:
+    labels = {key: label for key, label, *_ in MODELS}
+    series = []
+    for key, summary in summaries.items():
+        means = [number((summary["test"].get(f"full/{m}") or {}).get("mean")) for m in METRICS]
+        stds = [number((summary["test"].get(f"full/{m}") or {}).get("std")) or 0.0 for m in METRICS]
+        if any(v is not None for v in means):
+            series.append((labels[key], [math.nan if v is None else v for v in means], stds))
+    if not series:
+        return
+
+    def draw(plt: Any) -> Any:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / len(series)
+        for i, (label, means, stds) in enumerate(series):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(METRICS))]
+            bars = ax.bar(xs, means, width, yerr=stds if any(stds) else None, capsize=3, label=label)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_xticks(range(len(METRICS)), [METRIC_NAMES[m] for m in METRICS])
+        ax.set(ylabel="test, full ranking", title="ID vs text vs hybrid")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        return fig
+
+    section.plots.append(Plot("quality.png", "test Recall and NDCG of ID-SASRec, text SASRec and the hybrid", draw))
+
+
+def stages_section(inputs: Inputs) -> Section:
+    section = Section("LLM2Rec stages")
+    rows, curves, total = [], [], 0.0
+    for name in STAGES:
+        folder = inputs.embedder / name
+        log = [r for r in read_jsonl(folder / "log.jsonl")
+               if number(r.get("step")) is not None and number(r.get("loss")) is not None]
+        by_step = {int(r["step"]): r for r in log}  # a resumed run trims its log; keep the last of a step anyway
+        steps = sorted(by_step)
+        if steps:
+            curves.append((name, steps, [by_step[s]["loss"] for s in steps]))
+        logged = f"{by_step[steps[0]]['loss']:.4f} → {by_step[steps[-1]]['loss']:.4f}" if steps else DASH
+        try:
+            stage = read_json(folder / "stage.json", f"the {name} stage: `make demo` step 3")
+        except Unavailable as exc:
+            if steps:  # started, not finished: stage.json is written last
+                rows.append([name, "not finished", steps[-1], duration(by_step[steps[-1]].get("elapsed")), DASH,
+                             DASH, logged, DASH, DASH])
+                section.note(f"{name}: no stage.json yet (unfinished); its log reaches step {steps[-1]}")
+            else:
+                section.note(str(exc))
+            continue
+        wall = number(stage.get("wall_seconds"))
+        total += wall or 0.0
+        rows.append([name, stage.get("status", DASH), stage.get("steps", DASH), duration(wall),
+                     duration(stage.get("load_seconds")), fmt(stage.get("final_loss")), logged,
+                     stage.get("samples", DASH), stage.get("effective_batch", DASH)])
+    if rows:
+        header = ["stage", "status", "steps", "wall time", "load time", "final loss", "logged loss (first → last)",
+                  "samples", "batch"]
+        if total:
+            rows.append(["total", "", "", duration(total), "", "", "", "", ""])
+        section.block(table(header, rows, right={2, 3, 4, 5, 6, 7, 8}))
+        section.block(["final loss: the last step's (stage.json); logged loss: the mean over each logging window "
+                       "(log.jsonl)."])
+    try:
+        manifest = read_json(inputs.embeddings / "manifest.json", "item embeddings: `make demo` step 4")
+        section.block([f"Item embeddings: {manifest.get('count', '?')} items × {manifest.get('dim', '?')} "
+                       f"({manifest.get('text', '?')}) in {duration(manifest.get('seconds'))}, "
+                       f"`{rel(inputs.embeddings)}`."])
+    except Unavailable as exc:
+        section.note(str(exc))
+    if curves:
+        def draw(plt: Any) -> Any:
+            fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
+            for ax, (name, steps, losses) in zip(axes[0], curves, strict=True):
+                ax.plot(steps, losses, marker=".")
+                ax.set(title=name, xlabel="step", ylabel="loss")
+                ax.grid(alpha=0.3)
+            fig.tight_layout()
+            return fig
+
+        section.plots.append(Plot("stage-losses.png", "training loss per logged step of each LLM2Rec stage", draw))
+    return section
+
+
+def recorded_path(path: str) -> Path:
+    """A path recorded in a JSON file: absolute, or relative to the project folder (where the tools run)."""
+    return (Path(path) if Path(path).is_absolute() else ROOT / path).resolve()
+
+
+def same_embedder(recorded: str | None, folder: Path) -> bool:
+    """Does `recorded` name the stage `folder`? Either may be the stage's out folder or its `embedder/`."""
+    def stage(path: Path) -> Path:
+        return path.parent if path.name == "embedder" else path
+
+    return bool(recorded) and stage(recorded_path(recorded)) == stage(folder.resolve())
+
+
+def provenance_lines(inputs: Inputs, exports: dict[str, dict[str, Any]]) -> list[str]:
+    """Are the exports made from this run's item-contrastive stage and text SASRec? (`make deploy` exports
+    exactly those; a folder put together by hand may not.)"""
+    lines = []
+    embedder = ((exports.get("item_embedder") or {}).get("source") or {}).get("checkpoint")
+    if embedder:
+        ours = inputs.embedder / STAGES[-1]
+        lines.append(f"- The item embedder export is of `{rel(recorded_path(embedder))}`: " + (
+            "this run's item-contrastive stage." if same_embedder(embedder, ours) else
+            f"**not** this run's item-contrastive stage (`{rel(ours)}`)."))
+    user = (exports.get("user_encoder") or {}).get("source") or {}
+    if user.get("checkpoint"):
+        ours = inputs.srs["text"]
+        same = recorded_path(user["checkpoint"]).parent == ours.resolve()
+        lines.append(f"- The user encoder export is of `{rel(recorded_path(user['checkpoint']))}`: " + (
+            "this run's text SASRec." if same else f"**not** this run's text SASRec (`{rel(ours)}`)."))
+    adapter = ((exports.get("item_embedder") or {}).get("adapter") or {}).get("sha256")
+    if adapter and user.get("sha256") and adapter != user["sha256"]:
+        lines.append("- **The item embedder's adapter and the user encoder come from different SRS checkpoints**: "
+                     "new items would land in another item space than the user vectors.")
+    return lines
+
+
+def export_section(inputs: Inputs) -> Section:
+    section = Section("Export")
+    rows, exports = [], {}
+    for name, label in (("item_embedder", "item embedder (+ SRS adapter)"), ("user_encoder", "user encoder")):
+        folder = inputs.onnx / name
+        try:
+            export = read_json(folder / "export.json", f"the {label} export: `make deploy`")
+        except Unavailable as exc:
+            section.note(str(exc))
+            continue
+        exports[name] = export
+        validation = export.get("validation") or {}
+        passed = validation.get("passed")
+        state = DASH if passed is None else ("passed" if passed else "FAILED")
+        if number(validation.get("threshold")) is not None:
+            state += f" (min cosine ≥ {validation['threshold']})"
+        rows.append([label, state, fmt(validation.get("min_cosine"), 10), fmt(validation.get("topk_overlap"), 3),
+                     export.get("dim", DASH), mb(onnx_bytes(folder / "model.onnx")), mb(folder_bytes(folder)),
+                     duration(export.get("export_seconds"))])
+    int8 = inputs.onnx / "item_embedder_int8" / "model.onnx"
+    if int8.is_file():
+        rows.append(["item embedder int8 (not deployed)", "gate below", DASH, DASH,
+                     (exports.get("item_embedder") or {}).get("dim", DASH), mb(onnx_bytes(int8)),
+                     mb(folder_bytes(int8.parent)), DASH])
+    else:
+        section.note(f"missing: `{rel(int8)}` (the int8 variant: `make deploy` with --int8)")
+    if rows:
+        header = ["artifact", "validation vs torch", "min cosine", "top-k overlap", "dim", "model MB", "folder MB",
+                  "export time"]
+        section.block(table(header, rows, right={2, 3, 4, 5, 6, 7}))
+    if provenance_lines(inputs, exports):
+        section.block(provenance_lines(inputs, exports))
+
+    deploy = inputs.onnx / "deploy.json"
+    if deploy.is_file():
+        try:
+            steps = json.loads(deploy.read_text()).get("steps") or {}
+            section.block(["Deployment steps (last run of each, `deploy.json`): " + ", ".join(
+                f"{step} {duration((info or {}).get('seconds'))}" for step, info in steps.items()) + "."])
+        except (OSError, ValueError, AttributeError) as exc:
+            section.note(f"unreadable: `{rel(deploy)}`: {exc}")
+
+    gate_lines(inputs, exports.get("item_embedder"), section)
+    deployment_lines(inputs, exports, section)
+    return section
+
+
+def gate_lines(inputs: Inputs, embedder_export: dict[str, Any] | None, section: Section) -> None:
+    """The int8 quality gate, where bench/export_speed.py recorded it (the deploy step itself does not gate)."""
+    try:
+        result = read_json(inputs.export_speed, "the int8 quality gate: `bench/export_speed.py`")
+        gates = ((result.get("embedder") or {}).get("gate") or {})
+    except Unavailable as exc:
+        section.note(f"int8 gate: not recorded in this run; {exc}")
+        return
+    if not gates:
+        section.note(f"int8 gate: `{rel(inputs.export_speed)}` records no gate")
+        return
+    measured = (result.get("settings") or {}).get("embedder")
+    exported = ((embedder_export or {}).get("source") or {}).get("checkpoint")
+    if exported and same_embedder(measured, recorded_path(exported)):
+        whose = "the embedder exported here"
+    elif exported:
+        whose = f"`{measured}`, **not** the embedder exported here (`{rel(recorded_path(exported))}`)"
+    elif same_embedder(measured, inputs.embedder / STAGES[-1]):
+        whose = "this run's item-contrastive stage (no export here to compare with)"
+    else:
+        whose = f"`{measured}`, not this run's item-contrastive stage (and no export here to compare with)"
+    rows = []
+    for variant, gate in gates.items():
+        drop = number(gate.get("recall_drop"))
+        rows.append([variant, fmt(gate.get("cosine_mean")),
+                     f"{fmt(gate.get('overlap'), 3)} (≥ {gate.get('min_overlap', '?')})",
+                     DASH if drop is None else f"{100 * drop:+.1f}% (≤ {100 * gate.get('max_recall_drop', 0):.0f}%)",
+                     "pass" if gate.get("passed") else "fail"])
+    date = (result.get("environment") or {}).get("date", "?")
+    section.block([f"int8 quality gate (`{rel(inputs.export_speed)}`, {date}; measured on {whose}):", ""]
+                  + table(["variant", "cosine mean", "top-10 overlap", "Recall@10 drop", "gate"], rows,
+                          right={1, 2, 3}))
+
+
+def deployment_lines(inputs: Inputs, exports: dict[str, dict[str, Any]], section: Section) -> None:
+    """The Triton repository (is it built from these exports?) and the index (the user encoder's item table?)."""
+    lines = []
+    try:
+        repo = read_json(inputs.repository / "llmrec.json", "the Triton model repository: `make deploy`")
+        sources = repo.get("sources") or {}
+        text = (f"Triton repository `{rel(inputs.repository)}`: {repo.get('flavour', '?')} flavour, models "
+                f"{', '.join(repo.get('models') or []) or '?'}, written {repo.get('created', '?')}")
+        checks = []
+        for name, key in (("item_embedder", "embedder"), ("user_encoder", "user_encoder")):
+            path = inputs.onnx / name / "export.json"
+            recorded = (sources.get(key) or {}).get("export_sha256")
+            if path.is_file() and recorded:
+                checks.append(recorded == sha256_file(path))
+        written_from = (sources.get("embedder") or {}).get("path")
+        if checks:
+            text += "; built from these exports: " + ("yes" if all(checks) else f"**no** (from `{written_from}`)")
+        else:
+            text += f"; built from `{written_from}` (no export.json here to check it against)"
+        lines.append(f"- {text}.")
+    except Unavailable as exc:
+        lines.append(f"- {exc}")
+    try:
+        index = read_json(inputs.index / "manifest.json", "the FAISS index: `make deploy`")
+        text = (f"Index `{rel(inputs.index)}`: {index.get('count', '?')} items × {index.get('dim', '?')}, "
+                f"{index.get('factory', '?')}, {index.get('metric', '?')}")
+        table_sha = ((exports.get("user_encoder") or {}).get("files") or {}).get("item_vectors.safetensors")
+        if table_sha and index.get("item_vectors_sha256"):
+            text += "; holds the user encoder's item table: " + (
+                "yes" if table_sha == index["item_vectors_sha256"] else "**no**")
+        lines.append(f"- {text}.")
+    except Unavailable as exc:
+        lines.append(f"- {exc}")
+    section.block(lines)
+
+
+def serving_section(inputs: Inputs) -> Section:
+    section = Section("Serving (live demo)")
+    try:
+        record = read_json(inputs.demo_record, "the live demo's record: `python -m serving demo --record FILE`")
+    except Unavailable as exc:
+        section.note(str(exc))
+        return section
+    calls = [c for c in record.get("calls") or [] if isinstance(c, dict) and number(c.get("ms")) is not None]
+    head = [f"Record `{rel(inputs.demo_record)}` of {record.get('started', '?')}: "
+            + ("all calls succeeded" if record.get("ok") else f"**the demo failed**: {record.get('error')}")
+            + f"; start-up to SERVING {duration(record.get('startup_seconds'))}, "
+            f"total wall time {duration(record.get('wall_seconds'))}."]
+    section.block(head)
+    methods: dict[str, list[dict[str, Any]]] = {}
+    for call in calls:
+        methods.setdefault(str(call.get("method")), []).append(call)
+    if methods:
+        rows = []
+        for method, group in methods.items():
+            ms = [float(c["ms"]) for c in group]
+            failed = [c for c in group if not c.get("ok")]
+            status = ", ".join(sorted({str(c.get("status")) for c in failed}))
+            rows.append([method, len(ms), f"{len(failed)} ({status})" if failed else "0",
+                         f"{statistics.median(ms):.1f}", f"{statistics.fmean(ms):.1f}", f"{max(ms):.1f}"])
+        section.block(table(["method", "calls", "failed", "p50 ms", "mean ms", "max ms"], rows))
+
+        def draw(plt: Any) -> Any:
+            names = list(methods)
+            p50 = [statistics.median([float(c["ms"]) for c in methods[n]]) for n in names]
+            top = [max(float(c["ms"]) for c in methods[n]) for n in names]
+            fig, ax = plt.subplots(figsize=(7, 3.6))
+            xs = range(len(names))
+            for offset, values, label in ((-0.2, p50, "p50"), (0.2, top, "max")):
+                bars = ax.bar([x + offset for x in xs], values, 0.4, label=label)
+                ax.bar_label(bars, fmt="%.1f", fontsize=7)
+            ax.set_xticks(list(xs), names)
+            ax.set(ylabel="ms (client side)", title="live demo calls")
+            if max(top) > 50 * max(min(p50), 1e-3):
+                ax.set_yscale("log")
+            ax.legend()
+            ax.grid(axis="y", alpha=0.3)
+            fig.tight_layout()
+            return fig
+
+        section.plots.append(Plot("latency.png", "latency of the live demo's calls, p50 and max per method", draw))
+    else:
+        section.note("the record holds no calls")
+
+    new = record.get("new_item")
+    if isinstance(new, dict) and new.get("id") is not None:
+        nearest = new.get("nearest") or {}
+        if new.get("rank") is not None:
+            where = f"ranks **#{new['rank']}** of {new.get('index_size', '?')} items"
+        elif nearest:
+            where = f"is not in the top {new.get('rank_depth', '?')} of {new.get('index_size', '?')} items"
+        else:
+            where = "was not ranked (the demo stopped before)"
+        section.block([f"New item \"{new.get('title')}\" (id {new['id']}, added live, deleted again: "
+                       f"{'yes' if new.get('missing_after_delete') else 'no'}): for user {new.get('user', '?')}'s "
+                       f"history + its nearest catalogue item \"{nearest.get('title', '?')}\" it {where}."])
+    else:
+        section.note("no new item in the record (the demo stopped before UpsertItems)")
+    users = [u for u in record.get("users") or [] if isinstance(u, dict)]
+    if users:
+        rows = [[u.get("user", "?"), u.get("history_length", "?"),
+                 "; ".join(f"{r.get('title')} ({r.get('score', 0):.2f})" for r in (u.get("recommendations") or [])[:3])
+                 or DASH] for u in users]
+        section.block(["Recommendations shown (top 3 of each user; score = inner product):", ""]
+                      + table(["user", "history", "top 3"], rows, right={1}))
+    return section
+
+
+# ----------------------------------------------------------------------------------------------- the report
+def build(inputs: Inputs) -> list[Section]:
+    """Every section; each guarded, so one malformed input costs a line, not the report."""
+    sections: list[Section] = []
+
+    def guarded(title: str, make: Callable[[], Section | list[Section]]) -> None:
+        try:
+            made = make()
+        except Exception as exc:  # a file of an unexpected shape: say which section, keep the rest
+            failed = Section(title)
+            failed.note(f"could not read the inputs of this section: {type(exc).__name__}: {exc}")
+            made = failed
+        sections.extend(made if isinstance(made, list) else [made])
+
+    def quality() -> list[Section]:
+        section = Section("Quality (test, full ranking)")
+        summaries = load_srs(inputs, section)
+        quality_section(summaries, section)
+        quality_plot(summaries, section)
+        srs_curves(inputs, summaries, section)
+        return [section, cold_section(summaries)]
+
+    guarded("Dataset", lambda: dataset_section(inputs))
+    guarded("Quality (test, full ranking)", quality)
+    guarded("LLM2Rec stages", lambda: stages_section(inputs))
+    guarded("Export", lambda: export_section(inputs))
+    guarded("Serving (live demo)", lambda: serving_section(inputs))
+    return sections
+
+
+def render(inputs: Inputs, sections: list[Section], with_plots: bool) -> str:
+    lines = [f"# llmrec run report: `{rel(inputs.run)}`", ""]
+    if with_plots:
+        lines += [f"Written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by "
+                  f"`python -m train report`.", ""]
+    for section in sections:
+        lines += [f"## {section.title}", "", *section.lines]
+        if section.notes:
+            lines += ([""] if section.lines else []) + section.notes
+        if with_plots:
+            for plot in section.plots:
+                lines += ["", f"![{plot.alt}]({plot.name})"]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def draw_plots(sections: list[Section], out: Path) -> list[str]:
+    """Write every section's plots into `out` (atomically); returns the file names written. A plot that fails
+    is dropped from its section with a line saying so."""
+    wanted = [plot for section in sections for plot in section.plots]
+    written = []
+    if wanted:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for section in sections:
+            for plot in list(section.plots):
+                path = out / plot.name
+                tmp = out / f".{plot.name}.{os.getpid()}.tmp"
+                try:
+                    fig = plot.draw(plt)
+                    fig.savefig(tmp, format="png", dpi=100)
+                    os.replace(tmp, path)
+                    written.append(plot.name)
+                except Exception as exc:  # a plot must not cost the report
+                    section.plots.remove(plot)
+                    section.note(f"plot `{plot.name}` failed: {type(exc).__name__}: {exc}")
+                finally:
+                    plt.close("all")
+                    tmp.unlink(missing_ok=True)
+    for name in PLOTS:  # a plot of an earlier report whose input is gone now would mislead
+        if name not in written:
+            (out / name).unlink(missing_ok=True)
+    return written
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def report(inputs: Inputs, out: Path) -> tuple[str, list[str]]:
+    """(the Markdown printed, the plots written); writes out/report.md and the plots."""
+    sections = build(inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    written = draw_plots(sections, out)
+    write_text_atomic(out / "report.md", render(inputs, sections, with_plots=True))
+    return render(inputs, sections, with_plots=False), written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="the run folder of `make demo` (RUN, e.g. runs/demo)")
+    parser.add_argument("--demo-record", default=None, metavar="FILE",
+                        help="record of `python -m serving demo --record FILE` (default RUN/serving/demo-record.json)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where report.md and the plots go (default "
+                                                                    "RUN/report)")
+    where = parser.add_argument_group("inputs laid out otherwise than by the Makefile")
+    where.add_argument("--stats", default=None, metavar="FILE", help="dataset statistics (RUN/data/stats.txt)")
+    for _, label, folder, option, _ in MODELS:
+        where.add_argument(option, default=None, metavar="DIR", help=f"{label} run folder (RUN/{folder})")
+    where.add_argument("--embedder", default=None, metavar="DIR", help="the stages' out folder (RUN/embedder)")
+    where.add_argument("--embeddings", default=None, metavar="DIR", help="item embeddings (RUN/embeddings)")
+    where.add_argument("--onnx", default=None, metavar="DIR", help="the ONNX exports (RUN/onnx)")
+    where.add_argument("--repository", default=None, metavar="DIR",
+                       help="the Triton model repository (model_repository)")
+    where.add_argument("--index", default=None, metavar="DIR", help="the FAISS index snapshot (RUN/index)")
+    where.add_argument("--export-speed", default=None, metavar="FILE",
+                       help=f"bench/export_speed.py's result, for the int8 gate ({rel(EXPORT_SPEED)})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not Path(args.run).is_dir():
+        print(f"error: --run {args.run} is not a folder", file=sys.stderr)
+        return 2
+    inputs = Inputs.from_args(args)
+    out = Path(args.out) if args.out else inputs.run / "report"
+    try:
+        text, written = report(inputs, out)
+    except OSError as exc:
+        print(f"error: cannot write the report into {out}: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    print(f"report: {rel(out / 'report.md')}" + (f" + {', '.join(written)}" if written else " (no plots)"),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
