@@ -85,8 +85,8 @@ def bench_embedder(args, data, srs, work: Path) -> dict:
     t0 = time.perf_counter()
     if not (out_dir / "export.json").is_file():
         export_embedder(args.embedder, out_dir)
-    export_seconds = json.loads((out_dir / "export.json").read_text()).get("seconds",
-                                                                          round(time.perf_counter() - t0, 1))
+    manifest = json.loads((out_dir / "export.json").read_text())
+    export_seconds = manifest.get("seconds", round(time.perf_counter() - t0, 1))
     fp32 = out_dir / "model.onnx"
     embedder = load_input_embedder(args.embedder, device="cpu")
     texts = item_texts(data, "title")[1:]
@@ -136,6 +136,7 @@ def bench_embedder(args, data, srs, work: Path) -> dict:
     gates = {name: Q.gate(ref, vectors[name], final=final, recall=recall, recall_reference=r_ref).to_dict()
              for name in vectors if name.startswith("ort-int8")}
     return {"threads": args.threads, "items": len(ids), "batch1_items": len(batch1), "files": files,
+            "embedder_sha256": manifest["source"]["sha256"],  # what the gate was measured on (by content)
             "speed": rows, "quality": quality, "gate": gates, "srs_recall_fp32": r_ref}
 
 

@@ -560,16 +560,16 @@ def gate_lines(inputs: Inputs, embedder_export: dict[str, Any] | None, section: 
     if not gates:
         section.note(f"int8 gate: `{rel(inputs.export_speed)}` records no gate")
         return
+    # identity by content only: the same path in another clone or after retraining is another embedder
     measured = (result.get("settings") or {}).get("embedder")
-    exported = ((embedder_export or {}).get("source") or {}).get("checkpoint")
-    if exported and same_embedder(measured, recorded_path(exported)):
-        whose = "the embedder exported here"
-    elif exported:
-        whose = f"`{measured}`, **not** the embedder exported here (`{rel(recorded_path(exported))}`)"
-    elif same_embedder(measured, inputs.embedder / STAGES[-1]):
-        whose = "this run's item-contrastive stage (no export here to compare with)"
+    measured_sha = (result.get("embedder") or {}).get("embedder_sha256")
+    exported_sha = ((embedder_export or {}).get("source") or {}).get("sha256")
+    if measured_sha and exported_sha and measured_sha == exported_sha:
+        whose = "the embedder exported here (same sha256)"
+    elif measured_sha and exported_sha:
+        whose = f"`{measured}`, **not** the embedder exported here (another sha256)"
     else:
-        whose = f"`{measured}`, not this run's item-contrastive stage (and no export here to compare with)"
+        whose = f"`{measured}`; whether that is the embedder exported here is not recorded (no sha256)"
     rows = []
     for variant, gate in gates.items():
         drop = number(gate.get("recall_drop"))

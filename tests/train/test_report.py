@@ -170,7 +170,7 @@ def build_run(root: Path) -> dict[str, Path]:
                                              "format": "llmrec.index/1", "item_vectors_sha256": "f" * 64})
     speed = _write(root / "export_speed.json", {
         "environment": {"date": "2026-01-01T00:00:00+00:00"}, "settings": {"embedder": str(emb / "item-contrastive")},
-        "embedder": {"gate": {"ort-int8-nbits8": {
+        "embedder": {"embedder_sha256": "b" * 64, "gate": {"ort-int8-nbits8": {
             "cosine_mean": 0.99, "cosine_min": 0.9, "overlap": 0.85, "overlap_raw": 0.9, "recall": 0.198,
             "recall_reference": 0.2, "k": 10, "min_overlap": 0.8, "max_recall_drop": 0.02, "extra": {},
             "recall_drop": 0.01, "passed": True}}}})
@@ -246,7 +246,7 @@ def test_full_run_tables_hold_the_numbers_of_the_files(full_run, capsys):
     assert "embedder 90.0 s, user-encoder 30.0 s, int8 12.0 s, repository 3.0 s, index 1.5 s." in out
     assert "this run's item-contrastive stage." in out and "this run's text SASRec." in out and "**" not in \
         out.split("## Export", 1)[1].split("int8 quality gate", 1)[0]
-    assert "measured on the embedder exported here" in out
+    assert "measured on the embedder exported here (same sha256)" in out
     assert _row(out, "ort-int8-nbits8") == ["ort-int8-nbits8", "0.9900", "0.850 (≥ 0.8)", "+1.0% (≤ 2%)", "pass"]
     assert "python flavour, models item_embedder, item_encoder, tokenizer, user_encoder" in out
     assert "built from these exports: yes" in out
@@ -377,6 +377,7 @@ def test_failed_demo_record_and_mismatched_deployment_are_flagged(full_run, caps
     index.write_text(json.dumps({**json.loads(index.read_text()), "item_vectors_sha256": "9" * 64}))
     speed = json.loads(full_run["export_speed"].read_text())
     speed["settings"]["embedder"] = "runs/other/embedder/item-contrastive"
+    speed["embedder"]["embedder_sha256"] = "c" * 64
     full_run["export_speed"].write_text(json.dumps(speed))
     code, out, _ = _main(capsys, *_full_args(full_run))
     assert code == 0
@@ -386,6 +387,10 @@ def test_failed_demo_record_and_mismatched_deployment_are_flagged(full_run, caps
     assert "built from these exports: **no** (from `/elsewhere/item_embedder`)" in out
     assert "holds the user encoder's item table: **no**" in out
     assert "measured on `runs/other/embedder/item-contrastive`, **not** the embedder exported here" in out
+    del speed["embedder"]["embedder_sha256"]  # older results: the path alone proves nothing
+    full_run["export_speed"].write_text(json.dumps(speed))
+    out = _main(capsys, *_full_args(full_run))[1]
+    assert "whether that is the embedder exported here is not recorded (no sha256)" in out
 
 
 def test_demo_record_fixture_has_the_fields_serving_demo_writes():
