@@ -34,3 +34,6 @@ def setup_logging(verbose: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     root.propagate = False
+    # FAISS reports at INFO every CPU-specific build it could not load before the one it does; a library
+    # configuring the root logger (onnxruntime's quantization does) would print them all
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
