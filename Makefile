@@ -90,9 +90,10 @@ $(SAMPLES): | $(STAMP)
 # 10. the summary tables (quality vs the ID baseline, stage times and losses, export, serving latency) on
 #    stdout and in $(RUN)/report/report.md with PNG plots
 DEMO_RECORD := $(RUN)/serving/demo-record.json
+DEMO_FLAGS  ?=    # `make demo DEMO_FLAGS=--keep-serving`: leave the stack up for your own calls until Ctrl-C
 demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_HYBRID)/summary.json deploy $(SAMPLES) | $(STAMP)
 	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX) \
-		--record $(DEMO_RECORD)
+		--record $(DEMO_RECORD) $(DEMO_FLAGS)
 	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)
 
 # the report of a run as it stands (also a partial or failed one)

@@ -13,7 +13,8 @@ the model repository) on free ports on 127.0.0.1, waits until its health check s
      new item ranks for that history extended instead by the catalogue item nearest to it (cosine of the
      item vectors in the index snapshot: a user who just watched a similar film);
   3. deletes the new item again, prints the latency of every call, and stops the gateway (and so Triton)
-     by PID, also when something failed.
+     by PID, also when something failed; with --keep-serving only after Ctrl-C / SIGTERM, so that
+     `python -m serving client` can be tried against the running stack.
 Nothing permanent is written: the gateway config lives in a temporary folder and the gateway runs with
 `persist: false`, so the index on disk is never modified. The one exception is --record FILE: a JSON
 record of what happened (`RECORD_FORMAT`: every call with its method, latency and status, the
@@ -428,6 +429,8 @@ def run_demo(args: argparse.Namespace) -> int:
                               Path(args.index))
                 print(f"\ntimings (start-up to SERVING {startup:.1f} s):")
                 print("\n".join(demo.timings.lines()))
+            if args.keep_serving:
+                keep_serving(gateway)
         except grpc.RpcError as error:
             failure = DemoError(f"call failed: {error.code().name}: {error.details()}")
             raise failure from None
@@ -451,6 +454,24 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def keep_serving(gateway: GatewayProcess) -> None:
+    """Leave the stack up for the user's own calls until Ctrl-C / SIGTERM (or the gateway exits)."""
+    print(f"\nstill serving on {gateway.address}; try\n"
+          f"    python -m serving client --address {gateway.address} recommend --history 1,50,100 -k 5\n"
+          "Ctrl-C stops the gateway and Triton.", flush=True)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and gateway.process.poll() is None:
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if gateway.process.poll() is not None:
+        raise DemoError(f"the gateway exited by itself (code {gateway.process.returncode})")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `demo` subcommand on a `python -m serving` parser."""
     parser = subparsers.add_parser("demo", help="start the gateway, make live calls, stop it", description=__doc__,
@@ -467,6 +488,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--triton-url", default=None, help="host:port of a running Triton (default: start one)")
     parser.add_argument("--startup-timeout", type=float, default=300.0,
                         help="seconds allowed for Triton to load the models")
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="after the calls, keep the gateway and Triton up for your own calls until Ctrl-C")
     parser.add_argument("--record", default=None, metavar="FILE",
                         help="also write a JSON record of the calls (method, latency, status), the "
                              "recommendations shown and the new item's rank (python -m train report reads it)")

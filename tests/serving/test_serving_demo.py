@@ -165,6 +165,39 @@ def _check_record(record, out, samples, deployment, srs, new_id, stopped):
         assert (sum(ms) / n, min(ms), max(ms)) == pytest.approx((mean, low, high), abs=0.051)
 
 
+def test_keep_serving_leaves_the_stack_up_for_own_calls_until_sigterm(deployment, tmp_path):
+    import signal
+
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"user": "1", "history": [1, 2, 3]}]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    demo = subprocess.Popen([sys.executable, "-m", "serving", "demo", "--requests", str(requests), "--model-repository",
+                             str(deployment.repository), "--index", str(deployment.index), "--keep-serving"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        for line in demo.stdout:  # ends when the demo exits: a failure cannot hang the test
+            lines.append(line)
+            if line.startswith("still serving on "):
+                break
+        address = re.match(r"still serving on (\S+);", lines[-1]).group(1)
+        pids = [int(p) for p in re.search(r"gateway pid (\d+) at \S+, Triton pid (\d+)", "".join(lines)).groups()]
+        call = subprocess.run([sys.executable, "-m", "serving", "client", "--address", address, "recommend",
+                               "--history", "1,2", "-k", "3"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert call.returncode == 0, call.stderr
+        assert len([line for line in call.stdout.splitlines() if re.match(r"\s*\d+\.", line)]) == 3
+        assert demo.poll() is None  # still up after the calls
+        demo.send_signal(signal.SIGTERM)
+        rest = demo.communicate(timeout=120)[0]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0
+    assert f"gateway pid {pids[0]} stopped" in rest
+    assert not any(_alive(pid) for pid in pids)
+
+
 def test_demo_bad_requests_file_is_exit_2_before_starting_anything(deployment, tmp_path):
     requests = tmp_path / "requests.json"
     requests.write_text(json.dumps([{"user": "1", "history": []}]))
