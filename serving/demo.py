@@ -193,12 +193,22 @@ def write_config(folder: Path, model_repository: Path, index: Path, triton_url: 
     return path
 
 
+def stop_with_parent() -> None:
+    """In the gateway child before exec (Linux): SIGTERM it when the demo dies, even by SIGKILL, so that a
+    killed demo never leaves a gateway and its Triton running. The demo starts it from its main thread, which
+    lives as long as the demo (the signal follows the thread that forked)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def start_gateway(config: Path) -> GatewayProcess:
     """Start `python -m serving gateway` (not yet ready: see `GatewayProcess.wait_ready`)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-m", "serving", "gateway", "--config", str(config)], cwd=ROOT,
                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=stop_with_parent)
     gateway = GatewayProcess(process)
     gateway.start_readers()
     return gateway

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,9 +193,33 @@ def test_keep_serving_leaves_the_stack_up_for_own_calls_until_sigterm(deployment
         rest = demo.communicate(timeout=120)[0]
     finally:
         if demo.poll() is None:
-            demo.kill()
+            demo.kill()  # the gateway it started gets SIGTERM from the kernel (stop_with_parent)
+            demo.wait(timeout=60)
     assert demo.returncode == 0
     assert f"gateway pid {pids[0]} stopped" in rest
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_killed_demo_takes_its_gateway_and_triton_with_it(deployment, tmp_path):
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"user": "1", "history": [1, 2, 3]}]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    demo = subprocess.Popen([sys.executable, "-m", "serving", "demo", "--requests", str(requests), "--model-repository",
+                             str(deployment.repository), "--index", str(deployment.index), "--keep-serving"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("still serving on "):
+                break
+        pids = [int(p) for p in re.search(r"gateway pid (\d+) at \S+, Triton pid (\d+)", "".join(lines)).groups()]
+    finally:
+        demo.kill()
+        demo.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not any(_alive(pid) for pid in pids)
 
 
