@@ -3,6 +3,7 @@
   python -m export.index --item-vectors runs/r/onnx/user_encoder --dataset ml-100k --out runs/r/index
   python -m export.index --item-vectors runs/r/onnx/user_encoder/item_vectors.safetensors --dataset ml-100k \
       --out runs/r/index --factory IVF64,Flat
+  python -m export.index ... --factory IVF4096,PQ16 --shards 4     # split by id % 4 (serving/index/SCALING.md)
 
 --item-vectors is a table file (tensor "embeddings" float32 [num_items + 1, D], row 0 = padding, optional
 metadata "item_ids") or a folder holding `item_vectors.safetensors` (a user-encoder export, whose export.json
@@ -116,9 +117,18 @@ def build_store(data: Any) -> Any:
 
 def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory: str = "Flat",
                 metric: str | None = None, k_core: int | None = None, cache_dir: str | Path | None = None,
-                use_gpu: bool | None = False) -> dict[str, Any]:
-    """Build and save the snapshot; returns its manifest. Raises IndexBuildError on bad input."""
+                use_gpu: bool | None = False, shards: int = 1) -> dict[str, Any]:
+    """Build and save the snapshot; returns its manifest. Raises IndexBuildError on bad input.
+
+    `shards` > 1 splits the items by id % shards into that many FAISS indexes searched together (the snapshot and
+    its manifest record it; the gateway loads it as it is)."""
     from serving.index import ItemIndex
+    from serving.index.item_index import check_shards
+
+    try:
+        shards = check_shards(shards)
+    except ValueError as exc:
+        raise IndexBuildError(f"--{exc}") from None
     from train.data import DataConfig, load_dataset
 
     t0 = time.perf_counter()
@@ -139,7 +149,7 @@ def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory
         raise IndexBuildError(f"{path}: row {first} is raw item {raw_ids[first]!r}, dataset {data.name!r} has "
                               f"{data.item_ids[first]!r} there: the table does not belong to this dataset")
     try:
-        index = ItemIndex(table.shape[1], metric=metric, factory=factory, use_gpu=use_gpu)
+        index = ItemIndex(table.shape[1], metric=metric, factory=factory, use_gpu=use_gpu, shards=shards)
         index.upsert(np.arange(1, table.shape[0], dtype=np.int64), table[1:])
     except (ValueError, RuntimeError) as exc:  # a factory FAISS cannot build or train; --gpu without a GPU
         raise IndexBuildError(f"cannot build index {factory!r}: {exc}") from exc
@@ -161,7 +171,7 @@ def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory
             extra["embeddings_sha256"] = items_source["sha256"]
     manifest = index.save(out, extra=extra, store=store)
     logger.info(json.dumps({"event": "index_written", "out": str(out), "count": manifest["count"],
-                            "dim": manifest["dim"], "factory": factory, "metric": metric,
+                            "dim": manifest["dim"], "factory": factory, "metric": metric, "shards": shards,
                             "seconds": round(time.perf_counter() - t0, 3)}))
     return manifest
 
@@ -173,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="ml-100k", help="the dataset the table was trained on (titles, attributes)")
     p.add_argument("--out", required=True, help="snapshot folder to write (replaced atomically)")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, IVF256,Flat, HNSW32, ...")
+    p.add_argument("--shards", type=int, default=1,
+                   help="split the items by id %% SHARDS into that many FAISS indexes searched together (default 1)")
     p.add_argument("--metric", default=None, choices=("inner_product", "l2"),
                    help="default: the export's score, else inner_product")
     p.add_argument("--k-core", type=int, default=None, help="the dataset's k-core (default: the data default)")
@@ -189,13 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbose=not args.quiet)
     try:
         manifest = build_index(args.item_vectors, args.dataset, args.out, factory=args.factory, metric=args.metric,
-                               k_core=args.k_core, cache_dir=args.cache_dir, use_gpu=True if args.gpu else False)
+                               k_core=args.k_core, cache_dir=args.cache_dir, use_gpu=True if args.gpu else False,
+                               shards=args.shards)
     except IndexBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not args.quiet:
         print(f"{args.out}: {manifest['count']} items, dim {manifest['dim']}, {manifest['metric']}, "
-              f"{manifest['factory']}")
+              f"{manifest['factory']}" + (f", {manifest['shards']} shards" if manifest["shards"] > 1 else ""))
     return 0
 
 

@@ -4,9 +4,11 @@ API (the gRPC gateway is written against it; extend only compatibly)::
 
     from serving.index import ItemIndex, ItemStore, Item, IndexMismatch, SnapshotError
 
-    index = ItemIndex(dim=64, metric="inner_product", factory="Flat", use_gpu=None)
+    index = ItemIndex(dim=64, metric="inner_product", factory="Flat", use_gpu=None, shards=1)
         # metric "inner_product" (what the SRS is trained with) | "l2"; factory: any FAISS index_factory
-        # string without IDMap ("Flat", "IVF1024,Flat", "HNSW32", "IVF4096,PQ16"...); use_gpu None = auto
+        # string without IDMap ("Flat", "IVF1024,Flat", "HNSW32", "IVF4096,PQ16"...); use_gpu None = auto;
+        # shards > 1: items split by id % shards into that many FAISS indexes (one per GPU on GPU) searched
+        # together through faiss.IndexShards; same API and results as one shard for Flat (see item_index.py)
     index.dim, index.metric, index.factory, len(index), 42 in index
     index.ids()                            # int64 [n], sorted
     index.upsert(ids, vectors)             # int64 [n] (> 0), float32 [n, dim]; replaces existing ids;
@@ -31,11 +33,12 @@ API (the gRPC gateway is written against it; extend only compatibly)::
     store.ids(); store.save(directory); ItemStore.load(directory)
 
 Snapshot layout (one folder, replaced as a whole: written beside it, fsynced, renamed):
-    index.faiss    faiss.write_index of the CPU index (labels are slots, see item_index.py)
+    index.faiss    faiss.write_index of the CPU index (labels are slots, see item_index.py); a sharded index
+                   has index.shard-000.faiss, index.shard-001.faiss, ... instead (shard s: ids with id % shards == s)
     slots.npy      int64 [slots]: slot -> public id, -1 = dead (np.save, allow_pickle=False)
     vectors.npy    float32 [slots, dim]: the exact vectors (what `vectors()` returns)
     store.json     the item store, when saved with `save(..., store=store)`
-    manifest.json  {"format": "llmrec.index/1", "dim", "metric", "factory", "count", "slots",
+    manifest.json  {"format": "llmrec.index/1", "dim", "metric", "factory", "shards", "count", "slots",
                     "search": {"nprobe", "ef_search"}, "faiss_version", "created",
                     "files": {name: sha256}, plus the `extra` fields at top level}
 `python -m export.index` writes the first snapshot from an SRS item table and records in `extra`:

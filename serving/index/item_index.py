@@ -34,6 +34,31 @@ write (bursts of writes cost one copy). GPU indexes are not safe for concurrent
 use, so on GPU searches take the lock exclusively. HNSW has no GPU version and
 stays on CPU (logged). Searches needing k > 2,048 (the GPU limit) run on CPU.
 
+Sharding (`shards` > 1): the catalogue is split by public id, item `id` living in
+shard `id % shards`; each shard is its own FAISS index built from the same
+factory string (IVF shards share the first shard's training, so sharded IVF
+probes exactly the lists unsharded IVF probes), and a `faiss.IndexShards`
+(threaded: one worker per shard) searches them all and merges the per-shard
+top-k by score. Slots stay global (one slot table, one vector table), so
+`vectors`, `ids`, tombstones and snapshots work as with one shard; only adds
+and removals are routed to the id's shard. Searches filtered by the tombstone
+bitmap (HNSW after deletes) visit the shards one after another: FAISS's
+IndexIDMap writes its id translation into the shared search parameters, which
+parallel shards would race on. A snapshot holds one FAISS file per
+shard (`index.shard-000.faiss`, ...; `index.faiss` when unsharded) and the
+manifest records `shards`. Sharding pays when one index is too large for one
+device's memory (one shard per GPU) or when a search should use several cores
+at once; on one CPU box FAISS already parallelises a batch of queries, so it
+mostly splits memory, not work (serving/index/SCALING.md has the arithmetic).
+On GPU every shard is copied to GPU `shard % num_gpus` (several GPUs: one
+shard per GPU when shards == num_gpus) and a GPU-side `IndexShards` merges
+them. That path is written for FAISS GPU builds but has only been checked on
+CPU (tests/serving/test_serving_index_shards.py runs it against a CPU stand-in for the
+GPU copy). `faiss.index_cpu_to_gpu_multiple` with
+`GpuMultipleClonerOptions(shard=True)` is not used: it splits one CPU index by
+position (Flat) or label % n (IVF) and cannot clone an `IndexShards`, so it
+would lose the routing by id this class keeps for updates.
+
 Scores are "higher is better": the inner product, or minus the squared L2
 distance for metric "l2". Rows with fewer than k results are padded with id -1
 and score -inf.
@@ -61,11 +86,13 @@ logger = logging.getLogger("llmrec.serving.index")
 
 FORMAT = "llmrec.index/1"
 INDEX_FILE = "index.faiss"
+SHARD_FILE = "index.shard-{:03d}.faiss"  # shard s of a sharded snapshot
+MAX_SHARDS = 1024
 SLOTS_FILE = "slots.npy"
 VECTORS_FILE = "vectors.npy"
 METRICS = {"inner_product": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 RESERVED = frozenset({"format", "dim", "metric", "factory", "count", "slots", "search", "files", "created",
-                      "faiss_version"})
+                      "faiss_version", "shards"})
 DEFAULT_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
 GPU_MAX_K = 2048
@@ -127,6 +154,18 @@ def _as_ids(ids: Any, name: str = "ids") -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def check_shards(shards: Any) -> int:
+    """`shards` as an int; ValueError naming the field when it is not an integer in [1, MAX_SHARDS]."""
+    if isinstance(shards, bool) or not isinstance(shards, int | np.integer) or not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"shards must be an integer from 1 to {MAX_SHARDS}, got {shards!r}")
+    return int(shards)
+
+
+def shard_files(shards: int) -> tuple[str, ...]:
+    """The FAISS file names of a snapshot with this many shards."""
+    return (INDEX_FILE,) if shards == 1 else tuple(SHARD_FILE.format(s) for s in range(shards))
+
+
 def _names(values: np.ndarray, limit: int = 10) -> str:
     shown = ", ".join(str(int(v)) for v in values[:limit])
     return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
@@ -136,7 +175,7 @@ class ItemIndex:
     """Top-k item search over (public id, vector) pairs; see the module docstring for the design."""
 
     def __init__(self, dim: int, metric: str = "inner_product", factory: str = "Flat",
-                 use_gpu: bool | None = None) -> None:
+                 use_gpu: bool | None = None, shards: int = 1) -> None:
         if int(dim) <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         if metric not in METRICS:
@@ -146,10 +185,12 @@ class ItemIndex:
         self.dim = int(dim)
         self.metric = metric
         self.factory = factory
+        self.shards = check_shards(shards)
         self.nprobe = DEFAULT_NPROBE
         self.ef_search = DEFAULT_EF_SEARCH
-        self._index = self._new_index()
-        self._removable = self._supports_remove(self._index)
+        self._parts = [self._new_index() for _ in range(self.shards)]  # shard s holds the ids with id % shards == s
+        self._index = self._combine(self._parts)  # what searches run on: the one part, or an IndexShards over all
+        self._removable = self._supports_remove(self._parts[0])
         self._n_slots = 0
         self._slot_ids = np.empty(0, dtype=np.int64)  # slot -> public id, -1 = dead
         self._vectors = np.empty((0, self.dim), dtype=np.float32)  # slot -> exact vector
@@ -166,8 +207,10 @@ class ItemIndex:
             logger.warning("index %r has no GPU version in FAISS; it stays on CPU", factory)
             use_gpu = False
         self.use_gpu = bool(use_gpu)
-        self._gpu_resources: Any = faiss.StandardGpuResources() if self.use_gpu else None
+        devices = min(self.shards, faiss.get_num_gpus()) if self.use_gpu else 0
+        self._gpu_resources: list[Any] = [faiss.StandardGpuResources() for _ in range(devices)]
         self._gpu_index: Any = None
+        self._gpu_parts: list[Any] = []  # the per-shard GPU copies behind a sharded GPU index (kept alive here)
 
     # ----------------------------------------------------------------- construction
     def _new_index(self) -> faiss.Index:
@@ -180,6 +223,45 @@ class ItemIndex:
         if faiss.try_extract_index_ivf(core) is not None:
             return core
         return faiss.index_factory(self.dim, f"IDMap,{self.factory}", METRICS[self.metric])
+
+    def _combine(self, parts: list[faiss.Index], threaded: bool = True) -> faiss.Index:
+        """The index searches run on: the only part, or an IndexShards merging every part's top-k (threaded: one
+        worker thread per part)."""
+        if len(parts) == 1:
+            return parts[0]
+        combined = faiss.IndexShards(self.dim, threaded, False)  # labels kept as they are (global slots)
+        for part in parts:
+            combined.add_shard(part)  # the metric is taken from the parts: the merge sorts by it
+        combined.syncWithSubIndexes()
+        return combined
+
+    def _train_parts(self, parts: list[faiss.Index], vectors: np.ndarray) -> list[faiss.Index]:
+        """Train the first part on `vectors`; the other (empty) parts become copies of it, so every shard has the
+        same coarse quantizer and codebooks. Returns the new list of parts."""
+        self._train(parts[0], vectors, self.factory)
+        return [parts[0], *(faiss.clone_index(parts[0]) for _ in parts[1:])]
+
+    def _add(self, parts: list[faiss.Index], combined: faiss.Index, ids: np.ndarray, vectors: np.ndarray,
+             slots: np.ndarray) -> None:
+        """Add `vectors` under labels `slots` to the parts their `ids` route to."""
+        if len(parts) == 1:
+            parts[0].add_with_ids(vectors, slots)
+            return
+        route = ids % len(parts)
+        for s in np.unique(route).tolist():
+            rows = route == s
+            parts[s].add_with_ids(np.ascontiguousarray(vectors[rows]), np.ascontiguousarray(slots[rows]))
+        combined.syncWithSubIndexes()
+
+    def _remove(self, ids: np.ndarray, slots: np.ndarray) -> None:
+        """Remove labels `slots` (of items `ids`) from the parts holding them."""
+        if self.shards == 1:
+            self._parts[0].remove_ids(faiss.IDSelectorBatch(slots))
+            return
+        route = ids % self.shards
+        for s in np.unique(route).tolist():
+            self._parts[s].remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(slots[route == s])))
+        self._index.syncWithSubIndexes()
 
     @staticmethod
     def _supports_remove(index: faiss.Index) -> bool:
@@ -210,7 +292,7 @@ class ItemIndex:
 
     @property
     def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
+        return bool(self._parts[0].is_trained)
 
     @property
     def on_gpu(self) -> bool:
@@ -218,8 +300,10 @@ class ItemIndex:
 
     def describe(self) -> dict[str, Any]:
         """Counts and settings for health and metrics endpoints."""
-        return {"dim": self.dim, "metric": self.metric, "factory": self.factory, "count": len(self),
+        return {"dim": self.dim, "metric": self.metric, "factory": self.factory, "shards": self.shards,
+                "count": len(self),
                 "tombstones": self._dead, "slots": self._n_slots, "on_gpu": self.use_gpu,
+                "shard_entries": [int(part.ntotal) for part in self._parts],  # FAISS entries per shard (+ tombstones)
                 "trained": self.is_trained, "nprobe": self.nprobe, "ef_search": self.ef_search}
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
@@ -264,9 +348,10 @@ class ItemIndex:
         """Train an empty index that needs it (IVF, PQ...) on a sample; otherwise the first upsert trains it."""
         arr = self._check_vectors(vectors)
         with self._write_mutex, self._rw.write():
-            if self._index.is_trained:
+            if self._parts[0].is_trained:
                 return
-            self._train(self._index, arr, self.factory)
+            self._parts = self._train_parts(self._parts, arr)
+            self._index = self._combine(self._parts)
 
     def upsert(self, ids: Any, vectors: Any) -> None:
         """Add items or replace the vectors of existing ids; duplicate ids in one call are refused."""
@@ -281,8 +366,9 @@ class ItemIndex:
             return
         with self._write_mutex:
             with self._rw.write():
-                if not self._index.is_trained:
-                    self._train(self._index, arr, self.factory)
+                if not self._parts[0].is_trained:
+                    self._parts = self._train_parts(self._parts, arr)
+                    self._index = self._combine(self._parts)
                 replaced = np.fromiter((self._slot_of.get(int(i), -1) for i in ids), dtype=np.int64, count=len(ids))
                 self._kill_slots(replaced[replaced >= 0])
                 start = self._n_slots
@@ -291,7 +377,7 @@ class ItemIndex:
                 self._slot_ids[slots] = ids
                 self._vectors[slots] = arr
                 self._n_slots = start + len(ids)
-                self._index.add_with_ids(arr, slots)
+                self._add(self._parts, self._index, ids, arr, slots)
                 self._slot_of.update(zip(ids.tolist(), slots.tolist(), strict=True))
                 self._after_write()
             self._maybe_rebuild()
@@ -322,15 +408,17 @@ class ItemIndex:
         """Forget these slots: removed from FAISS when it can, tombstoned otherwise (write lock held)."""
         if not len(slots):
             return
-        for item_id in self._slot_ids[slots].tolist():
+        ids = self._slot_ids[slots].copy()
+        for item_id in ids.tolist():
             del self._slot_of[item_id]
         self._slot_ids[slots] = -1
         self._dead += len(slots)
         if self._removable:
-            self._index.remove_ids(faiss.IDSelectorBatch(slots))
+            self._remove(ids, slots)
 
     def _after_write(self) -> None:
         self._gpu_index = None
+        self._gpu_parts = []
         if not self._removable and self._dead:
             live = self._slot_ids[: self._n_slots] >= 0
             self._live_bitmap = np.packbits(live, bitorder="little")
@@ -352,22 +440,24 @@ class ItemIndex:
         live = live[np.argsort(self._slot_ids[live], kind="stable")]
         ids, vectors = self._slot_ids[live].copy(), self._vectors[live].copy()
         if self._removable:
-            index = faiss.clone_index(self._index)  # keeps IVF training; few entries left to copy
-            index.reset()
+            parts = [faiss.clone_index(part) for part in self._parts]  # keeps IVF training; few entries left to copy
+            for part in parts:
+                part.reset()
         else:
-            index = self._new_index()
-            if not index.is_trained:
-                self._train(index, vectors, self.factory)
+            parts = [self._new_index() for _ in range(self.shards)]
+            if not parts[0].is_trained:
+                parts = self._train_parts(parts, vectors)
+        index = self._combine(parts)
         slots = np.arange(len(ids), dtype=np.int64)
         if len(ids):
-            index.add_with_ids(vectors, slots)
+            self._add(parts, index, ids, vectors, slots)
         cap = max(len(ids), 1024)
         slot_ids = np.full(cap, -1, dtype=np.int64)
         slot_ids[: len(ids)] = ids
         table = np.zeros((cap, self.dim), dtype=np.float32)
         table[: len(ids)] = vectors
         with self._rw.write():
-            self._index, self._slot_ids, self._vectors = index, slot_ids, table
+            self._parts, self._index, self._slot_ids, self._vectors = parts, index, slot_ids, table
             self._n_slots, self._dead = len(ids), 0
             self._slot_of = dict(zip(ids.tolist(), slots.tolist(), strict=True))
             self._after_write()
@@ -382,14 +472,15 @@ class ItemIndex:
             bitmap = self._live_bitmap
             sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n = bytes, not bits
             keep += [bitmap, sel]
-        ivf = faiss.try_extract_index_ivf(self._index)
+        part = self._parts[0]  # every shard has the same type; IndexShards passes the parameters to each
+        ivf = faiss.try_extract_index_ivf(part)
         if ivf is not None:
             params: Any = faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist), sel=sel) if sel \
                 else faiss.SearchParametersIVF(nprobe=min(self.nprobe, ivf.nlist))
-            if isinstance(self._index, faiss.IndexPreTransform):
+            if isinstance(part, faiss.IndexPreTransform):
                 keep.append(params)
                 params = faiss.SearchParametersPreTransform(index_params=params)
-        elif hasattr(faiss.downcast_index(self._index.index), "hnsw"):
+        elif hasattr(faiss.downcast_index(part.index), "hnsw"):
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch))
             if sel is not None:
                 params.sel = sel
@@ -399,11 +490,22 @@ class ItemIndex:
         return params, keep
 
     def _gpu_copy(self) -> Any:
+        """The GPU copy of the CPU index, made at the first search after a write.
+
+        One shard: the index on GPU 0. Several: shard s on GPU s % len(resources) (one StandardGpuResources per
+        GPU used), merged by a GPU-side threaded IndexShards. Only checked on CPU (see the module docstring).
+        """
         if self._gpu_index is None:
-            gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-            if faiss.try_extract_index_ivf(self._index) is not None:
-                faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", self.nprobe)
-            self._gpu_index = gpu
+            ivf = faiss.try_extract_index_ivf(self._parts[0]) is not None
+            copies = []
+            for s, part in enumerate(self._parts):
+                device = s % len(self._gpu_resources)
+                copy = faiss.index_cpu_to_gpu(self._gpu_resources[device], device, part)
+                if ivf:
+                    faiss.GpuParameterSpace().set_index_parameter(copy, "nprobe", self.nprobe)
+                copies.append(copy)
+            self._gpu_parts = copies
+            self._gpu_index = self._combine(copies)
         return self._gpu_index
 
     def search(self, queries: Any, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -436,7 +538,14 @@ class ItemIndex:
                 dist, labels = self._gpu_copy().search(q, fetch)
             else:
                 params, keep = self._search_params(fetch)
-                dist, labels = self._index.search(q, fetch, params=params)
+                index = self._index
+                if self.shards > 1 and self._live_bitmap is not None:
+                    # IndexIDMap swaps its own id translation into the caller's SearchParameters.sel while it
+                    # searches (faiss ScopedSelChange): shards searched in parallel with one parameter object
+                    # would race on it (wrong filter, or a crash). A filtered search visits the shards in turn.
+                    index = self._combine(self._parts, threaded=False)
+                    keep.append(index)
+                dist, labels = index.search(q, fetch, params=params)
                 del keep
             valid = labels >= 0
             found = np.where(valid, self._slot_ids[np.where(valid, labels, 0)], -1)
@@ -452,7 +561,8 @@ class ItemIndex:
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path, extra: dict | None = None, store: Any = None) -> dict:
-        """Write an atomic snapshot (index.faiss, slots.npy, vectors.npy [, store.json], manifest.json).
+        """Write an atomic snapshot (index.faiss, or index.shard-NNN.faiss per shard; slots.npy, vectors.npy
+        [, store.json], manifest.json).
 
         `extra` is merged into the manifest (e.g. embedder / user-encoder sha256, dataset key) so that `load`
         can check it against the deployed models; `store` (an ItemStore) is saved into the same snapshot.
@@ -467,7 +577,8 @@ class ItemIndex:
             count = len(self._slot_of)
 
             def write_files(folder: Path) -> None:
-                faiss.write_index(self._index, str(folder / INDEX_FILE))
+                for part, name in zip(self._parts, shard_files(self.shards), strict=True):
+                    faiss.write_index(part, str(folder / name))
                 np.save(folder / SLOTS_FILE, self._slot_ids[:n], allow_pickle=False)
                 np.save(folder / VECTORS_FILE, self._vectors[:n], allow_pickle=False)
                 if store is not None:
@@ -478,6 +589,7 @@ class ItemIndex:
                 "dim": self.dim,
                 "metric": self.metric,
                 "factory": self.factory,
+                "shards": self.shards,
                 "count": count,
                 "slots": n,
                 "search": {"nprobe": self.nprobe, "ef_search": self.ef_search},
@@ -489,34 +601,52 @@ class ItemIndex:
 
     @classmethod
     def load(cls, directory: str | Path, expect: dict | None = None, use_gpu: bool | None = None) -> ItemIndex:
-        """Read a snapshot: IndexMismatch when a field differs from `expect`, SnapshotError when corrupt."""
+        """Read a snapshot: IndexMismatch when a field differs from `expect`, SnapshotError when corrupt.
+
+        The shard count is the snapshot's (`shards` in the manifest; 1 when it records none)."""
         directory = Path(directory)
         manifest = read_manifest(directory, FORMAT)
         check_expected(directory, manifest, expect)
-        verify_files(directory, manifest, required=(INDEX_FILE, SLOTS_FILE, VECTORS_FILE))
         try:
-            index = cls(int(manifest["dim"]), manifest["metric"], manifest["factory"], use_gpu=use_gpu)
-            faiss_index = faiss.read_index(str(directory / INDEX_FILE))
+            shards = check_shards(manifest.get("shards", 1))
+        except ValueError as exc:
+            raise SnapshotError(f"index snapshot {directory}: manifest {exc}") from None
+        names = shard_files(shards)
+        verify_files(directory, manifest, required=(*names, SLOTS_FILE, VECTORS_FILE))
+        try:
+            index = cls(int(manifest["dim"]), manifest["metric"], manifest["factory"], use_gpu=use_gpu, shards=shards)
+            parts = [faiss.read_index(str(directory / name)) for name in names]
             slot_ids = np.load(directory / SLOTS_FILE, allow_pickle=False)
             vectors = np.load(directory / VECTORS_FILE, allow_pickle=False)
         except (KeyError, ValueError, RuntimeError, OSError) as exc:
             raise SnapshotError(f"index snapshot {directory} cannot be read: {exc}") from exc
         n = int(manifest.get("slots", -1))
-        live = slot_ids[slot_ids >= 0]
         problems = []
-        if faiss_index.d != index.dim or faiss_index.metric_type != METRICS[index.metric]:
-            problems.append(f"index.faiss has dim {faiss_index.d} / metric {faiss_index.metric_type}")
+        for name, part in zip(names, parts, strict=True):
+            if part.d != index.dim or part.metric_type != METRICS[index.metric]:
+                problems.append(f"{name} has dim {part.d} / metric {part.metric_type}")
         if slot_ids.dtype != np.int64 or slot_ids.shape != (n,):
             problems.append(f"slots.npy has {slot_ids.dtype} {list(slot_ids.shape)}, expected int64 [{n}]")
         if vectors.dtype != np.float32 or vectors.shape != (n, index.dim):
             problems.append(f"vectors.npy has {vectors.dtype} {list(vectors.shape)}, "
                             f"expected float32 [{n}, {index.dim}]")
+        live = slot_ids[slot_ids >= 0] if slot_ids.ndim == 1 else np.empty(0, np.int64)
         if len(live) != manifest.get("count") or len(np.unique(live)) != len(live):
             problems.append(f"{len(live)} live slots for count {manifest.get('count')}")
+        removable = cls._supports_remove(parts[0])
+        if removable:  # removals are real: shard s holds exactly the live ids routed to it
+            held = [int(part.ntotal) for part in parts]
+            routed = np.bincount(live % shards, minlength=shards).tolist() if len(live) else [0] * shards
+            if held != routed:
+                problems.append(f"the FAISS files hold {held} entries, the live ids route {routed} to them "
+                                f"(id % {shards})")
+        elif sum(int(part.ntotal) for part in parts) != n:  # tombstones stay in FAISS until a rebuild
+            problems.append(f"the FAISS files hold {sum(int(part.ntotal) for part in parts)} entries for {n} slots")
         if problems:
             raise SnapshotError(f"index snapshot {directory} is inconsistent: " + "; ".join(problems))
-        index._index = faiss_index
-        index._removable = cls._supports_remove(faiss_index)
+        index._parts = parts
+        index._index = index._combine(parts)
+        index._removable = removable
         index._n_slots = n
         index._slot_ids = slot_ids.copy()
         index._vectors = np.ascontiguousarray(vectors)

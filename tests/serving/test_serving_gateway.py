@@ -241,6 +241,9 @@ def test_triton_down_is_not_serving_and_unavailable_fast(deployment):
         health = health_pb2_grpc.HealthStub(ch)
         assert health.Check(health_pb2.HealthCheckRequest(service="llmrec.v1.Recommender"), timeout=5).status == \
             health_pb2.HealthCheckResponse.NOT_SERVING
+        # not ready, but alive: a liveness probe must not restart a gateway because Triton is away
+        assert health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
         stub = pb_grpc.RecommenderStub(ch)
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
