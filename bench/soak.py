@@ -2,6 +2,7 @@
 
     python bench/soak.py --duration 600                 # the full run (~12 min with restarts)
     python bench/soak.py --duration 60 --clients 3      # smoke run
+    python bench/soak.py --duration 20 --clients 2 --out /tmp/soak-smoke   # results elsewhere than bench/results
 
 Deployment: a Triton model repository and an index snapshot (default: the
 load benchmark's MovieLens-100k deployment, runs/bench/deployment/, built by
@@ -9,7 +10,8 @@ bench/serving_load.py). The index is copied into a work folder first, so
 nothing of the deployment is modified. Triton (serving.triton.TritonServer)
 and the gateway (`python -m serving gateway`, a child process with
 `persist: true`, so its writes go through the write-ahead log) run on free
-loopback ports, kept across restarts.
+loopback ports, kept across restarts. From 0.65 on, the gateway starts and
+supervises Triton itself (`triton.url: null`), as a single-process deployment would.
 
 Workload: `--clients` threads, closed loop, each call with a 2 s deadline:
 Recommend (real ml-100k item ids, k=10) 70 %, UpsertItems 20 % (ids of the
@@ -18,17 +20,22 @@ client's own range, re-upserted with a new title each time), DeleteItems
 the last acknowledged state (title or deleted) and the call in flight.
 
 Fault schedule (times as fractions of --duration of load):
-  0.20  Triton killed with SIGKILL; restarted 3 s later on the same ports
+  0.20  Triton (started by this script) killed with SIGKILL; restarted 3 s later on the same ports
         (recovery = Triton ready -> first successful Recommend)
   0.50  the gateway killed with SIGKILL while upserts are in flight, restarted at once
         (recovery = kill -> first successful Recommend through the new process)
-  end   the gateway stopped cleanly (compaction) and started again: every
-        acknowledged write is checked with GetItems (found must equal acknowledged);
+  0.65  the gateway stopped cleanly and started again managing its own Triton (the script's Triton is
+        stopped); not a fault, a change of deployment
+  0.80  the gateway-managed Triton killed with SIGKILL; nobody but the gateway's supervisor restarts it
+        (recovery = kill -> first successful Recommend; the gateway's llmrec_gateway_triton_restarts_total
+        must read 1, and its log gives the death -> ready time of the restart)
+  end   the gateway stopped cleanly (compaction; its Triton must be stopped, not restarted) and
+        started again: every acknowledged write is checked with GetItems (found must equal acknowledged);
         then a copy of the state folder with its newest snapshot corrupted is served
         by another gateway: it must refuse that snapshot, fall back to the previous
         one (+ the log) and hold the same catalogue.
 Peak memory = VmHWM of each gateway process and of Triton (from /proc).
-Writes bench/results/soak.{json,md} (use --name for another stem).
+Writes bench/results/soak.{json,md} (--name for another stem, --out for another folder).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -53,13 +61,66 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import environment, write_result  # noqa: E402
 from serving.proto.llmrec.v1 import recommend_pb2 as pb  # noqa: E402
 from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc  # noqa: E402
 from serving.triton import TritonServer, free_port  # noqa: E402
 
 DEADLINE = 2.0  # default of --deadline
 ID_BASE = 5_000_000  # client ids: ID_BASE + client * 100_000 + n (far above the catalogue)
+
+
+def alive(pid: int | None) -> bool:
+    """The process exists and is not a zombie."""
+    if pid is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def child_pids(parent: int, name: str) -> list[int]:
+    """PIDs of the live children of `parent` whose command name is `name` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm, rest = entry.joinpath("stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = rest.split()
+        if comm.split("(", 1)[-1] == name and int(fields[1]) == parent and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def scrape(port: int, name: str) -> float | None:
+    """One unlabelled sample of a gateway's /metrics endpoint (None when unreachable or absent)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def log_events(path: Path, *names: str) -> list[dict[str, Any]]:
+    """The structured records of a gateway's log (JSON lines) whose event is one of `names`."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") in names:
+            events.append(record)
+    return events
 
 
 def peak_rss_mib(pid: int | None) -> float | None:
@@ -83,6 +144,7 @@ class GatewayChild:
         self.process: subprocess.Popen | None = None
         self.peak_mib = 0.0
         self.starts = 0
+        self.ready: dict[str, Any] = {}  # its gateway_ready line (metrics_port, triton_pid)
 
     def start(self) -> float:
         self.starts += 1
@@ -96,7 +158,19 @@ class GatewayChild:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"the gateway did not start; see {log.name}")
+        self.ready = json.loads(line)
         return time.monotonic() - t0
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / f"gateway-{self.starts}.log"
+
+    def triton_pid(self) -> int | None:
+        """The tritonserver this gateway started and supervises (None with an external Triton)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        pids = child_pids(self.process.pid, "tritonserver")
+        return pids[0] if pids else None
 
     def sample(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -236,6 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clients: list[Client] = []
     stop = threading.Event()
     triton_peaks: list[float] = [0.0]
+    managed_pids: set[int] = set()  # every Triton a gateway started (none may outlive the script)
     t_start = time.monotonic()
 
     def note(event: str, **fields: Any) -> None:
@@ -262,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def until(fraction: float) -> None:
             while time.monotonic() - load_start - paused[0] < fraction * args.duration:
                 gateway.sample()
-                triton_peaks.append(peak_rss_mib(triton.pid) or 0.0)
+                triton_peaks.append(peak_rss_mib(triton.pid or gateway.triton_pid()) or 0.0)
                 time.sleep(0.2)
 
         until(0.2)
@@ -288,14 +363,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         note("gateway_restarted", seconds=round(restarted_in, 2))
         gateway_recovery = wait_ok(clients, killed, 120)
         note("gateway_recovered", seconds=gateway_recovery)
+        until(0.65)
+        # from here on the gateway starts and supervises Triton itself: restart it cleanly in that mode
+        t_switch = time.monotonic()
+        note("switch_to_managed_triton")
+        gateway.stop()
+        triton_peaks.append(peak_rss_mib(triton.pid) or 0.0)
+        triton.stop()
+        config = {**config, "metrics_port": 0,
+                  "triton": {"url": None, "timeout_s": 5.0, "startup_timeout_s": 600.0, "restart_backoff_s": 0.5}}
+        gateway.config = config
+        switch_s = gateway.start()
+        managed_pids.add(gateway.ready["triton_pid"])
+        paused[0] += time.monotonic() - t_switch
+        note("gateway_managing_triton", seconds=round(switch_s, 2), triton_pid=gateway.ready["triton_pid"],
+             metrics_port=gateway.ready["metrics_port"])
+        until(0.8)
+        victim = gateway.triton_pid() or gateway.ready["triton_pid"]
+        note("managed_triton_kill", pid=victim)
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)  # the tritonserver alone, as the OOM killer would; the gateway must act
+        managed_recovery = wait_ok(clients, killed, 120)
+        restarted = log_events(gateway.log_path, "triton_restarted")
+        managed_pids.add(gateway.triton_pid())
+        managed = {"kill_to_first_ok_s": managed_recovery,
+                   "restarts_metric": scrape(gateway.ready["metrics_port"], "llmrec_gateway_triton_restarts_total"),
+                   "exits_metric": scrape(gateway.ready["metrics_port"], "llmrec_gateway_triton_exits_total"),
+                   "death_to_ready_s": restarted[-1].get("downtime_s") if restarted else None,
+                   "start_s": restarted[-1].get("seconds") if restarted else None,
+                   "exit": next(iter(log_events(gateway.log_path, "triton_exited")), None),
+                   "new_pid": gateway.triton_pid(), "killed_pid": victim}
+        note("managed_triton_recovered", **{k: v for k, v in managed.items() if k != "exit"})
         until(1.0)
         stop.set()
         for client in clients:
             client.join(timeout=args.deadline + 10)
         load_seconds = time.monotonic() - load_start
         note("load_stopped")
-        gateway.stop()  # clean: compacts the log into a snapshot
+        managed_pid = gateway.triton_pid()
+        gateway.stop()  # clean: compacts the log into a snapshot, stops its Triton (which must not come back)
+        time.sleep(1.0)
+        managed["left_running_after_clean_stop"] = alive(managed_pid)
+        note("clean_stop", triton_pid=managed_pid, triton_left_running=managed["left_running_after_clean_stop"])
         restart_s = gateway.start()
+        managed_pids.add(gateway.ready["triton_pid"])
         after_restart = check_writes(address, clients)
         note("restart_checked", seconds=round(restart_s, 2), **after_restart)
         # a copy of the state with its newest snapshot corrupted: the previous snapshot + the log must serve it
@@ -317,6 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         corrupt = GatewayChild({**config, "index": str(copy / "index")}, work)
         corrupt.starts = 10
         corrupt.start()
+        managed_pids.add(corrupt.ready["triton_pid"])
         after_corruption = check_writes(address, clients)
         log_text = (work / "gateway-11.log").read_text()
         fell_back = "snapshot refused" in log_text
@@ -328,6 +440,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if gateway is not None:
             gateway.stop()
         triton.stop()
+        for pid in managed_pids:  # a gateway that could not stop its Triton: not left behind (started by us)
+            if alive(pid):
+                note("triton_left_behind", pid=pid)
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
 
     codes: Counter[tuple[str, str]] = Counter()
@@ -350,14 +466,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "after_restart": after_restart,
         "after_corrupt_snapshot": {**after_corruption, "fell_back_to_previous_snapshot": fell_back},
         "recovery_s": {"triton_restart": triton_recovery, "gateway_kill9": gateway_recovery,
+                       "managed_triton_kill9": managed_recovery,
                        "gateway_start_after_clean_stop": round(restart_s, 2)},
+        "managed_triton": managed,
         "peak_memory_mib": {"gateway": gateway.peak_mib if gateway else None, "triton": triton_peak},
         "events": events,
     }
 
 
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g}"
+
+
 def markdown(result: dict[str, Any]) -> str:
-    r, s = result, result["settings"]
+    r, s, m = result, result["settings"], result["managed_triton"]
     lost = r["after_restart"]["ids_checked"] - r["after_restart"]["ids_as_acknowledged"]
     corrupt = r["after_corrupt_snapshot"]
     lost_c = corrupt["ids_checked"] - corrupt["ids_as_acknowledged"]
@@ -378,6 +500,10 @@ def markdown(result: dict[str, Any]) -> str:
          f"{r['recovery_s']['triton_restart']} s"),
         ("recovery after gateway kill -9 (kill -> first OK, includes the restart)",
          f"{r['recovery_s']['gateway_kill9']} s"),
+        ("recovery after kill -9 of the gateway-managed Triton, restarted by the gateway (kill -> first OK)",
+         f"{m['kill_to_first_ok_s']} s (the gateway's restart: death -> ready {m['death_to_ready_s']} s, "
+         f"of which the start {m['start_s']} s; restarts metric {fmt(m['restarts_metric'])}, "
+         f"Triton left running after the clean stop: {m['left_running_after_clean_stop']})"),
         ("peak memory (VmHWM)", f"gateway {r['peak_memory_mib']['gateway']} MiB, "
                                 f"Triton {r['peak_memory_mib']['triton']} MiB"),
     ]
@@ -395,15 +521,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", default=str(ROOT / "runs/bench/deployment/model_repository"))
     parser.add_argument("--index", default=str(ROOT / "runs/bench/deployment/index"))
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--name", default="soak")
+    parser.add_argument("--name", default="soak", help="stem of the result files (default soak)")
+    parser.add_argument("--out", default=None,
+                        help="folder for <name>.json and <name>.md (default bench/results; use another one for "
+                             "smoke runs)")
     args = parser.parse_args(argv)
     result = run(args)
-    path = write_result(args.name, result)
+    if args.out is None:
+        path = write_result(args.name, result)
+    else:
+        path = Path(args.out) / f"{args.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"environment": environment(), **result}, indent=2) + "\n")
     (path.with_suffix(".md")).write_text(markdown(result))
     print(markdown(result))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
     lost = result["after_restart"]["ids_checked"] != result["after_restart"]["ids_as_acknowledged"] or \
         result["after_corrupt_snapshot"]["ids_checked"] != result["after_corrupt_snapshot"]["ids_as_acknowledged"]
-    return 1 if lost else 0
+    managed = result["managed_triton"]
+    supervised = managed["kill_to_first_ok_s"] is not None and managed["restarts_metric"] == 1 and \
+        not managed["left_running_after_clean_stop"]
+    return 1 if lost or not supervised else 0
 
 
 if __name__ == "__main__":

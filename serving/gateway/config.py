@@ -33,6 +33,14 @@ class TritonConfig:
     item_encoder: str = "item_encoder"
     timeout_s: float = 10.0  # per Triton call (shortened to the caller's deadline)
     startup_timeout_s: float = 120.0  # managed server: how long to wait for readiness
+    # managed server (url: null) only: when the tritonserver process dies on its own (crash, kill -9, OOM) the
+    # gateway starts it again on the same ports and repository, after restart_backoff_s doubled for each further
+    # restart within restart_window_s (capped at restart_backoff_max_s); after max_restarts restarts within the
+    # window it gives up: Triton stays down, health NOT_SERVING, an error in the log. 0 = never restart.
+    max_restarts: int = 5
+    restart_window_s: float = 600.0
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
 
 
 @dataclass
@@ -120,7 +128,17 @@ def validate_config(config: GatewayConfig) -> None:
         _positive(config, "", ("max_concurrent_rpcs",))
     if config.max_len is not None:
         _positive(config, "", ("max_len",))
-    _positive(config.triton, "triton.", ("timeout_s", "startup_timeout_s"))
+    _positive(config.triton, "triton.", ("timeout_s", "startup_timeout_s", "restart_window_s"))
+    restarts = config.triton.max_restarts
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
+        raise ConfigError(f"triton.max_restarts must be an integer >= 0 (0 = never restart), got {restarts!r}")
+    for name in ("restart_backoff_s", "restart_backoff_max_s"):
+        value = getattr(config.triton, name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+            raise ConfigError(f"triton.{name} must be a number >= 0, got {value!r}")
+    if config.triton.restart_backoff_max_s < config.triton.restart_backoff_s:
+        raise ConfigError(f"triton.restart_backoff_max_s ({config.triton.restart_backoff_max_s!r}) must be >= "
+                          f"triton.restart_backoff_s ({config.triton.restart_backoff_s!r})")
     _positive(config.batching, "batching.", ("max_batch_size", "max_queue", "workers"))
     if not config.batching.max_wait_ms >= 0:
         raise ConfigError(f"batching.max_wait_ms must be >= 0, got {config.batching.max_wait_ms!r}")

@@ -17,6 +17,10 @@ do not collide). Exposed (prefix `llmrec_gateway_`):
                                       latency share)
   index_items                         items in the index
   ready                               1 when Triton and the index are ready (the health status)
+  triton_exits_total                  deaths of the Triton this gateway started (crash, kill -9, OOM)
+  triton_restarts_total               restarts of that Triton that brought it back to ready
+  triton_restart_failures_total       restart attempts that failed (each counts against the budget)
+  triton_restart_gave_up              1 once the restart budget is spent: Triton stays down, NOT_SERVING
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ class GatewayMetrics:
                                      ["queue", "stage"], registry=r)
         self.index_items = Gauge("llmrec_gateway_index_items", "Items in the index", registry=r)
         self.ready = Gauge("llmrec_gateway_ready", "1 when Triton and the index are ready", registry=r)
+        self.triton_exits = Counter("llmrec_gateway_triton_exits",
+                                    "Unexpected exits of the Triton started by this gateway", registry=r)
+        self.triton_restarts = Counter("llmrec_gateway_triton_restarts",
+                                       "Restarts of the managed Triton that brought it back to ready", registry=r)
+        self.triton_restart_failures = Counter("llmrec_gateway_triton_restart_failures",
+                                               "Restart attempts of the managed Triton that failed", registry=r)
+        self.triton_gave_up = Gauge("llmrec_gateway_triton_restart_gave_up",
+                                    "1 once the managed Triton's restart budget is spent (it stays down)",
+                                    registry=r)
         self._http = None
 
     def observe_batch(self, queue: str, size: int, wait_s: float, run_s: float) -> None:

@@ -2,10 +2,18 @@
 
 `Gateway(config).start()` loads the item index and store, connects to Triton
 (an external one at `triton.url`, or the bundled server it starts on
-`model_repository`; or the in-process onnxruntime backend), starts the
+`model_repository`, supervised: restarted on the same ports when it dies,
+within the `triton.max_restarts` budget; or the in-process onnxruntime
+backend), starts the
 batching pipeline, the Prometheus endpoint and the gRPC server, and keeps the
 standard health service up to date (NOT_SERVING while Triton or the index is
 not ready). `stop()` undoes all of it in reverse order.
+
+Health names: "" and "llmrec.v1.Recommender" follow readiness (Triton and the
+index); LIVENESS_SERVICE ("liveness") is SERVING from the moment the server
+answers calls until shutdown, whatever Triton does, so an orchestrator can
+restart a dead gateway without restarting live ones whose Triton is away
+(serving/deploy/kubernetes probes both).
 
 The servicer parses requests itself (raw bytes in), so a string field with
 invalid UTF-8 becomes INVALID_ARGUMENT naming the field instead of gRPC's
@@ -29,6 +37,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
@@ -53,8 +62,8 @@ from .validation import (
 logger = logging.getLogger("llmrec.gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "llmrec.v1.Recommender"
-RESERVED_MANIFEST_KEYS = {"format", "dim", "metric", "factory", "count", "slots", "search", "files", "created",
-                          "faiss_version"}
+LIVENESS_SERVICE = "liveness"  # health-check name that is SERVING while the process answers calls
+RESERVED_MANIFEST_KEYS = set(INDEX_FIELDS)  # the index's own manifest fields (shards too), not provenance
 
 
 class StartupError(RuntimeError):
@@ -239,10 +248,12 @@ class Gateway:
         self.health = health.HealthServicer(experimental_non_blocking=True,
                                             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2))
         self.triton: Any = None  # serving.triton.TritonServer when this gateway started Triton itself
+        self.supervisor: Any = None  # serving.triton.server.TritonSupervisor restarting that Triton when it dies
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._ready = False
         self._stop_health = threading.Event()
+        self._wake_health = threading.Event()  # a check now (Triton died or is back), not at the next interval
         self._health_thread: threading.Thread | None = None
 
     @property
@@ -264,6 +275,7 @@ class Gateway:
         url = config.triton.url
         if url is None:
             from ..triton import TritonError, TritonServer
+            from ..triton.server import RestartPolicy, TritonSupervisor
 
             self.triton = TritonServer(config.model_repository, startup_timeout=config.triton.startup_timeout_s)
             try:
@@ -271,6 +283,10 @@ class Gateway:
             except TritonError as exc:
                 raise StartupError(str(exc)) from None
             url = self.triton.grpc_url
+            policy = RestartPolicy(max_restarts=config.triton.max_restarts, window_s=config.triton.restart_window_s,
+                                   backoff_s=config.triton.restart_backoff_s,
+                                   backoff_max_s=config.triton.restart_backoff_max_s)
+            self.supervisor = TritonSupervisor(self.triton, policy, on_event=self._on_triton_event).start()
         return TritonBackend(url, config.triton.user_encoder, config.triton.item_encoder, config.triton.timeout_s)
 
     def start(self) -> Gateway:
@@ -333,6 +349,7 @@ class Gateway:
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
         self._check_health()
+        self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.server.start()
         self._health_thread = threading.Thread(target=self._health_loop, name="gateway-health", daemon=True)
         self._health_thread.start()
@@ -340,6 +357,18 @@ class Gateway:
                   backend=self.backend.name, triton=getattr(self.backend, "url", None), index=str(config.index),
                   items=len(index), max_len=max_len, auth=token is not None, serving=self._ready,
                   config={k: v for k, v in config_to_dict(config).items() if k != "auth"})
+
+    def _on_triton_event(self, event: str, fields: dict[str, Any]) -> None:
+        """From the supervisor's thread: count the managed Triton's deaths and restarts, re-check health at once."""
+        if event == "exited":
+            self.metrics.triton_exits.inc()
+        elif event == "restarted":
+            self.metrics.triton_restarts.inc()
+        elif event == "restart_failed":
+            self.metrics.triton_restart_failures.inc()
+        elif event == "gave_up":
+            self.metrics.triton_gave_up.set(1)
+        self._wake_health.set()
 
     # ------------------------------------------------------------------ health
     def _check_health(self) -> None:
@@ -359,13 +388,24 @@ class Gateway:
         self.metrics.index_items.set(len(self.pipeline.index))
 
     def _health_loop(self) -> None:
-        while not self._stop_health.wait(self.config.health_interval_s):
+        while True:
+            self._wake_health.wait(self.config.health_interval_s)
+            self._wake_health.clear()
+            if self._stop_health.is_set():
+                return
             self._check_health()
 
     # ------------------------------------------------------------------ stop
     def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting calls, let calls in flight finish (up to `grace` s), then stop everything else."""
+        """Stop accepting calls, let calls in flight finish (up to `grace` s), then stop everything else.
+
+        The Triton supervisor is stopped first: the managed Triton's shutdown below is never taken for a death.
+        """
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         self._stop_health.set()
+        self._wake_health.set()
         if self.server is not None:
             self.health.enter_graceful_shutdown()
             self.server.stop(grace).wait(grace + 1.0)

@@ -20,6 +20,13 @@ record (logger "llmrec.triton"), and stops the server with SIGINT (Triton's
 graceful shutdown), escalating to SIGKILL of the process group it created
 only when the shutdown hangs. Failures raise `TritonError` with the model
 load errors taken from the log, so a CLI can print them without a stack trace.
+
+`TritonSupervisor` watches a started server from a thread: when the process
+dies on its own (crash, kill -9, OOM killer) it logs the exit (code, uptime),
+starts it again on the same ports and repository after an exponential
+backoff, and gives up (logged at error level, the server left down) once
+`RestartPolicy.max_restarts` restarts fell within `window_s`. A `stop()` of
+the server (a clean shutdown) is never mistaken for a death.
 """
 
 from __future__ import annotations
@@ -42,9 +49,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..logs import log_event
 
@@ -183,6 +192,8 @@ class TritonServer:
         self._workdir: Path | None = None
         self._lines: collections.deque[str] = collections.deque(maxlen=20000)
         self._lock = threading.Lock()
+        self._stop_requested = False  # set by stop(): an exit after it is a shutdown, not a death
+        self._started_at: float | None = None  # monotonic time of the launch of the current process
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -205,6 +216,18 @@ class TritonServer:
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def died(self) -> int | None:
+        """Exit code of a server that exited on its own (crash, kill -9 = -9, OOM); None while it runs, before
+        start and once stop() was asked (a requested shutdown is not a death)."""
+        process = self._process
+        if process is None or self._stop_requested:
+            return None
+        return process.poll()
+
+    def uptime(self) -> float | None:
+        """Seconds since the current process was launched (None before start)."""
+        return None if self._started_at is None else time.monotonic() - self._started_at
 
     def logs(self) -> list[str]:
         """The server's log lines so far (the last 20,000)."""
@@ -276,6 +299,7 @@ class TritonServer:
         command = self.command(backend_dir)
         with self._lock:
             self._lines.clear()
+        self._stop_requested = False
         log_event(logger, "triton_starting", repository=str(self.model_repository), models=models,
                   ports=self.ports, command=command)
         self._process = subprocess.Popen(
@@ -283,6 +307,7 @@ class TritonServer:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
             start_new_session=True,
         )
+        self._started_at = time.monotonic()
         atexit.register(self.stop)
         self._reader = threading.Thread(target=self._forward_log, args=(self._process,), daemon=True,
                                         name="triton-log")
@@ -376,6 +401,7 @@ class TritonServer:
         """
         process = self._process
         code = None
+        self._stop_requested = True
         if process is not None:
             if process.poll() is None:
                 log_event(logger, "triton_stopping", pid=process.pid)
@@ -388,6 +414,7 @@ class TritonServer:
                     self._kill_group(process.pid)
                     process.wait(timeout=10)
             code = process.returncode
+            self._kill_leftovers()
             self._join_reader()
             if process.stdout is not None:
                 process.stdout.close()
@@ -413,6 +440,30 @@ class TritonServer:
             self._kill_group(self._process.pid)
             self._process.wait(timeout=10)
 
+    def _kill_leftovers(self) -> None:
+        """SIGKILL what is left of a server that died alone: its Python backend stubs outlive it for a few seconds.
+
+        Only processes run from this server's private backend folder are touched (found in /proc by their
+        command line), so nothing else can be hit, whatever became of the dead server's process group.
+        """
+        if self._workdir is None:
+            return
+        prefix = str(self._workdir / "backends") + os.sep
+        try:
+            entries = [e for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+            except OSError:
+                continue
+            if argv0.startswith(prefix):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
     @staticmethod
     def _kill_group(pid: int) -> None:
         """SIGKILL the process group led by `pid` (the server and its Python stubs; started by us)."""
@@ -427,3 +478,145 @@ class TritonServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------------- supervision
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a supervised server that died is started again."""
+
+    max_restarts: int = 5  # restart attempts allowed within window_s (failed ones count); 0 = never restart
+    window_s: float = 600.0  # the sliding window of the budget
+    backoff_s: float = 0.5  # wait before the first attempt in the window; doubled for each further one
+    backoff_max_s: float = 30.0  # cap of the wait
+    check_interval_s: float = 0.2  # how often the process is polled
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before the `attempt`-th restart attempt (1-based) of the window."""
+        return float(min(self.backoff_max_s, self.backoff_s * 2.0 ** min(60, max(0, attempt - 1))))
+
+
+def signal_name(code: int) -> str | None:
+    """The name of the signal that killed a process (exit code -9: "SIGKILL"); None for a normal exit."""
+    try:
+        return signal.Signals(-code).name if code < 0 else None
+    except ValueError:
+        return None
+
+
+class TritonSupervisor:
+    """A thread that restarts a started `TritonServer` when its process dies on its own.
+
+    `on_event(name, fields)` is called from the supervisor's thread with "exited" (code, uptime),
+    "restarted" (attempt, seconds, downtime), "restart_failed" (attempt, error) and "gave_up"; every one is
+    also logged as a structured record (events triton_exited, triton_restarting, triton_restarted,
+    triton_restart_failed, triton_restart_gave_up). `stop()` ends the watch first, so that the server's own
+    stop() that follows is a clean shutdown; a restart in progress is cancelled.
+    """
+
+    def __init__(self, server: TritonServer, policy: RestartPolicy | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.server = server
+        self.policy = policy or RestartPolicy()
+        self.on_event = on_event
+        self.exits = 0  # deaths noticed
+        self.restarts = 0  # restarts that brought the server back to ready
+        self.failed_restarts = 0  # attempts that did not
+        self.gave_up = False
+        self.last_downtime_s: float | None = None  # death noticed -> ready again, of the last restart
+        self._attempts: collections.deque[float] = collections.deque()  # monotonic times of the attempts
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TritonSupervisor:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._watch, name="triton-supervisor", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the watch (and cancel a restart in progress); the server is left as it is."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=timeout if timeout is not None else self.server.exit_timeout + 30.0)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ the watch
+    def _emit(self, name: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, fields)
+            except Exception:  # a listener's bug must not end the supervision
+                logger.exception("triton supervisor listener failed on %s", name)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.policy.check_interval_s):
+            code = self.server.died()
+            if code is None:
+                continue
+            self._recover(code)
+            if self.gave_up:
+                return
+
+    def _recover(self, code: int) -> None:
+        """The server died with `code`: restart it (with backoff, within the budget) or give up."""
+        noticed = time.monotonic()
+        uptime = self.server.uptime()
+        pid = self.server.pid
+        self.exits += 1
+        fields: dict[str, Any] = {"pid": pid, "exit_code": code, "signal": signal_name(code),
+                                  "uptime_s": None if uptime is None else round(uptime, 3), "ports": self.server.ports}
+        log_event(logger, "triton_exited", logging.WARNING, **fields, restarts_so_far=self.restarts)
+        self._emit("exited", **fields)
+        policy = self.policy
+        while not self._stop.is_set():
+            now = time.monotonic()
+            while self._attempts and now - self._attempts[0] >= policy.window_s:
+                self._attempts.popleft()
+            if len(self._attempts) >= policy.max_restarts:
+                self.gave_up = True
+                log_event(logger, "triton_restart_gave_up", logging.ERROR, exit_code=code,
+                          attempts_in_window=len(self._attempts), max_restarts=policy.max_restarts,
+                          window_s=policy.window_s, restarts=self.restarts, failed_restarts=self.failed_restarts,
+                          message="the managed Triton stays down (health NOT_SERVING): fix the cause and restart "
+                                  "the gateway" if policy.max_restarts else "restarts are disabled (max_restarts 0)")
+                self._emit("gave_up", exit_code=code, restarts=self.restarts)
+                self.server.stop()  # reap the dead process, its leftovers and its work folder
+                return
+            attempt = len(self._attempts) + 1
+            delay = policy.delay(attempt)
+            log_event(logger, "triton_restarting", attempt=attempt, max_restarts=policy.max_restarts,
+                      delay_s=delay, ports=self.server.ports)
+            if self._stop.wait(delay):
+                return
+            self._attempts.append(time.monotonic())
+            t0 = time.monotonic()
+            try:
+                self.server.restart(cancel=self._stop)
+            except TritonError as exc:
+                if self._stop.is_set():
+                    return
+                self.failed_restarts += 1
+                error = str(exc).splitlines()[0]
+                log_event(logger, "triton_restart_failed", logging.WARNING, attempt=attempt, error=error,
+                          seconds=round(time.monotonic() - t0, 3))
+                self._emit("restart_failed", attempt=attempt, error=error)
+                continue
+            except Exception as exc:  # e.g. the work folder could not be made: an attempt that failed
+                if self._stop.is_set():
+                    return
+                self.failed_restarts += 1
+                logger.exception("triton restart attempt %d failed", attempt)
+                self._emit("restart_failed", attempt=attempt, error=f"{type(exc).__name__}: {exc}")
+                continue
+            self.restarts += 1
+            self.last_downtime_s = time.monotonic() - noticed
+            done = {"pid": self.server.pid, "attempt": attempt, "seconds": round(time.monotonic() - t0, 3),
+                    "downtime_s": round(self.last_downtime_s, 3), "restarts": self.restarts}
+            log_event(logger, "triton_restarted", logging.WARNING, **done)
+            self._emit("restarted", **done)
+            return

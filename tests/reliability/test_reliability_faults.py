@@ -1,16 +1,23 @@
 """Faults with real processes: the gateway killed with SIGKILL in the middle of writes loses no acknowledged write;
 a real Triton killed and restarted under load makes calls fail fast with UNAVAILABLE, health NOT_SERVING, and
 service comes back by itself; a frozen (SIGSTOP) Triton is a slow dependency: deadlines hold, the queue stays
-bounded, excess load is RESOURCE_EXHAUSTED. Everything on loopback, every process stopped by its PID."""
+bounded, excess load is RESOURCE_EXHAUSTED; the Triton a gateway started itself, killed with SIGKILL, is restarted
+by the gateway (calls UNAVAILABLE meanwhile, then the same answers), until its restart budget is spent.
+Everything on loopback, every process stopped by its PID."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -252,3 +259,128 @@ def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index
         up = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.SERVING, timeout=10)
         assert up is not None and up < 5.0
         assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=10).items) == 5
+
+
+# ---------------------------------------------------------------------------------------------- managed Triton
+def managed_values(deployment, index: Path, **triton) -> dict:
+    """A gateway that starts the bundled Triton itself (triton.url null) with a metrics endpoint on a free port."""
+    return {"port": 0, "metrics_port": 0, "model_repository": str(deployment.repository), "index": str(index),
+            "health_interval_s": 0.2, "triton": {"startup_timeout_s": 90.0, **triton}}
+
+
+def scrape(port: int, name: str) -> float:
+    """One unlabelled sample of the gateway's /metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def serving_port(port: int) -> list[int]:
+    """PIDs of tritonserver processes started with this gRPC port (none must outlive their gateway)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"tritonserver") and f"--grpc-port={port}".encode() in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
+def recommend_until_ok(stub, request, deadline: float, timeout: float) -> tuple[list, object | None]:
+    """Recommend calls in a loop until one succeeds (or `timeout`): [(seconds, code)] of the failures, the answer."""
+    failures = []
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        try:
+            return failures, stub.Recommend(request, timeout=deadline)
+        except grpc.RpcError as error:
+            failures.append((time.monotonic() - t0, error.code()))
+        time.sleep(0.05)
+    return failures, None
+
+
+def test_gateway_restarts_the_triton_it_started_after_kill_9(deployment, index_copy):
+    request = pb.RecommendRequest(history=[3, 5, 7], k=5)
+    deadline = 2.0
+    # backoff 1 s: an outage long enough to be seen by the calls below, and still a quick recovery
+    config = config_from_dict(managed_values(deployment, index_copy, restart_backoff_s=1.0))
+    with Gateway(config) as gateway, grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        assert status(channel) == health_pb2.HealthCheckResponse.SERVING
+        before = stub.Recommend(request, timeout=10)
+        assert len(before.items) == 5
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restarts_total") == 0
+        first_pid, ports = gateway.triton.pid, dict(gateway.triton.ports)
+
+        killed = time.monotonic()
+        os.kill(first_pid, signal.SIGKILL)  # the tritonserver process alone, as the OOM killer would
+        failures, after = recommend_until_ok(stub, request, deadline, timeout=60)
+        recovered = time.monotonic() - killed
+        assert after is not None, f"no successful Recommend within 60 s of the kill: {failures[-3:]}"
+        assert failures, "no call hit the outage"
+        assert {code for _, code in failures} == {grpc.StatusCode.UNAVAILABLE}, failures
+        assert max(seconds for seconds, _ in failures) < deadline, "a call hung during the outage"
+        assert sorted(s for s, _ in failures)[len(failures) // 2] < 0.2  # fail fast: the median is immediate
+        up = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.SERVING, timeout=60)
+        assert up is not None
+
+        assert [i.id for i in after.items] == [i.id for i in before.items]  # the same answer as before
+        assert np.allclose([i.score for i in after.items], [i.score for i in before.items], atol=1e-5)
+        assert gateway.triton.pid != first_pid and not alive(first_pid)
+        assert gateway.triton.ports == ports  # same ports: the gateway's channel reconnected to the same address
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restarts_total") == 1
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_exits_total") == 1
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restart_gave_up") == 0
+        print(f"\nmanaged Triton kill -9 -> first OK Recommend {recovered:.2f} s "
+              f"({len(failures)} calls UNAVAILABLE meanwhile); death noticed -> ready again "
+              f"{gateway.supervisor.last_downtime_s:.2f} s")
+        second_pid, supervisor = gateway.triton.pid, gateway.supervisor
+    # a clean gateway shutdown stops that Triton and never restarts it
+    assert not alive(second_pid) and not supervisor.is_alive()
+    time.sleep(1.0)
+    assert serving_port(ports["grpc"]) == [] and supervisor.restarts == 1 and supervisor.exits == 1
+
+
+def test_managed_triton_restart_budget_spent_stays_not_serving(deployment, index_copy, caplog):
+    config = config_from_dict(managed_values(deployment, index_copy, max_restarts=1, restart_backoff_s=0.2))
+    request = pb.RecommendRequest(history=[3, 5], k=5)
+    with caplog.at_level(logging.INFO, logger="llmrec"), Gateway(config) as gateway, \
+            grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        os.kill(gateway.triton.pid, signal.SIGKILL)  # first death: restarted (the whole budget)
+        _, answer = recommend_until_ok(stub, request, 2.0, timeout=60)
+        assert answer is not None and gateway.supervisor.restarts == 1
+        ports = dict(gateway.triton.ports)
+        os.kill(gateway.triton.pid, signal.SIGKILL)  # second death within the window: give up
+        assert wait_for(lambda: gateway.supervisor.gave_up, timeout=10) is not None
+        assert wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=5) is not None
+        time.sleep(1.5)  # longer than the next backoff (0.4 s) + a start: nothing comes back
+        assert status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert serving_port(ports["grpc"]) == [] and gateway.triton.pid is None
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Recommend(request, timeout=2.0)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restart_gave_up") == 1
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restarts_total") == 1
+        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_exits_total") == 2
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "llmrec.triton"
+              and r.getMessage().startswith("{")]
+    exited = [e for e in events if e["event"] == "triton_exited"]
+    assert len(exited) == 2 and all(e["exit_code"] == -9 and e["uptime_s"] > 0 for e in exited)
+    gave_up = [r for r in caplog.records if r.levelno == logging.ERROR and "triton_restart_gave_up" in r.getMessage()]
+    assert len(gave_up) == 1
