@@ -22,6 +22,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from ..configfile import read_config_file
 from ..data import DataConfig, load_dataset
 from ..logs import setup_logging
 from .common import StageError
@@ -29,6 +30,7 @@ from .config import PROFILE_NAMES
 from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec
 
 EXIT_BAD_INPUT = 2
+Formatter = argparse.ArgumentDefaultsHelpFormatter
 COMMON_FLAGS = {"steps": int, "batch_size": int, "grad_accum": int, "lr": float, "seed": int, "lora_r": int}
 
 
@@ -45,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
         common.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override {name}")
     common.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
                         help="train LoRA adapters (--no-lora: full fine-tuning)")
+    common.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="stage config fields from a YAML mapping (the same keys as --set); --set wins over it")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set history=5 --set temperature=0.1")
     common.add_argument("--stop-after", type=int, default=None,
@@ -55,8 +59,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     sub = p.add_subparsers(dest="command", required=True)
     for name in STAGES:
-        sub.add_parser(name, parents=[common], help=f"the {name} stage")
-    sub.add_parser("llm2rec", parents=[common], help=f"all stages in order: {', '.join(LLM2REC_ORDER)}")
+        sub.add_parser(name, parents=[common], help=f"the {name} stage", formatter_class=Formatter)
+    sub.add_parser("llm2rec", parents=[common], help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
+                   formatter_class=Formatter)
     add_rat_parser(sub)
     return p
 
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rat":
         return run_rat_command(args)
     try:
+        if args.config is not None:  # the file's fields first: a --set of the same key comes later and wins
+            args.set = [f"{key}={value}" for key, value in read_config_file(args.config).items()] + args.set
         if args.stop_after is not None and args.stop_after <= 0:
             raise ValueError(f"--stop-after must be > 0, got {args.stop_after}")
         names = LLM2REC_ORDER if args.command == "llm2rec" else (args.command,)

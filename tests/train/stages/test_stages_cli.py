@@ -48,3 +48,17 @@ def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["csft", "--out", "x", "--profile", "huge"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_config_file_sets_stage_fields_and_set_wins(tiny_dir, planted_folder, tmp_path, capsys):
+    config = tmp_path / "csft.yaml"
+    config.write_text("num_samples: 8\nsteps: 2\nbatch_size: 4\nhistory: 3\n")
+    argv = ["csft", *_args(tiny_dir, planted_folder, tmp_path, "--out", str(tmp_path / "csft"), "--config",
+                           str(config), "--set", "history=4")]
+    assert main(argv) == 0
+    stage = json.loads((tmp_path / "csft" / "stage.json").read_text())
+    assert (stage["steps"], stage["samples"], stage["config"]["batch_size"]) == (2, 8, 4)
+    assert stage["config"]["history"] == 4
+    config.write_text("histori: 3\n")
+    assert main([*argv[:-2], "--out", str(tmp_path / "other")]) == 2
+    assert "--set histori: csft has no such setting" in capsys.readouterr().err
