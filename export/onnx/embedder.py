@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -326,8 +326,13 @@ def load_embedder(checkpoint: str | Path, cache_dir: str | Path | None = None) -
 
 def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path | None = None,
                     normalize: bool = False, min_cosine: float = 0.9999, cache_dir: str | Path | None = None,
-                    texts: Sequence[str] | None = None) -> dict[str, Any]:
+                    texts: Sequence[str] | None = None,
+                    transform: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Export an embedder checkpoint (+ optional SRS adapter) into `out`, validate it; returns the manifest.
+
+    `transform(embedder) -> description` rewrites the loaded (LoRA-merged, fp32) torch embedder in place
+    before export, e.g. `export.onnx.smoothquant`'s exact rescaling; validation compares with the rewritten
+    model and the description is recorded as "transform" in the manifest.
 
     Written into a temporary sibling folder and renamed to `out` only when validation passes.
     Raises ExportInputError / ExportValidationError.
@@ -344,6 +349,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
     if adapter is not None and not Path(adapter).is_dir():
         raise ExportInputError(f"--adapter {str(adapter)!r}: no such folder (an SRS seed folder)")
     embedder, folder = load_embedder(checkpoint, cache_dir)
+    transform_info = transform(embedder) if transform is not None else None
     config = embedder.config
     source_sha = embedder_hash(folder)
     srs_adapter, adapter_info = (None, None)
@@ -410,6 +416,8 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
             raise ExportValidationError(
                 f"validation failed: min cosine {report['min_cosine']:.6f} < --min-cosine {min_cosine} "
                 f"(max abs diff {report['max_abs_diff']:.3g}); nothing written to {out}")
+        if transform_info is not None:
+            manifest["transform"] = transform_info
         manifest["files"] = file_hashes(tmp)
         manifest["validation"] = report
         manifest["export_seconds"] = round(time.perf_counter() - t0, 3)

@@ -27,6 +27,18 @@ Recipes (`RECIPES`), all from `onnxruntime.quantization`:
                       activation quantization (accuracy_level 4)
   nbits8-skip         nbits8 with every down_proj kept in fp32
   nbits4              the same with 4-bit weights (smallest file)
+  nbits8-w            nbits8's weights with float32 compute (accuracy_level 1): weight-only int8, no activation
+                      quantization; passes the gate (barely) but is slower than fp32 on a CPU: a size option
+  sq-dynamic-pc       dynamic-pc on a SmoothQuant-rescaled export (`export.onnx.smoothquant`, alpha 0.65, the
+                      best of 0.5 / 0.65 / 0.85): the source graph must be exported with `--smoothquant 0.65`
+                      (checked against its export.json). The best int8 (MatMulInteger) recipe found, still far
+                      from the gate
+  sq-static-qdq       static-qdq on the same smoothed export
+
+bench/int8_search.py measures all of them; at the time of writing none of the MatMulInteger / QDQ recipes
+passes the gate on the SmolLM2 embedder: int8 per-channel weights alone (float activations) already leave
+only ~.72 of the top-10 neighbours, and the activations' massive outliers (~2700 in two channels of the BOS
+token before down_proj of layers 11 and 28) make per-tensor activation quantization far worse.
 """
 
 from __future__ import annotations
@@ -68,6 +80,7 @@ class Recipe:
     block_size: int = 32
     accuracy_level: int = 4
     calibration_texts: int = 64
+    smoothquant: float | None = None  # the source must be a SmoothQuant export with this alpha
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +97,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("nbits8", "nbits", "MatMulNBits 8-bit block-32 weights, int8 compute (accuracy_level 4)", bits=8),
     Recipe("nbits8-skip", "nbits", "nbits8, down_proj kept in fp32", bits=8, exclude=(r"down_proj",)),
     Recipe("nbits4", "nbits", "MatMulNBits 4-bit block-32 weights, int8 compute (accuracy_level 4)", bits=4),
+    Recipe("nbits8-w", "nbits", "MatMulNBits 8-bit block-32 weights, fp32 compute (accuracy_level 1): weight-only",
+           bits=8, accuracy_level=1),
+    Recipe("sq-dynamic-pc", "dynamic", "dynamic-pc on a SmoothQuant (alpha 0.65) export", per_channel=True,
+           op_types=("MatMul",), smoothquant=0.65),
+    Recipe("sq-static-qdq", "static", "static-qdq on a SmoothQuant (alpha 0.65) export", per_channel=True,
+           op_types=("MatMul",), smoothquant=0.65),
 )}
 
 
@@ -143,6 +162,14 @@ def quantize_int8(src: str | Path, dst: str | Path, recipe: str | Recipe = "nbit
 
     recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
     src, dst = Path(src), Path(dst)
+    if recipe.smoothquant is not None:
+        from .smoothquant import smoothing_of
+
+        smoothing = smoothing_of(src)
+        if smoothing is None or abs(smoothing["alpha"] - recipe.smoothquant) > 1e-9:
+            raise ValueError(f"recipe {recipe.name!r} quantizes a SmoothQuant export (alpha {recipe.smoothquant}); "
+                             f"{src} is {'smoothed with alpha ' + str(smoothing['alpha']) if smoothing else 'not'}: "
+                             f"export it with python -m export.onnx.smoothquant --smoothquant {recipe.smoothquant}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     exclude = matching_nodes(src, recipe.exclude)
     only = matching_nodes(src, recipe.only) if recipe.only else None
