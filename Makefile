@@ -40,7 +40,7 @@ CONTRASTIVE := $(EMBEDDER)/item-contrastive
 EMBEDDINGS := $(RUN)/embeddings
 SRS_TEXT   := $(RUN)/srs/sasrec-llm2rec
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
-INT8_RECIPE   := nbits8
+INT8_RECIPE   := nbits8-w
 REPOSITORY := model_repository
 INDEX      := $(RUN)/index
 
