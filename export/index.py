@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from train.configfile import HelpFormatter
+
 logger = logging.getLogger("llmrec.export")
 
 ITEM_VECTORS_FILE = "item_vectors.safetensors"
@@ -178,7 +180,7 @@ def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export.index", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--item-vectors", required=True, help="SRS item table (.safetensors) or a folder holding one")
     p.add_argument("--dataset", default="ml-100k", help="the dataset the table was trained on (titles, attributes)")
     p.add_argument("--out", required=True, help="snapshot folder to write (replaced atomically)")

@@ -1,0 +1,1 @@
+"""The serving side: Triton process, item index, gRPC gateway (never imports torch)."""

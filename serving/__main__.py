@@ -16,13 +16,15 @@ import argparse
 import importlib
 import sys
 
+from train.configfile import HelpFormatter
+
 COMMANDS = {"triton": "serving.triton.cli", "gateway": "serving.gateway.cli", "client": "serving.client",
             "demo": "serving.demo"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS.values():
         importlib.import_module(module).add_parser(subparsers)

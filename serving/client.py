@@ -26,6 +26,8 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from train.configfile import HelpFormatter
+
 from .gateway.config import DEFAULT_TOKEN_ENV
 from .proto.llmrec.v1 import recommend_pb2 as pb
 from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
@@ -51,31 +53,31 @@ def parse_attribute(text: str) -> tuple[str, str]:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `client` subcommand (with its own sub-commands) on a `python -m serving` parser."""
     parser = subparsers.add_parser("client", help="call the recommendation gateway", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=HelpFormatter)
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway host:port (default {DEFAULT_ADDRESS})")
     parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
                         help=f"environment variable holding the bearer token, if any (default {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of the call in seconds")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
     calls = parser.add_subparsers(dest="call", metavar="CALL", required=True)
-    rec = calls.add_parser("recommend", help="top-k items after a history")
+    rec = calls.add_parser("recommend", formatter_class=HelpFormatter, help="top-k items after a history")
     rec.add_argument("--history", type=parse_ids, required=True, help="item ids, oldest first: 12,7,93")
     rec.add_argument("-k", type=int, default=10, help="number of items (default 10)")
     rec.add_argument("--keep-history", action="store_true", help="allow items of the history in the answer")
     rec.add_argument("--exclude", type=parse_ids, default=[], help="ids never to recommend")
     rec.add_argument("--among", type=parse_ids, default=[], help="rank only among these ids")
-    get = calls.add_parser("get", help="titles and attributes of items")
+    get = calls.add_parser("get", formatter_class=HelpFormatter, help="titles and attributes of items")
     get.add_argument("ids", type=parse_ids)
-    emb = calls.add_parser("embed", help="item-space vectors of texts")
+    emb = calls.add_parser("embed", formatter_class=HelpFormatter, help="item-space vectors of texts")
     emb.add_argument("texts", nargs="+")
-    up = calls.add_parser("upsert", help="add or replace one item")
+    up = calls.add_parser("upsert", formatter_class=HelpFormatter, help="add or replace one item")
     up.add_argument("--id", type=int, default=0, help="item id (default 0: the gateway assigns one)")
     up.add_argument("--title", default="")
     up.add_argument("--text", default="", help="text to embed (default: the title)")
     up.add_argument("--attr", type=parse_attribute, action="append", default=[], help="attribute key=value")
-    dele = calls.add_parser("delete", help="remove items")
+    dele = calls.add_parser("delete", formatter_class=HelpFormatter, help="remove items")
     dele.add_argument("ids", type=parse_ids)
-    calls.add_parser("health", help="the gateway's health status")
+    calls.add_parser("health", formatter_class=HelpFormatter, help="the gateway's health status")
     parser.set_defaults(handler=run)
     return parser
 

@@ -45,6 +45,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from train.configfile import HelpFormatter
+
 from .proto.llmrec.v1 import recommend_pb2 as pb
 from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
 
@@ -485,7 +487,7 @@ def keep_serving(gateway: GatewayProcess) -> None:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `demo` subcommand on a `python -m serving` parser."""
     parser = subparsers.add_parser("demo", help="start the gateway, make live calls, stop it", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=HelpFormatter)
     parser.add_argument("--requests", required=True,
                         help='JSON list of {"user": ..., "history": [item ids]} (python -m train data '
                              "sample-histories)")

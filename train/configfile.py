@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import Any
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout (examples) and shows every option's default, unless the
+    help text already says it or there is none (None, an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file, keys normalised to field names (dashes -> underscores)."""
     import yaml

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from train.configfile import HelpFormatter
+
 from .data import DataConfig, SequenceData, attribute_texts, load_dataset, title_texts
 from .logs import setup_logging
 
@@ -102,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     from .embedder import ATTENTIONS, POOLINGS
 
     p = argparse.ArgumentParser(prog="python -m train.embed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--embedder", default="smollm2",
                    help="an embedder checkpoint, a stage's out folder, smollm2 or a local HF causal-LM folder")
     p.add_argument("--dataset", default="ml-100k")

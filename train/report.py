@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from train.configfile import HelpFormatter
+
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
 EXPORT_SPEED = ROOT / "bench" / "results" / "export_speed.json"
 STAGES = ("csft", "mntp", "item-contrastive")  # LLM2Rec's order (train/stages/pipeline.py)
@@ -789,7 +791,7 @@ def report(inputs: Inputs, out: Path) -> tuple[str, list[str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--run", required=True, help="the run folder of `make demo` (RUN, e.g. runs/demo)")
     parser.add_argument("--demo-record", default=None, metavar="FILE",
                         help="record of `python -m serving demo --record FILE` (default RUN/serving/demo-record.json)")

@@ -19,13 +19,13 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from train.configfile import HelpFormatter
+
 from .artifact import EXIT_BAD_INPUT, EXIT_VALIDATION, ExportInputError, ExportValidationError
 from .deploy import add_parser as add_all
 from .quantize import add_parser as add_quantize
 from .repository import add_parser as add_repository
 from .validate import DEFAULT_MIN_COSINE
-
-Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def run_embedder(args: argparse.Namespace) -> int:
 
 
 def add_embedder(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embedder", formatter_class=Formatter, help="item embedder: token ids -> item vector",
+    p = sub.add_parser("embedder", formatter_class=HelpFormatter, help="item embedder: token ids -> item vector",
                        description="Export an embedder checkpoint (Optimum, feature extraction) with pooling, "
                                    "optional SRS adapter and L2 normalisation inside one graph.")
     p.add_argument("--checkpoint", required=True,
@@ -72,7 +72,7 @@ def run_user_encoder(args: argparse.Namespace) -> int:
 
 
 def add_user_encoder(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("user-encoder", formatter_class=Formatter,
+    p = sub.add_parser("user-encoder", formatter_class=HelpFormatter,
                        help="SRS user encoder: history item vectors -> user vector",
                        description="Export an SRS checkpoint's sequence encoder and its item table.")
     p.add_argument("--checkpoint", required=True, help="SRS seed folder (model.safetensors + config.json)")
@@ -90,7 +90,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_all, add_
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from train.configfile import HelpFormatter
+
 from .artifact import EXPORT_FILE, ExportInputError, sha256_file
 from .validate import DEFAULT_MIN_COSINE
 
@@ -154,10 +156,6 @@ def run(args: argparse.Namespace) -> int:
           + (f", index {args.index}" if args.index else "")
           + f" ({', '.join(done) if done else 'nothing'} rebuilt)")
     return 0
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in --help, and the description's step list kept as written."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from train.configfile import HelpFormatter
+
 from .artifact import (
     DATA_FILE,
     EXPORT_FILE,
@@ -490,7 +492,7 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `repository` on the `python -m export.onnx` parser (sets `func`, as the other subcommands)."""
     parser = subparsers.add_parser("repository", help="write the Triton model repository",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__, formatter_class=HelpFormatter)
     configure_parser(parser)
     return parser
 
@@ -546,7 +548,7 @@ def main_repository(argv: list[str] | None = None) -> int:
     """`python -m export.onnx repository ...` without the package's dispatcher (also `python -m
     export.onnx.repository`)."""
     parser = configure_parser(argparse.ArgumentParser(prog="python -m export.onnx repository", description=__doc__,
-                                                      formatter_class=argparse.RawDescriptionHelpFormatter))
+                                                      formatter_class=HelpFormatter))
     return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
 
 

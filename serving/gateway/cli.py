@@ -17,6 +17,8 @@ import sys
 import textwrap
 import threading
 
+from train.configfile import HelpFormatter
+
 from ..logs import setup_logging
 from .config import ConfigError, TritonConfig, load_config
 
@@ -45,7 +47,7 @@ def restart_epilog() -> str:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `gateway` subcommand on a `python -m serving` parser."""
     parser = subparsers.add_parser("gateway", help="run the gRPC recommendation gateway", description=__doc__,
-                                   epilog=restart_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   epilog=restart_epilog(), formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (see serving/serving.example.yaml)")
     parser.add_argument("--host", default=None, help="override `host` (default in the config: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="override `port` (0 = a free port)")

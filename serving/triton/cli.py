@@ -17,6 +17,8 @@ import signal
 import sys
 import threading
 
+from train.configfile import HelpFormatter
+
 from ..logs import setup_logging
 from .server import DEFAULT_HOST, RestartPolicy, TritonError, TritonServer, TritonSupervisor
 
@@ -24,7 +26,7 @@ from .server import DEFAULT_HOST, RestartPolicy, TritonError, TritonServer, Trit
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `triton` subcommand on a `python -m serving` parser."""
     parser = subparsers.add_parser("triton", help="run the bundled Triton Inference Server on a model repository",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model-repository", required=True, help="Triton model repository (written by export.onnx)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address every endpoint binds to (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, default=None, help="HTTP/REST port (default: a free port)")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from train.configfile import HelpFormatter
+
 from .cache import default_cache_dir
 from .dataset import SequenceData
 from .load import load_dataset_with_folder
@@ -51,10 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="store_true", help="log cache hits and builds")
     sub = parser.add_subparsers(dest="command", required=True)
-    stats = sub.add_parser("stats", parents=[common], help="print dataset statistics")
+    stats = sub.add_parser("stats", parents=[common], help="print dataset statistics", formatter_class=HelpFormatter)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sub.add_parser("prepare", parents=[common], help="build or reuse the cached dataset and print its folder")
-    sample = sub.add_parser("sample-histories", parents=[common],
+    sub.add_parser("prepare", parents=[common], help="build or reuse the cached dataset and print its folder",
+                   formatter_class=HelpFormatter)
+    sample = sub.add_parser("sample-histories", parents=[common], formatter_class=HelpFormatter,
                             help="write the test-time histories of random users as JSON")
     sample.add_argument("--users", type=int, default=3, help="how many users")
     sample.add_argument("--seed", type=int, default=0, help="seed of the user draw")

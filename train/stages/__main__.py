@@ -22,7 +22,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from ..configfile import read_config_file
+from ..configfile import HelpFormatter, read_config_file
 from ..data import DataConfig, load_dataset
 from ..logs import setup_logging
 from .common import StageError
@@ -30,13 +30,12 @@ from .config import PROFILE_NAMES
 from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec
 
 EXIT_BAD_INPUT = 2
-Formatter = argparse.ArgumentDefaultsHelpFormatter
 COMMON_FLAGS = {"steps": int, "batch_size": int, "grad_accum": int, "lr": float, "seed": int, "lora_r": int}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.stages", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     common.add_argument("--embedder", default="smollm2",
@@ -59,9 +58,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     sub = p.add_subparsers(dest="command", required=True)
     for name in STAGES:
-        sub.add_parser(name, parents=[common], help=f"the {name} stage", formatter_class=Formatter)
+        sub.add_parser(name, parents=[common], help=f"the {name} stage", formatter_class=HelpFormatter)
     sub.add_parser("llm2rec", parents=[common], help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
-                   formatter_class=Formatter)
+                   formatter_class=HelpFormatter)
     add_rat_parser(sub)
     return p
 
