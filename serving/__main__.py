@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-from train.configfile import HelpFormatter
+from serving import HelpFormatter
 
 COMMANDS = {"triton": "serving.triton.cli", "gateway": "serving.gateway.cli", "client": "serving.client",
             "demo": "serving.demo"}

@@ -45,7 +45,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from train.configfile import HelpFormatter
+from serving import HelpFormatter
 
 from .proto.llmrec.v1 import recommend_pb2 as pb
 from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc

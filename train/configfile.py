@@ -10,16 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help keeps the module docstring's layout (examples) and shows every option's default, unless the
-    help text already says it or there is none (None, an off switch)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default is None or action.default is False:
-            return text
-        return super()._get_help_string(action)
+from serving import HelpFormatter  # noqa: F401  (every CLI's --help style; serving may import nothing from train)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

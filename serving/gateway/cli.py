@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 
-from train.configfile import HelpFormatter
+from serving import HelpFormatter
 
 from ..logs import setup_logging
 from .config import ConfigError, TritonConfig, load_config

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from train.configfile import HelpFormatter
+from serving import HelpFormatter
 
 from ..logs import setup_logging
 from .server import DEFAULT_HOST, RestartPolicy, TritonError, TritonServer, TritonSupervisor
