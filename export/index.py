@@ -119,7 +119,8 @@ def build_store(data: Any) -> Any:
 
 def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory: str = "Flat",
                 metric: str | None = None, k_core: int | None = None, cache_dir: str | Path | None = None,
-                use_gpu: bool | None = False, shards: int = 1) -> dict[str, Any]:
+                use_gpu: bool | None = False, shards: int = 1, nprobe: int | None = None,
+                ef_search: int | None = None) -> dict[str, Any]:
     """Build and save the snapshot; returns its manifest. Raises IndexBuildError on bad input.
 
     `shards` > 1 splits the items by id % shards into that many FAISS indexes searched together (the snapshot and
@@ -152,6 +153,7 @@ def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory
                               f"{data.item_ids[first]!r} there: the table does not belong to this dataset")
     try:
         index = ItemIndex(table.shape[1], metric=metric, factory=factory, use_gpu=use_gpu, shards=shards)
+        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
         index.upsert(np.arange(1, table.shape[0], dtype=np.int64), table[1:])
     except (ValueError, RuntimeError) as exc:  # a factory FAISS cannot build or train; --gpu without a GPU
         raise IndexBuildError(f"cannot build index {factory!r}: {exc}") from exc
@@ -179,6 +181,8 @@ def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory
 
 
 def parser() -> argparse.ArgumentParser:
+    from serving.index.item_index import DEFAULT_EF_SEARCH, DEFAULT_NPROBE
+
     p = argparse.ArgumentParser(prog="python -m export.index", description=__doc__,
                                 formatter_class=HelpFormatter)
     p.add_argument("--item-vectors", required=True, help="SRS item table (.safetensors) or a folder holding one")
@@ -191,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
                    help="default: the export's score, else inner_product")
     p.add_argument("--k-core", type=int, default=None, help="the dataset's k-core (default: the data default)")
     p.add_argument("--cache-dir", default=None, help="processed-dataset cache (default $LLMREC_CACHE)")
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF lists searched per query, kept in the snapshot (default: %d)" % DEFAULT_NPROBE)
+    p.add_argument("--ef-search", type=int, default=None,
+                   help="HNSW candidate list per query, kept in the snapshot (default: %d)" % DEFAULT_EF_SEARCH)
     p.add_argument("--gpu", action="store_true", help="build on GPU (the snapshot is the same CPU index)")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -204,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = build_index(args.item_vectors, args.dataset, args.out, factory=args.factory, metric=args.metric,
                                k_core=args.k_core, cache_dir=args.cache_dir, use_gpu=True if args.gpu else False,
-                               shards=args.shards)
+                               shards=args.shards, nprobe=args.nprobe, ef_search=args.ef_search)
     except IndexBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -248,23 +248,6 @@ def read_requests(path: Path) -> list[dict[str, Any]]:
     return requests
 
 
-def check_pairing(model_repository: Path, index: Path) -> None:
-    """The index must hold the item table of the repository's user encoder (both record its sha256).
-
-    The gateway itself checks only the dimensions; a demo run that mixes two runs' artifacts of the same
-    size would print confident but wrong recommendations."""
-    try:
-        repository = json.loads((model_repository / "llmrec.json").read_text())
-        snapshot = json.loads((index / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DemoInputError(f"cannot read what the repository / index were made from: {exc}") from None
-    table = ((repository.get("sources") or {}).get("user_encoder") or {}).get("item_vectors") or {}
-    expected, found = table.get("sha256"), snapshot.get("item_vectors_sha256")
-    if expected and found and expected != found:
-        raise DemoInputError(f"the index {index} was built from another item table ({found[:12]}) than the user "
-                             f"encoder of {model_repository} reads ({expected[:12]}): rebuild one of them")
-
-
 def nearest_item(index_dir: Path, vector: np.ndarray) -> int:
     """The catalogue item (index snapshot on disk) whose vector has the highest cosine with `vector`."""
     from .index import ItemIndex  # FAISS loads only here
@@ -407,7 +390,6 @@ def run_demo(args: argparse.Namespace) -> int:
     for name in ("model_repository", "index"):
         if not Path(getattr(args, name)).is_dir():
             raise DemoInputError(f"--{name.replace('_', '-')} {getattr(args, name)} is not a folder")
-    check_pairing(Path(args.model_repository), Path(args.index))
     record_path = Path(args.record) if getattr(args, "record", None) else None
     if record_path is not None:
         try:

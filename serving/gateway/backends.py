@@ -22,11 +22,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..repository import repository_manifest
+
 USER_INPUTS = ("item_vectors", "attention_mask")
 USER_OUTPUT = "user_vector"
 TEXT_INPUT = "text"
 ITEM_OUTPUT = "item_vector"
-REPOSITORY_MANIFEST = "llmrec.json"
 
 
 class EncoderBackend(Protocol):
@@ -42,36 +43,6 @@ class EncoderBackend(Protocol):
     def encode_texts(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-def repository_manifest(repository: str | Path) -> dict[str, Any]:
-    """The repository's llmrec.json (what export wrote: sources, max_len, dims); {} when absent."""
-    path = Path(repository) / REPOSITORY_MANIFEST
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def verify_repository(repository: str | Path) -> int:
-    """Check every file listed in llmrec.json against its sha256 before the models are used; returns the count.
-
-    A repository without llmrec.json (written by hand) is not checked; a listed file that is missing or changed
-    raises ValueError naming it, so a half-copied or edited model is refused instead of served.
-    """
-    from ..index.snapshot import sha256_file
-
-    root = Path(repository)
-    files = repository_manifest(root).get("files") or {}
-    problems = []
-    for name, digest in sorted(files.items()):
-        path = root / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{name} differs from its sha256 in {REPOSITORY_MANIFEST}")
-    if problems:
-        raise ValueError(f"model repository {root} does not match its manifest: " + "; ".join(problems[:10]))
-    return len(files)
 
 
 def history_length(repository: str | Path) -> int | None:

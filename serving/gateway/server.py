@@ -45,7 +45,8 @@ from ..index.wal import DurableCatalog
 from ..logs import log_event
 from ..proto.llmrec.v1 import recommend_pb2 as pb
 from .auth import AuthInterceptor, load_token
-from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, repository_manifest, verify_repository
+from ..repository import repository_manifest, verify_repository
+from .backends import EncoderBackend, OnnxRuntimeBackend, history_length
 from .config import ConfigError, GatewayConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 from .metrics import GatewayMetrics
@@ -78,6 +79,7 @@ class RecommenderServicer:
                  is_ready: Callable[[], bool]) -> None:
         self.pipeline = pipeline
         self.limits = config.limits
+        self.read_only = config.read_only
         self.metrics = metrics
         self.is_ready = is_ready
 
@@ -149,7 +151,13 @@ class RecommenderServicer:
         return pb.EmbedItemsResponse(vectors=[pb.Vector(values=v.tolist()) for v in vectors],
                                      dim=int(vectors.shape[1]))
 
+    def _refuse_writes(self, method: str) -> None:
+        if self.read_only:
+            raise GatewayError("FAILED_PRECONDITION", f"this gateway is a read replica (read_only: true): send "
+                                                      f"{method} to the writer")
+
     def _upsert(self, request: pb.UpsertItemsRequest, deadline: float) -> pb.UpsertItemsResponse:
+        self._refuse_writes("UpsertItems")
         items = check_new_items([NewItem(id=i.id, title=i.title, text=i.text, attributes=dict(i.attributes))
                                  for i in request.items], self.limits)
         self._require_ready()
@@ -157,6 +165,7 @@ class RecommenderServicer:
         return pb.UpsertItemsResponse(ids=ids, index_size=len(self.pipeline.index))
 
     def _delete(self, request: pb.DeleteItemsRequest, deadline: float) -> pb.DeleteItemsResponse:
+        self._refuse_writes("DeleteItems")
         ids = check_ids(request.ids, "ids", self.limits.max_items, distinct=True)
         removed, missing = self.pipeline.delete(ids)
         return pb.DeleteItemsResponse(deleted=removed, missing_ids=missing, index_size=len(self.pipeline.index))
@@ -222,13 +231,27 @@ def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
     return catalog
 
 
-def check_dimensions(index: ItemIndex, repository: Path) -> None:
-    """The index must hold vectors of the user encoder's size (and of the item encoder's, when recorded)."""
+def check_pairing(index: ItemIndex, provenance: dict[str, Any], repository: Path) -> None:
+    """The index must hold the item table of the deployed user encoder, not merely vectors of its size.
+
+    Two runs' artifacts of the same size would otherwise be served together and give confident but wrong
+    recommendations. Export records the table's sha256 in both llmrec.json and the index manifest; an
+    index or repository without that record (built by hand) is accepted on its dimensions with a warning."""
     sources = repository_manifest(repository).get("sources") or {}
-    hidden = (sources.get("user_encoder") or {}).get("hidden_size")
+    user = sources.get("user_encoder") or {}
+    hidden = user.get("hidden_size")
     if hidden is not None and int(hidden) != index.dim:
         raise StartupError(f"the item index holds {index.dim}-d vectors but the user encoder reads {hidden}-d ones "
                            f"({repository}/llmrec.json): build the index from this user encoder's item table")
+    expected = (user.get("item_vectors") or {}).get("sha256")
+    found = provenance.get("item_vectors_sha256")
+    if expected and found and expected != found:
+        raise StartupError(f"item index: item_vectors_sha256 is {found[:12]}... but the user encoder of "
+                           f"{repository} was exported with the item table {expected[:12]}...: the index was built "
+                           "for other models; rebuild it (python -m export.index) from this export")
+    if not (expected and found):
+        log_event(logger, "index_pairing_unchecked", logging.WARNING,
+                  message="the index or the repository records no item-table sha256: only dimensions checked")
     dim = (sources.get("embedder") or {}).get("dim")
     if dim is not None and int(dim) != index.dim:
         log_event(logger, "item_encoder_dim", logging.WARNING, item_encoder_dim=dim, index_dim=index.dim,
@@ -305,19 +328,23 @@ class Gateway:
         if max_len is None:
             raise ConfigError(f"max_len is not set and {repository}/llmrec.json does not record the user encoder's "
                               "max_len: set max_len (the SRS history length) in the config")
-        if self._backend is None and (config.backend == "onnxruntime" or config.triton.url is None):
-            try:  # this process (or the Triton it starts) loads these files: verify them first
+        if self._backend is None and config.backend == "onnxruntime":
+            try:  # this process loads these files: verify them first (a Triton we start verifies them itself)
                 verify_repository(repository)
             except ValueError as exc:
                 raise StartupError(str(exc)) from None
         catalog = None
-        if config.persist:
+        if config.persist and not config.read_only:
             catalog = open_durable_catalog(config)
-            index, store = catalog.index, catalog.store
+            index, store, provenance = catalog.index, catalog.store, catalog.extra
         else:
-            index, store, _ = load_catalog(config.index)
+            index, store, provenance = load_catalog(config.index)
+            if not config.read_only:
+                log_event(logger, "writes_not_durable", logging.WARNING, index=config.index,
+                          message="persist: false: acknowledged upserts and deletes live in memory only and are "
+                                  "lost when the gateway stops")
         try:
-            check_dimensions(index, repository)
+            check_pairing(index, provenance, repository)
             self.backend = self._make_backend()
         except BaseException:
             if catalog is not None:

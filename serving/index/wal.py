@@ -39,10 +39,14 @@ older kept snapshot already contains, so falling back to it is always possible.
 
 The state folder is tied to its base snapshot (`wal_base` = sha256 of the base
 manifest): a state written over another export is refused, never replayed onto it.
+One process at a time owns it: `LOCK` is held with flock(2) while the catalogue is
+open (the kernel drops it when the process dies, kill -9 included), so a second
+gateway pointed at the same folder is refused instead of interleaving its log.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -253,6 +257,27 @@ class WriteAheadLog:
 
 
 # ---------------------------------------------------------------------------------------------- catalogue
+LOCK_FILE = "LOCK"
+
+
+def lock_state(state_dir: Path) -> Any:
+    """Hold the state folder's lock (an open file; closing it releases the lock); WalError when taken."""
+    handle = (state_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise WalError(f"state folder {state_dir} is in use by another process (pid {owner}): one gateway per "
+                       "state_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def base_identity(base_dir: Path) -> str:
     """sha256 of the base snapshot's manifest (which holds the sha256 of each of its files)."""
     path = Path(base_dir) / MANIFEST_FILE
@@ -298,6 +323,7 @@ class DurableCatalog:
         self.compact_every = int(compact_every)
         self.report = report
         self._closed = False
+        self._lock: Any = None  # the state folder's flock, held from open() to close()
         self.compactions = 0
 
     # ------------------------------------------------------------------ opening
@@ -311,6 +337,18 @@ class DurableCatalog:
         base_dir, state_dir = Path(base_dir), Path(state_dir)
         base = base_identity(base_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_state(state_dir)
+        try:
+            catalog = cls._recover(base_dir, state_dir, base, compact_every, reserved)
+        except BaseException:
+            lock.close()
+            raise
+        catalog._lock = lock
+        return catalog
+
+    @classmethod
+    def _recover(cls, base_dir: Path, state_dir: Path, base: str, compact_every: int,
+                 reserved: frozenset[str]) -> DurableCatalog:
         for leftover in state_dir.glob(".snapshot-*"):  # an interrupted compaction's temporary folder
             shutil.rmtree(leftover, ignore_errors=True)
         segment_paths = sorted((p for p in state_dir.iterdir() if SEGMENT_RE.match(p.name)),
@@ -440,6 +478,9 @@ class DurableCatalog:
                 self.compact()
         finally:
             self.wal.close()
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
             self._closed = True
 
 

@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import Any
 
 from ..logs import log_event
+from ..repository import verify_repository
 
 logger = logging.getLogger("llmrec.triton")
 
@@ -129,13 +130,18 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 def check_repository(path: Path) -> list[str]:
-    """Names of the models in a Triton repository folder (sub-folders with config.pbtxt); TritonError if none."""
+    """Names of the models in a Triton repository folder (sub-folders with config.pbtxt); TritonError if none,
+    or if a file differs from the sha256 export recorded in llmrec.json (checked before every start)."""
     if not path.is_dir():
         raise TritonError(f"model repository {path} does not exist or is not a folder")
     models = sorted(p.name for p in path.iterdir() if (p / "config.pbtxt").is_file())
     if not models:
         raise TritonError(f"model repository {path} holds no model (no <model>/config.pbtxt); write one with: "
                           "python -m export.onnx repository --embedder DIR --user-encoder DIR --out DIR")
+    try:
+        verify_repository(path)
+    except ValueError as exc:
+        raise TritonError(str(exc)) from None
     return models
 
 

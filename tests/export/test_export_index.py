@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from export.index import build_index, main
+from export.index import main
 from serving.index import ItemIndex, ItemStore
 from train.data import DataConfig, load_dataset
 
@@ -76,8 +76,9 @@ def test_movielens_100k_titles_and_hnsw(tmp_path):
     cache = tmp_path / "cache"
     data = load_dataset("ml-100k", DataConfig(), cache_dir=cache)
     table = write_table(tmp_path / "items.safetensors", data.num_items + 1, dim=16, item_ids=data.item_ids, seed=3)
-    manifest = build_index(tmp_path / "items.safetensors", "ml-100k", tmp_path / "index", factory="HNSW16",
-                           cache_dir=cache)
+    assert main(["--item-vectors", str(tmp_path / "items.safetensors"), "--out", str(tmp_path / "index"),
+                 "--factory", "HNSW16", "--ef-search", "200", "--cache-dir", str(cache), "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert manifest["count"] == data.num_items == 1349 and manifest["dataset"] == "ml-100k"
     store = ItemStore.load(tmp_path / "index")
     by_raw = {item.attributes["raw_id"]: item for item in store.get(np.arange(1, data.num_items + 1))}
@@ -85,6 +86,7 @@ def test_movielens_100k_titles_and_hnsw(tmp_path):
     assert by_raw["1"].title.startswith("Toy Story") and "Animation" in by_raw["1"].attributes["genres"]
     assert by_raw["1"].attributes["release year"] == "1995"
     index = ItemIndex.load(tmp_path / "index", expect={"dim": 16, "dataset": "ml-100k"})
+    assert index.ef_search == 200  # the search setting travels with the snapshot
     toy = next(i for i, item in enumerate(store.get(np.arange(1, 1350)), 1) if item.attributes["raw_id"] == "1")
     got, _ = index.search(table[[toy]] * 10, 3)
     assert got[0, 0] == toy

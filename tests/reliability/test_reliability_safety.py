@@ -3,13 +3,16 @@ path of serving/, and the corrupt-state refusals reach the operator as one clear
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from serving.gateway import Gateway, StartupError, config_from_dict
+from serving.index import Item, ItemIndex, ItemStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,9 +23,31 @@ def test_tampered_model_file_is_refused_before_use(deployment, tmp_path):
     model = next(repository.glob("user_encoder/*/model.onnx"))
     model.write_bytes(model.read_bytes() + b"\0")
     config = config_from_dict({"port": 0, "metrics_port": None, "backend": "onnxruntime",
-                               "model_repository": str(repository), "index": str(deployment.index)})
+                               "model_repository": str(repository), "index": str(deployment.index),
+                               "persist": False})
     with pytest.raises(StartupError, match=r"user_encoder/1/model.onnx differs from its sha256"):
         Gateway(config).start()
+
+
+def test_index_built_for_other_models_is_refused(index_copy, make_config):
+    manifest_path = index_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert len(manifest["item_vectors_sha256"]) == 64
+    with Gateway(config_from_dict(make_config(index_copy))):
+        pass  # the index of this export is served
+    manifest["item_vectors_sha256"] = "0" * 64  # same size, another run's item table
+    manifest_path.write_text(json.dumps(manifest))
+    for persist in (False, True):
+        with pytest.raises(StartupError, match=r"item_vectors_sha256 is 000000000000\.\.\. .* built for other models"):
+            Gateway(config_from_dict(make_config(index_copy, persist=persist, state_dir=str(index_copy) + "-s"))).start()
+
+
+def test_index_of_another_size_is_refused(deployment, tmp_path, make_config):
+    other = ItemIndex(dim=8, metric="inner_product", factory="Flat", use_gpu=False)
+    other.upsert(np.arange(1, 4, dtype=np.int64), np.ones((3, 8), dtype=np.float32))
+    other.save(tmp_path / "small", store=ItemStore([Item(i, f"item {i}") for i in range(1, 4)]))
+    with pytest.raises(StartupError, match="holds 8-d vectors but the user encoder reads 16-d ones"):
+        Gateway(config_from_dict(make_config(tmp_path / "small"))).start()
 
 
 def test_corrupt_log_is_one_clear_startup_error(deployment, index_copy, make_config):

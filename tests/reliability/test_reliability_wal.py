@@ -1,9 +1,11 @@
 """The write-ahead log and recovery (serving/index/wal.py) on a small index, no server: replay after a crash,
-compaction keeping two snapshots, a torn last record, mid-log corruption, a corrupt snapshot, a foreign state."""
+compaction keeping two snapshots, a torn last record, mid-log corruption, a corrupt snapshot, a foreign state,
+one owner per state folder, a failing disk."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +64,10 @@ def workload(catalog: DurableCatalog, rng: np.random.Generator, count: int, comp
 
 
 def crash(catalog: DurableCatalog) -> None:
-    """Drop the catalogue without compaction (what a kill -9 leaves: the fsynced log and the snapshots)."""
+    """Drop the catalogue without compaction (what a kill -9 leaves: the fsynced log and the snapshots; the
+    kernel closes the dead process's files, and so releases the state folder's lock)."""
     catalog.wal.close()
+    catalog._lock.close()
 
 
 def test_replay_after_crash_restores_every_write(base, tmp_path):
@@ -119,6 +123,17 @@ def test_torn_last_record_is_ignored_with_a_warning(base, tmp_path, caplog):
         assert 1 in recovered.index
         crash(recovered)
         newest = recovered
+    # a whole last record whose checksum fails (its bytes reached the disk only in part) is torn too
+    whole = bytearray(torn)
+    whole[-1] ^= 0xFF
+    good_size = newest.wal.path.stat().st_size
+    with newest.wal.path.open("ab") as handle:
+        handle.write(bytes(whole))
+    recovered = DurableCatalog.open(base, tmp_path / "state")
+    assert recovered.report.torn_bytes == len(torn) and newest.wal.path.stat().st_size == good_size
+    same(live, recovered)
+    crash(recovered)
+    newest = recovered
     # a zero-filled tail (a crash after the file grew, before the data reached the disk) is torn too
     with newest.wal.path.open("ab") as handle:
         handle.write(b"\0" * 64)
@@ -192,3 +207,47 @@ def test_interrupted_compaction_leaves_a_usable_state(base, tmp_path):
     recovered = DurableCatalog.open(base, tmp_path / "state")
     same(live, recovered)
     assert not leftover.exists() and recovered.report.replayed == 5
+
+
+def test_one_process_owns_a_state_folder(base, tmp_path):
+    first = DurableCatalog.open(base, tmp_path / "state")
+    with pytest.raises(WalError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+        DurableCatalog.open(base, tmp_path / "state")
+    first.close()
+    DurableCatalog.open(base, tmp_path / "state").close()  # free again once the owner closed it
+
+
+def test_a_write_the_disk_refuses_is_not_applied(base, tmp_path, monkeypatch):
+    """fsync failing (disk full, I/O error): the pipeline answers UNAVAILABLE and nothing changes, then or later."""
+    from serving.gateway.errors import GatewayError
+    from serving.gateway.pipeline import RecommendationPipeline
+    from serving.gateway.validation import NewItem
+
+    catalog = DurableCatalog.open(base, tmp_path / "state")
+    pipeline = RecommendationPipeline(backend=None, index=catalog.index, store=catalog.store, max_len=10,
+                                      catalog=catalog)
+    before = state(catalog)
+    size = catalog.wal.path.stat().st_size
+    real_fsync = os.fsync
+    calls = []
+
+    def fails_once(fd: int) -> None:  # the record's fsync fails; the undo's succeeds
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fails_once)
+    with pytest.raises(GatewayError) as refused:
+        pipeline.delete([1, 2])
+    assert refused.value.code == "UNAVAILABLE" and "nothing was changed" in refused.value.message
+    assert same_state(state(catalog), before)
+    assert catalog.wal.path.stat().st_size == size  # the partial record was taken back
+    pipeline.delete([3])  # the log still works after the failure
+    crash(catalog)
+    recovered = DurableCatalog.open(base, tmp_path / "state")
+    assert 1 in recovered.index and 2 in recovered.index and 3 not in recovered.index
+
+
+def same_state(a, b) -> bool:
+    return a[0] == b[0] and a[2] == b[2] and np.array_equal(a[1], b[1])

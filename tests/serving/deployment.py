@@ -67,6 +67,7 @@ def build_deployment(folder: Path, num_items: int) -> SimpleNamespace:
     from export.onnx.repository import RepositoryOptions, write_repository
     from export.onnx.user_encoder import export_user_encoder
     from serving.index import Item, ItemIndex, ItemStore
+    from serving.index.snapshot import sha256_file
     from train.embedder import EmbedderConfig, ItemEmbedder
     from train.srs.checkpoint import save_checkpoint
     from train.srs.config import SRSConfig
@@ -101,7 +102,10 @@ def build_deployment(folder: Path, num_items: int) -> SimpleNamespace:
     index = ItemIndex(dim=vectors.shape[1], metric="inner_product", factory="Flat", use_gpu=False)
     index.upsert(np.arange(1, num_items + 1, dtype=np.int64), vectors[1:])
     store = ItemStore([Item(i, out.titles[i], {"raw_id": f"i{i - 1}"}) for i in range(1, num_items + 1)])
-    index.save(out.index, extra={"score": "inner_product", "source": "tests/serving/deployment.py"}, store=store)
+    # the provenance export.index records: the gateway refuses an index built from another item table
+    index.save(out.index, extra={"score": "inner_product", "source": "tests/serving/deployment.py",
+                                 "item_vectors_sha256": sha256_file(out.user_encoder / "item_vectors.safetensors")},
+               store=store)
     (folder / DONE).write_text(json.dumps({"num_items": num_items}) + "\n")
     return out
 

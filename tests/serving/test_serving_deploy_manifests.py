@@ -163,7 +163,8 @@ def test_one_writer_with_its_own_log_and_read_replicas_without_one(tmp_path):
     reader_config, _ = mounted_config(reader, tmp_path)
     writer_config, _ = mounted_config(writer, tmp_path)
     assert not reader_config.persist, "replicas scaled by the HPA must not write a log (it is per process)"
-    assert writer_config.persist and writer["spec"]["replicas"] == 1
+    assert reader_config.read_only, "a replica must refuse the writes it would not keep, not acknowledge them"
+    assert writer_config.persist and not writer_config.read_only and writer["spec"]["replicas"] == 1
     state_mount = next(m for m in pod_spec(writer)["containers"][0]["volumeMounts"] if m["name"] == "state")
     assert Path(writer_config.state_dir).is_relative_to(state_mount["mountPath"])
     assert [t["metadata"]["name"] for t in writer["spec"]["volumeClaimTemplates"]] == ["state"]

@@ -45,7 +45,8 @@ DEP = _deployment_module()
 
 def gateway_config(deployment, **values):
     base = {"port": 0, "metrics_port": 0, "model_repository": str(deployment.repository),
-            "index": str(deployment.index), "health_interval_s": 0.2, "batching": {"max_wait_ms": 5.0}}
+            "index": str(deployment.index), "persist": False,  # the index is shared by the module's tests
+            "health_interval_s": 0.2, "batching": {"max_wait_ms": 5.0}}
     return config_from_dict({**base, **values})
 
 
@@ -259,7 +260,7 @@ def test_cli_gateway_and_client_print_titles(deployment, gateway_triton, srs, tm
     config = tmp_path / "serving.yaml"
     config.write_text(
         f"port: 0\nmetrics_port: null\nmodel_repository: {deployment.repository}\nindex: {deployment.index}\n"
-        f"triton:\n  url: {gateway_triton.grpc_url}\n")
+        f"state_dir: {tmp_path / 'state'}\ntriton:\n  url: {gateway_triton.grpc_url}\n")  # durable writes: the default
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "serving", "gateway", "--config", str(config), "--quiet"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -285,3 +286,4 @@ def test_cli_gateway_and_client_print_titles(deployment, gateway_triton, srs, tm
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
     assert code == 0
+    assert sorted(p.name for p in (tmp_path / "state").iterdir())[-1].startswith("wal-")  # persisted by default

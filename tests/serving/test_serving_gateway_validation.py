@@ -47,7 +47,7 @@ def deployment(planted_data, tmp_path_factory):
 
 def config(deployment, **values) -> GatewayConfig:
     base = {"port": 0, "metrics_port": None, "backend": "onnxruntime", "model_repository": str(deployment.repository),
-            "index": str(deployment.index), "health_interval_s": 0.2, "limits": LIMITS}
+            "index": str(deployment.index), "persist": False, "health_interval_s": 0.2, "limits": LIMITS}
     return config_from_dict({**base, **values})
 
 
@@ -285,6 +285,31 @@ def test_in_process_backend_equals_offline(deployment, planted_data):
             got = [i.id for i in stub.Recommend(pb.RecommendRequest(history=history, k=10, exclude_history=True),
                                                 timeout=10).items]
             assert got == DEP.offline_top_k(srs, history, 10, True)[0]
+
+
+def test_read_replica_refuses_writes_and_serves_reads(deployment, caplog):
+    with caplog.at_level(logging.WARNING, logger="llmrec.gateway"):
+        with Gateway(config(deployment, persist=True, read_only=True)) as running, \
+                grpc.insecure_channel(running.address) as ch:
+            stub = pb_grpc.RecommenderStub(ch)
+            assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=4), timeout=10).items) == 4
+            assert [i.id for i in stub.GetItems(pb.GetItemsRequest(ids=[2]), timeout=10).items] == [2]
+            upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title="alpha beta")])
+            refused(stub.UpsertItems, upsert, grpc.StatusCode.FAILED_PRECONDITION, "read replica", "UpsertItems",
+                    metadata=None)
+            refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=[2]), grpc.StatusCode.FAILED_PRECONDITION,
+                    "DeleteItems", metadata=None)
+            assert len(running.pipeline.index) == len(deployment.titles) - 1
+    assert not deployment.index.with_name("index-state").exists()  # a replica opens no state folder
+    assert "writes_not_durable" not in caplog.text
+
+
+def test_writes_are_durable_unless_turned_off(deployment, caplog):
+    assert GatewayConfig().persist is True and GatewayConfig().read_only is False
+    with caplog.at_level(logging.WARNING, logger="llmrec.gateway"):
+        with Gateway(config(deployment)):  # persist: false (the module's gateways share one index)
+            pass
+    assert "writes_not_durable" in caplog.text and "lost when the gateway stops" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- config

@@ -163,6 +163,21 @@ def test_failed_model_load_is_reported_and_the_process_stopped(python_repository
     assert not server.is_running()
 
 
+def test_edited_model_file_is_refused_before_triton_starts(python_repository, tmp_path):
+    """Every start (a supervisor's restart too) checks the files against the sha256 export recorded."""
+    import shutil
+
+    copy = tmp_path / "repository"
+    shutil.copytree(python_repository, copy)
+    assert json.loads((copy / "llmrec.json").read_text())["files"]
+    config = copy / "user_encoder" / "config.pbtxt"
+    config.write_text(config.read_text() + "\n# edited\n")
+    server = TritonServer(copy, exit_timeout=5, startup_timeout=60)
+    with pytest.raises(TritonError, match=r"user_encoder/config.pbtxt differs from its sha256 in llmrec.json"):
+        server.start()
+    assert server._process is None
+
+
 def test_missing_bundle_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(server_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(TritonError, match="pip install nvidia-pytriton"):
