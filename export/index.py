@@ -196,9 +196,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k-core", type=int, default=None, help="the dataset's k-core (default: the data default)")
     p.add_argument("--cache-dir", default=None, help="processed-dataset cache (default $LLMREC_CACHE)")
     p.add_argument("--nprobe", type=int, default=None,
-                   help="IVF lists searched per query, kept in the snapshot (default: %d)" % DEFAULT_NPROBE)
+                   help=f"IVF lists searched per query, kept in the snapshot (default: {DEFAULT_NPROBE})")
     p.add_argument("--ef-search", type=int, default=None,
-                   help="HNSW candidate list per query, kept in the snapshot (default: %d)" % DEFAULT_EF_SEARCH)
+                   help=f"HNSW candidate list per query, kept in the snapshot (default: {DEFAULT_EF_SEARCH})")
     p.add_argument("--gpu", action="store_true", help="build on GPU (the snapshot is the same CPU index)")
     p.add_argument("--quiet", action="store_true")
     return p

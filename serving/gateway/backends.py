@@ -15,7 +15,6 @@ item_encoder  text BYTES [B, 1] -> item_vector float32 [B, D]  (tokenizer + item
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol

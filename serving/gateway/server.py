@@ -44,8 +44,8 @@ from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
 from ..logs import log_event
 from ..proto.llmrec.v1 import recommend_pb2 as pb
-from .auth import AuthInterceptor, load_token
 from ..repository import repository_manifest, verify_repository
+from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, history_length
 from .config import ConfigError, GatewayConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError

@@ -38,8 +38,9 @@ def test_index_built_for_other_models_is_refused(index_copy, make_config):
     manifest["item_vectors_sha256"] = "0" * 64  # same size, another run's item table
     manifest_path.write_text(json.dumps(manifest))
     for persist in (False, True):
+        values = make_config(index_copy, persist=persist, state_dir=str(index_copy) + "-s")
         with pytest.raises(StartupError, match=r"item_vectors_sha256 is 000000000000\.\.\. .* built for other models"):
-            Gateway(config_from_dict(make_config(index_copy, persist=persist, state_dir=str(index_copy) + "-s"))).start()
+            Gateway(config_from_dict(values)).start()
 
 
 def test_index_of_another_size_is_refused(deployment, tmp_path, make_config):

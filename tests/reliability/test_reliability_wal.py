@@ -221,7 +221,6 @@ def test_a_write_the_disk_refuses_is_not_applied(base, tmp_path, monkeypatch):
     """fsync failing (disk full, I/O error): the pipeline answers UNAVAILABLE and nothing changes, then or later."""
     from serving.gateway.errors import GatewayError
     from serving.gateway.pipeline import RecommendationPipeline
-    from serving.gateway.validation import NewItem
 
     catalog = DurableCatalog.open(base, tmp_path / "state")
     pipeline = RecommendationPipeline(backend=None, index=catalog.index, store=catalog.store, max_len=10,
