@@ -8,8 +8,9 @@ Steps (each the same function its own subcommand runs):
   embedder      OUT/item_embedder: the embedder with the SRS's item adapter inside, so a new item's text
                 lands in the item space the user encoder scores (`export.onnx embedder --adapter SRS`)
   user-encoder  OUT/user_encoder: the SRS sequence encoder + its item table (`export.onnx user-encoder`)
-  int8          OUT/item_embedder_int8/model.onnx, only with --int8 (not deployed: a variant must pass
-                bench/export_speed.py's quality gate first)
+  int8          OUT/item_embedder_int8/model.onnx, only with --int8, and its quality gate against fp32
+                on the --dataset catalogue (top-10 neighbour overlap, the SRS's Recall@10 drop) in
+                gate.json beside it; the repository serves the fp32 graph either way
   repository    the Triton model repository (`export.onnx repository`)
   index         the FAISS snapshot over the user encoder's item table, only with --index (`export.index`)
 
@@ -38,6 +39,7 @@ from .validate import DEFAULT_MIN_COSINE
 logger = logging.getLogger("llmrec.export")
 
 RECORD_FILE = "deploy.json"
+GATE_FILE = "gate.json"  # beside the int8 variant: its quality gate against fp32
 
 
 def tree_sha256(folder: Path) -> str:
@@ -91,6 +93,20 @@ def manifest_sha(folder: Path) -> str:
     return sha256_file(folder / EXPORT_FILE)
 
 
+def write_gate(embedder_dir: Path, variant: Path, recipe: str, srs: Path, dataset: str, cache_dir: str | None,
+               out: Path) -> None:
+    """The int8 variant against fp32 on the whole catalogue (export.onnx.quantize.gate_variant), as JSON."""
+    from .quantize import gate_variant, print_gate
+
+    result = gate_variant(embedder_dir, variant, srs, dataset, cache_dir=cache_dir)
+    print_gate(f"int8 {recipe}", result)
+    report = {"recipe": recipe, "variant_sha256": sha256_file(variant), "fp32_export_sha256": manifest_sha(
+        embedder_dir), "srs": str(srs), "dataset": dataset, **result.to_dict()}
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
 def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
     """Run the steps in order; returns {step: ran}."""
     from .embedder import export_embedder
@@ -124,6 +140,16 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
         key = fingerprint(embedder=manifest_sha(embedder_dir), recipe=RECIPES[args.int8].to_dict())
         ran["int8"] = run_step(record, "int8", key, int8, lambda: quantize_int8(
             embedder_dir / "model.onnx", int8, args.int8), args.force)
+        if args.dataset:
+            gate_file = int8.parent / GATE_FILE
+            key = fingerprint(embedder=manifest_sha(embedder_dir), int8=sha256_file(int8), srs=srs_sha,
+                              dataset=args.dataset)
+            ran["int8-gate"] = run_step(record, "int8-gate", key, gate_file, lambda: write_gate(
+                embedder_dir, int8, args.int8, srs_ckpt, args.dataset, args.cache_dir, gate_file), args.force)
+            report = json.loads(gate_file.read_text())
+            print(f"int8 {args.int8}: " + ("passes" if report["passed"] else "fails") + " the quality gate "
+                  f"(top-10 overlap {report['overlap']:.3f}, R@10 drop {100 * (report['recall_drop'] or 0):+.1f}%); "
+                  "the repository serves the fp32 graph")
 
     options = RepositoryOptions(flavour=args.flavour, tensorrt=args.tensorrt)
     repository = Path(args.repository)

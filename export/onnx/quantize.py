@@ -450,6 +450,78 @@ def srs_recall(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall
         owner.frozen.copy_(saved)
 
 
+def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall@10") -> float:
+    """Test `metric` of the trained SRS scoring with `vectors` [num_items, H] as its item table: the SRS item
+    space, i.e. what an embedder exported with the SRS adapter inside returns and what the index holds."""
+    import torch
+
+    from train.srs.trainer import evaluate_test
+
+    if vectors.shape[0] != model.num_items:
+        raise ValueError(f"expected {model.num_items} item vectors, got {vectors.shape[0]}")
+    table = torch.zeros((vectors.shape[0] + 1, vectors.shape[1]))
+    table[1:] = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    model.item_vectors = lambda: table  # shadows the method for this evaluation only
+    try:
+        return float(evaluate_test(model, data, model.config, torch.device("cpu"))["full"][metric])
+    finally:
+        del model.item_vectors
+
+
+def srs_text_kind(meta: dict[str, Any]) -> tuple[str, str]:
+    """The item texts the SRS's frozen embeddings were extracted from ("title" or "attributes", domain),
+    read from the embeddings' manifest (train.embed); titles when it cannot be found."""
+    path = Path((meta.get("items") or {}).get("path") or "").parent / "manifest.json"
+    try:
+        text = json.loads(path.read_text()).get("text", "title")
+    except (OSError, ValueError):
+        return "title", "movie"
+    kind, _, domain = str(text).partition(":")
+    return kind, domain or "movie"
+
+
+def gate_variant(export_dir: str | Path, variant: str | Path, srs_checkpoint: str | Path, dataset: str,
+                 cache_dir: str | Path | None = None, threads: int = 2) -> GateResult:
+    """The gate of a variant of an embedder exported *with the SRS adapter inside* (`export.onnx all`): every
+    catalogue item's text through fp32 and through the variant; neighbour overlap on those (SRS-space)
+    vectors, and the trained SRS's test Recall@10 when the whole item table comes from the variant."""
+    from train.data import DataConfig, load_dataset
+    from train.embed import item_texts
+
+    from .artifact import TOKENIZER_DIR, ExportInputError, read_manifest
+    from .validate import load_tokenizer, token_ids
+
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir, "embedder")
+    if not manifest.get("adapter"):
+        raise ExportInputError(f"{export_dir}: exported without the SRS adapter; the gate compares SRS-space "
+                               "vectors (bench/export_speed.py gates raw exports)")
+    model, meta = load_srs(srs_checkpoint)
+    data = load_dataset(dataset, DataConfig(), cache_dir=cache_dir)
+    if data.num_items != model.num_items:
+        raise ExportInputError(f"--dataset {dataset} has {data.num_items} items, the SRS {srs_checkpoint} "
+                               f"{model.num_items}: not the data it was trained on")
+    kind, domain = srs_text_kind(meta)
+    texts = item_texts(data, kind, domain)[1:] if kind == "attributes" else item_texts(data, kind)[1:]
+    ids = token_ids(load_tokenizer(export_dir / TOKENIZER_DIR), texts, manifest)
+    pad = int(manifest["pad_token_id"])
+    reference = encode_ids(session(export_dir / "model.onnx", threads), ids, pad)
+    candidate = encode_ids(session(variant, threads), ids, pad)
+    result = gate(reference, candidate, recall=lambda v: srs_recall_of_table(model, data, v))
+    result.extra.update({"items": len(texts), "texts": kind, "variant": str(variant)})
+    return result
+
+
+def print_gate(name: str, result: GateResult) -> None:
+    drop = result.recall_drop
+    print(f"| variant | cosine (mean) | top-{result.k} overlap | R@10 | R@10 fp32 | drop | gate |\n"
+          f"|---|---|---|---|---|---|---|\n"
+          f"| {name} | {result.cosine_mean:.4f} | {result.overlap:.3f} (>= {result.min_overlap}) | "
+          f"{result.recall:.4f} | {result.recall_reference:.4f} | "
+          f"{'-' if drop is None else f'{100 * drop:+.1f}%'} (<= {100 * result.max_recall_drop:.0f}%) | "
+          f"{'pass' if result.passed else 'FAIL'} |")
+
+
 def temporary_dir(prefix: str = "llmrec-quant-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
@@ -486,7 +558,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("quantize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        help="int8 / fp16 / optimised variant of an exported graph",
                        description="Write a variant of an exported ONNX graph (same inputs and outputs). "
-                                   "Gate int8 variants with bench/export_speed.py before deploying them.")
+                                   "`export.onnx all --int8 RECIPE` gates the variant it writes (gate.json); "
+                                   "bench/export_speed.py gates raw exports and measures speed.")
     p.add_argument("--model", required=True, help="export folder (its model.onnx) or an .onnx file")
     p.add_argument("--out", required=True, help="output .onnx file")
     kind = p.add_mutually_exclusive_group(required=True)

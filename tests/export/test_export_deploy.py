@@ -3,6 +3,7 @@ skips what is unchanged (content hashes), a changed checkpoint redoes what depen
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -59,8 +60,34 @@ def test_one_command_deployment_and_skipping(tmp_path, trained, planted_folder, 
     weights.write_bytes(bytes(data))
     third = run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys, "--int8", "dynamic")
     ran = [line.split("]")[0][1:] for line in third if "up to date" not in line]
-    assert ran == ["embedder", "user-encoder", "int8", "repository", "index"]
-    assert (tmp_path / "onnx" / "item_embedder_int8" / "model.onnx").is_file()
+    assert ran == ["embedder", "user-encoder", "int8", "int8-gate", "repository", "index"]
+    int8 = tmp_path / "onnx" / "item_embedder_int8" / "model.onnx"
+    gate = json.loads((int8.parent / "gate.json").read_text())
+    assert gate["recipe"] == "dynamic" and gate["variant_sha256"] == hashlib.sha256(int8.read_bytes()).hexdigest()
+    assert 0.0 <= gate["overlap"] <= 1.0 and gate["recall_reference"] is not None and gate["k"] == 10
+    assert gate["passed"] == (gate["overlap"] >= 0.8 and gate["recall_drop"] <= 0.02 + 1e-12)
+    assert gate["extra"]["items"] == planted_data.num_items and gate["extra"]["texts"] == "title"
+    fourth = run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys, "--int8", "dynamic")
+    assert all("up to date" in line for line in fourth) and len(fourth) == 6
+
+
+def test_srs_recall_of_its_own_table_is_its_recall(srs_checkpoint, planted_data, tmp_path):
+    """The gate's downstream metric: the SRS scored with an item table handed in equals the SRS itself when
+    that table is its own (so a variant's drop is the variant's, not the harness's)."""
+    from export.onnx.quantize import load_srs, srs_recall_of_table
+    from train.srs.trainer import evaluate_test
+
+    table = torch.randn(planted_data.num_items + 1, 12)
+    table[0] = 0
+    srs_checkpoint(tmp_path / "srs", frozen=table, adapter="mlp", standardize=True)
+    model, _ = load_srs(tmp_path / "srs")
+    with torch.no_grad():
+        own = model.item_vectors()[1:].numpy()
+    expected = evaluate_test(model, planted_data, model.config, torch.device("cpu"))["full"]["recall@10"]
+    assert srs_recall_of_table(model, planted_data, own) == pytest.approx(expected, abs=1e-12)
+    assert expected > 0  # and a table of zeros scores every item alike: ties count against the target
+    assert srs_recall_of_table(model, planted_data, np.zeros_like(own)) == 0.0
+    assert model.item_vectors().shape[0] == planted_data.num_items + 1  # the method is back afterwards
 
 
 def test_bad_input_names_the_flag(tmp_path, trained, capsys):
