@@ -18,7 +18,8 @@ Two flavours of the ONNX models, the rest is shared:
 - `native` (GPU deployments, e.g. the NGC Triton container): `platform:
   "onnxruntime_onnx"`, KIND_GPU, optionally the TensorRT execution accelerator
   (`--tensorrt`: FP16, workspace, engine cache; parameter names from the
-  onnxruntime backend README).
+  onnxruntime backend README); or, with `--tensorrt-plan`, TensorRT engines
+  built now by trtexec (`platform: "tensorrt_plan"`, export/onnx/tensorrt.py).
 The item_encoder is an ensemble rather than one Python model so that the same
 pipeline also runs when item_embedder is a native model.
 
@@ -57,6 +58,7 @@ from .artifact import (
     read_manifest,
     sha256_file,
 )
+from .tensorrt import PLAN_FILE, Shapes, build_plan, shape_list
 
 logger = logging.getLogger("llmrec.export")
 
@@ -84,7 +86,8 @@ class RepositoryOptions:
     instances: int = 1
     tokenizer_instances: int = 1
     threads: int = 0  # onnxruntime intra-op threads per instance; 0 = onnxruntime's choice
-    tensorrt: bool = False
+    tensorrt: bool = False  # onnxruntime's TensorRT execution provider on the ONNX graphs (engine built at load)
+    tensorrt_plan: bool = False  # TensorRT engines built now with trtexec (`platform: "tensorrt_plan"`)
     trt_precision: str = "FP16"
     trt_workspace_bytes: int = 1 << 30
     trt_cache_path: str = "/tmp/llmrec-trt-cache"
@@ -102,6 +105,8 @@ class RepositoryOptions:
             ("threads", self.threads >= 0, ">= 0"),
             ("tensorrt", not self.tensorrt or self.flavour == "native",
              "used with --flavour native only (the python flavour runs onnxruntime on the CPU)"),
+            ("tensorrt_plan", not self.tensorrt_plan or (self.flavour == "native" and not self.tensorrt),
+             "used with --flavour native only, instead of --tensorrt (a plan is already a TensorRT engine)"),
             ("trt_precision", self.trt_precision in ("FP32", "FP16"), "FP32 or FP16"),
             ("trt_workspace_bytes", self.trt_workspace_bytes > 0, "> 0"),
         ]
@@ -209,16 +214,20 @@ def _header(name: str, options: RepositoryOptions, backend: str | None = None, p
 
 def _onnx_model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], options: RepositoryOptions,
                        warmup: dict[str, str], trt_shapes: dict[str, str] | None) -> str:
-    """config.pbtxt of an ONNX model in either flavour."""
+    """config.pbtxt of an exported model: python flavour, native ONNX, or a native TensorRT plan."""
     if options.flavour == "python":
         text = _header(name, options, backend="python")
         kind = "KIND_CPU"
+    elif options.tensorrt_plan:
+        text = _header(name, options, platform="tensorrt_plan")
+        kind = "KIND_GPU"
     else:
         text = _header(name, options, platform="onnxruntime_onnx")
         kind = "KIND_GPU"
     text += _tensors("input", inputs) + _tensors("output", outputs)
     text += _instances(kind, options.instances) + _batching(options)
-    text += _parameters({"intra_op_thread_count": str(options.threads)})
+    if not options.tensorrt_plan:
+        text += _parameters({"intra_op_thread_count": str(options.threads)})
     if options.flavour == "native" and options.tensorrt:
         trt = {"precision_mode": options.trt_precision,
                "max_workspace_size_bytes": str(options.trt_workspace_bytes),
@@ -232,12 +241,20 @@ def _onnx_model_config(name: str, inputs: list[TensorSpec], outputs: list[Tensor
     return text
 
 
-def _trt_profile(shapes: dict[str, tuple[list[int], list[int], list[int]]]) -> dict[str, str]:
+def _trt_profile(shapes: Shapes) -> dict[str, str]:
     """TensorRT optimisation profile (min/opt/max shape per input) so engines are not rebuilt per shape."""
-    out = {}
-    for key, index in (("trt_profile_min_shapes", 0), ("trt_profile_opt_shapes", 1), ("trt_profile_max_shapes", 2)):
-        out[key] = ",".join(f"{name}:{'x'.join(str(d) for d in s[index])}" for name, s in shapes.items())
-    return out
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    return {key: shape_list(shapes, index) for index, key in enumerate(keys)}
+
+
+def _write_graph(folder: Path, manifest: dict[str, Any], version_dir: Path, shapes: Shapes,
+                 options: RepositoryOptions) -> None:
+    """The model file(s) of a version folder: the ONNX graph (+ external data), or a TensorRT plan of it."""
+    if options.tensorrt_plan:
+        build_plan(folder / MODEL_FILE, version_dir / PLAN_FILE, shapes, options.trt_precision,
+                   options.trt_workspace_bytes)
+    else:
+        _copy_graph(folder, manifest, version_dir)
 
 
 def tokenizer_config(options: RepositoryOptions) -> str:
@@ -358,17 +375,15 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     # item_embedder
     model_dir = root / ITEM_EMBEDDER
     max_length = int(manifest.get("max_length") or 512)
-    trt = _trt_profile({
-        ids.name: ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1], [options.max_batch_size,
-                                                                                       max_length]),
-        "attention_mask": ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1],
-                           [options.max_batch_size, max_length]),
-    })
+    token_shapes = ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1],
+                    [options.max_batch_size, max_length])
+    shapes = {ids.name: token_shapes, "attention_mask": token_shapes}
+    trt = _trt_profile(shapes)
     warmup = {ids.name: f"data_type: {ids.data_type} dims: [ {length} ] zero_data: true",
               "attention_mask": f'data_type: TYPE_INT64 dims: [ {length} ] input_data_file: "attention_mask"'}
     _write_text(model_dir / "config.pbtxt", _onnx_model_config(ITEM_EMBEDDER, inputs, [vector], options, warmup, trt))
     _ones_int64(model_dir / "warmup" / "attention_mask", length)
-    _copy_graph(folder, manifest, model_dir / version)
+    _write_graph(folder, manifest, model_dir / version, shapes, options)
     if options.flavour == "python":
         shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
 
@@ -406,16 +421,17 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
     max_len = int(manifest.get("max_len") or 50)
     length = min(WARMUP_LENGTH, max_len)
     model_dir = root / USER_ENCODER
-    trt = _trt_profile({
+    shapes = {
         items.name: ([1, 1, hidden], [options.preferred_batch_sizes[-1], max_len, hidden],
                      [options.max_batch_size, max_len, hidden]),
         "attention_mask": ([1, 1], [options.preferred_batch_sizes[-1], max_len], [options.max_batch_size, max_len]),
-    })
+    }
+    trt = _trt_profile(shapes)
     warmup = {items.name: f"data_type: {items.data_type} dims: [ {length}, {hidden} ] zero_data: true",
               "attention_mask": f'data_type: TYPE_INT64 dims: [ {length} ] input_data_file: "attention_mask"'}
     _write_text(model_dir / "config.pbtxt", _onnx_model_config(USER_ENCODER, inputs, [user], options, warmup, trt))
     _ones_int64(model_dir / "warmup" / "attention_mask", length)
-    _copy_graph(folder, manifest, model_dir / version)
+    _write_graph(folder, manifest, model_dir / version, shapes, options)
     if options.flavour == "python":
         shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
     vectors = folder / ITEM_VECTORS_FILE
@@ -514,7 +530,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--tokenizer-instances", type=int, default=defaults.tokenizer_instances)
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="onnxruntime intra-op threads per instance (0: onnxruntime decides)")
-    parser.add_argument("--tensorrt", action="store_true", help="native flavour: TensorRT execution accelerator")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="native flavour: onnxruntime's TensorRT execution accelerator (engine built at load)")
+    parser.add_argument("--tensorrt-plan", action="store_true",
+                        help="native flavour: build TensorRT plans now with trtexec (on the serving GPU host)")
     parser.add_argument("--trt-precision", choices=("FP16", "FP32"), default=defaults.trt_precision)
     parser.add_argument("--trt-workspace-bytes", type=int, default=defaults.trt_workspace_bytes)
     parser.add_argument("--trt-cache-path", default=defaults.trt_cache_path,
@@ -529,7 +548,8 @@ def options_from_args(args: argparse.Namespace) -> RepositoryOptions:
         flavour=args.flavour, version=args.version, max_batch_size=args.max_batch_size,
         preferred_batch_sizes=list(args.preferred_batch_sizes), max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances, tokenizer_instances=args.tokenizer_instances, threads=args.threads,
-        tensorrt=args.tensorrt, trt_precision=args.trt_precision, trt_workspace_bytes=args.trt_workspace_bytes,
+        tensorrt=args.tensorrt, tensorrt_plan=args.tensorrt_plan, trt_precision=args.trt_precision,
+        trt_workspace_bytes=args.trt_workspace_bytes,
         trt_cache_path=args.trt_cache_path)
 
 

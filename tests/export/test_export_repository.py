@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.onnx.artifact import ExportInputError, sha256_file
+from export.onnx.artifact import ExportInputError, read_manifest, sha256_file
 from export.onnx.repository import MANIFEST_FILE, RepositoryOptions, write_repository
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -130,6 +131,66 @@ def test_native_flavour_with_tensorrt(repo_exports, tmp_path):
         assert "attention_mask:32x" in trt.parameters["trt_profile_max_shapes"]
     assert parse_config(out / "tokenizer" / "config.pbtxt").backend == "python"  # text work stays on the CPU
     assert json.loads((out / MANIFEST_FILE).read_text())["flavour"] == "native"
+
+
+STAND_IN_TRTEXEC = """#!{python}
+import json, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if "=" in a)
+flags = [a for a in sys.argv[1:] if "=" not in a]
+open(args["saveEngine"], "wb").write(b"engine of " + args["onnx"].encode())
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"args": args, "flags": flags}}) + "\\n")
+"""
+
+
+def test_native_flavour_with_tensorrt_plans(repo_exports, tmp_path, monkeypatch):
+    """What trtexec is asked to build and the tensorrt_plan configs. trtexec needs a GPU, absent here: a
+    stand-in records its command line and writes a placeholder engine; the build itself was never run."""
+    log = tmp_path / "trtexec.jsonl"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    trtexec = bin_dir / "trtexec"
+    trtexec.write_text(STAND_IN_TRTEXEC.format(python=sys.executable, log=str(log)))
+    trtexec.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    out = tmp_path / "plans"
+    write_repository(repo_exports.embedder, repo_exports.user_encoder, out,
+                     RepositoryOptions(flavour="native", tensorrt_plan=True, max_batch_size=32))
+    calls = {Path(c["args"]["onnx"]).parent.name: c for c in map(json.loads, log.read_text().splitlines())}
+    assert set(calls) == {repo_exports.embedder.name, repo_exports.user_encoder.name}
+    embedder = read_manifest(repo_exports.embedder, "embedder")
+    tokens = calls[repo_exports.embedder.name]
+    assert tokens["args"]["minShapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert tokens["args"]["maxShapes"] == (f"input_ids:32x{embedder['max_length']},"
+                                           f"attention_mask:32x{embedder['max_length']}")
+    assert tokens["args"]["memPoolSize"] == "workspace:1024M" and {"--fp16", "--skipInference"} <= set(tokens["flags"])
+    user = read_manifest(repo_exports.user_encoder)
+    hidden, max_len = user["hidden_size"], user["max_len"]
+    assert calls[repo_exports.user_encoder.name]["args"]["maxShapes"] == (
+        f"item_vectors:32x{max_len}x{hidden},attention_mask:32x{max_len}")
+    for name in ("item_embedder", "user_encoder"):
+        config = parse_config(out / name / "config.pbtxt")
+        assert config.platform == "tensorrt_plan" and not config.parameters
+        assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+        assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+        files = sorted(p.name for p in (out / name / "1").iterdir())
+        assert files == ["model.plan"]
+        assert_matches_graph(config, (repo_exports.embedder if name == "item_embedder"
+                                      else repo_exports.user_encoder) / "model.onnx")
+    assert "item_embedder/1/model.plan" in json.loads((out / MANIFEST_FILE).read_text())["files"]
+
+
+def test_tensorrt_plans_need_trtexec_and_the_native_flavour(repo_exports, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no trtexec anywhere
+    monkeypatch.setattr("export.onnx.tensorrt.TRTEXEC_LOCATIONS", (str(tmp_path / "none"),))
+    with pytest.raises(ExportInputError, match="needs TensorRT's trtexec"):
+        write_repository(repo_exports.embedder, None, tmp_path / "r", RepositoryOptions(flavour="native",
+                                                                                        tensorrt_plan=True))
+    assert not (tmp_path / "r").exists()
+    for options in ({"flavour": "python", "tensorrt_plan": True},
+                    {"flavour": "native", "tensorrt_plan": True, "tensorrt": True}):
+        with pytest.raises(ExportInputError, match="tensorrt_plan must be used with --flavour native only"):
+            RepositoryOptions(**options)
 
 
 def test_refuses_tensorrt_for_python_flavour_and_foreign_folders(repo_exports, tmp_path):
