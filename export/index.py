@@ -200,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ef-search", type=int, default=None,
                    help=f"HNSW candidate list per query, kept in the snapshot (default: {DEFAULT_EF_SEARCH})")
     p.add_argument("--gpu", action="store_true", help="build on GPU (the snapshot is the same CPU index)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="warnings only, no summary line")
     return p
 
 

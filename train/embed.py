@@ -107,18 +107,19 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--embedder", default="smollm2",
                    help="an embedder checkpoint, a stage's out folder, smollm2 or a local HF causal-LM folder")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--out", required=True, help="output folder (items.safetensors + manifest.json)")
-    p.add_argument("--text", default="title", choices=TEXT_KINDS)
+    p.add_argument("--text", default="title", choices=TEXT_KINDS,
+                   help="title (LLM2Rec) or the attribute sentence (LLMEmb)")
     p.add_argument("--domain", default="movie", help="the <domain> of the attribute sentence (--text attributes)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     p.add_argument("--pooling", default=None, choices=POOLINGS, help="override the embedder's pooling")
     p.add_argument("--attention", default=None, choices=ATTENTIONS, help="override the embedder's attention")
     p.add_argument("--max-length", type=int, default=None, help="override the embedder's max tokens per text")
-    p.add_argument("--k-core", type=int, default=DataConfig.k_core)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
+    p.add_argument("--cache-dir", default=None, help="processed datasets and base models (default $LLMREC_CACHE)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return p
 
 

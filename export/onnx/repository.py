@@ -521,21 +521,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--flavour", choices=FLAVOURS, default=defaults.flavour,
                         help="python: Python backend + onnxruntime on CPU (runs here); native: onnxruntime_onnx on GPU")
     parser.add_argument("--version", type=int, default=defaults.version, help="model version folder")
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                        help="largest batch Triton's dynamic batcher forms (max_batch_size)")
     parser.add_argument("--preferred-batch-size", type=int, nargs="+", default=defaults.preferred_batch_sizes,
-                        dest="preferred_batch_sizes")
+                        dest="preferred_batch_sizes", help="batch sizes the dynamic batcher aims for")
     parser.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us,
                         help="how long the dynamic batcher waits to fill a batch (microseconds)")
     parser.add_argument("--instances", type=int, default=defaults.instances, help="instances per ONNX model")
-    parser.add_argument("--tokenizer-instances", type=int, default=defaults.tokenizer_instances)
+    parser.add_argument("--tokenizer-instances", type=int, default=defaults.tokenizer_instances,
+                        help="instances of the Python tokenizer model")
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="onnxruntime intra-op threads per instance (0: onnxruntime decides)")
     parser.add_argument("--tensorrt", action="store_true",
                         help="native flavour: onnxruntime's TensorRT execution accelerator (engine built at load)")
     parser.add_argument("--tensorrt-plan", action="store_true",
                         help="native flavour: build TensorRT plans now with trtexec (on the serving GPU host)")
-    parser.add_argument("--trt-precision", choices=("FP16", "FP32"), default=defaults.trt_precision)
-    parser.add_argument("--trt-workspace-bytes", type=int, default=defaults.trt_workspace_bytes)
+    parser.add_argument("--trt-precision", choices=("FP16", "FP32"), default=defaults.trt_precision,
+                        help="TensorRT precision (accelerator and plans)")
+    parser.add_argument("--trt-workspace-bytes", type=int, default=defaults.trt_workspace_bytes,
+                        help="TensorRT builder workspace")
     parser.add_argument("--trt-cache-path", default=defaults.trt_cache_path,
                         help="TensorRT engine cache folder on the serving machine (one sub-folder per model)")
     parser.add_argument("--quiet", action="store_true", default=False, help="log warnings only")

@@ -201,15 +201,6 @@ def test_cli_rejects_bad_input_with_exit_2(embedder_checkpoint, srs_checkpoint, 
         assert exc.value.code == 2
 
 
-def test_help_shows_every_default(capsys):
-    for command in ("embedder", "user-encoder"):
-        with pytest.raises(SystemExit):
-            cli.main([command, "--help"])
-        text = " ".join(capsys.readouterr().out.split())
-        assert "(default: 0.9999)" in text  # options without a default (None, an off switch) say nothing
-        assert "(default: None)" not in text and "(default: False)" not in text
-
-
 def test_real_smollm2_export_matches_torch(tmp_path):
     """The real default model (SmolLM2-135M, causal Llama, 576-d): export and parity on a few texts."""
     from export.onnx.embedder import export_embedder

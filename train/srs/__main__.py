@@ -6,26 +6,25 @@ import argparse
 import sys
 from dataclasses import fields
 
-from train.configfile import add_config_option, apply_config_file
+from train.configfile import HelpFormatter, add_config_option, apply_config_file
 from train.data import DataConfig, load_dataset
 from train.logs import setup_logging
 
-from .config import SRSConfig
+from .config import FIELD_HELP, SRSConfig
 from .runs import run_seeds
 
 HEADLINE = ("full/recall@10", "full/ndcg@10", "full/recall@20", "full/ndcg@20", "sampled/hr@10", "sampled/ndcg@10")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.srs", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m train.srs", description=__doc__, formatter_class=HelpFormatter)
     add_config_option(p)
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--items", default="ids", help="'ids' for an ID table, or a .safetensors/.npy embedding file")
-    p.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026])
+    p.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], help="one model per seed")
     p.add_argument("--out", default="runs/default/srs", help="output folder (one sub-folder per seed)")
-    p.add_argument("--k-core", type=int, default=DataConfig.k_core)
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
+    p.add_argument("--cache-dir", default=None, help="processed datasets (default $LLMREC_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     defaults = SRSConfig()
     for f in fields(SRSConfig):
@@ -33,10 +32,11 @@ def parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
+        doc = FIELD_HELP.get(f.name, f"SRSConfig.{f.name}")
         if isinstance(value, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=doc)
         else:
-            p.add_argument(flag, type=type(value), default=value)
+            p.add_argument(flag, type=type(value), default=value, help=doc)
     return p
 
 

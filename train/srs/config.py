@@ -16,6 +16,33 @@ TRAIN_TARGETS = ("all", "last")
 FUSIONS = ("none", "gated")
 
 
+# one line per field, for --help (the comments in SRSConfig say why)
+FIELD_HELP = {
+    "backbone": f"sequence encoder: {', '.join(BACKBONES)}",
+    "hidden_size": "width of item and user vectors (the served vector size)",
+    "num_layers": "encoder layers",
+    "num_heads": "attention heads (SASRec)",
+    "ffn_size": "point-wise feed-forward width",
+    "dropout": "dropout rate",
+    "max_len": "history window: the last max_len items",
+    "padding": f"batch padding side: {', '.join(PADDINGS)} (the models give the same answer)",
+    "adapter": f"frozen embeddings -> hidden_size: {', '.join(ADAPTERS)}",
+    "fusion": f"with frozen embeddings: {', '.join(FUSIONS)} (gated = + an ID embedding for warm items)",
+    "standardize": "standardise frozen embeddings per dimension before the adapter",
+    "train_targets": "all: a loss at every position of max_len windows; last: one prefix per example",
+    "loss": f"{', '.join(LOSSES)}: full-softmax cross-entropy or BCE with sampled negatives",
+    "num_negatives": "negatives per target for --loss bce",
+    "lr": "AdamW learning rate",
+    "weight_decay": "AdamW weight decay",
+    "batch_size": "windows (train_targets all) or prefixes (last) per step",
+    "max_epochs": "upper bound on epochs (early stopping usually ends sooner)",
+    "patience": "epochs without a better validation metric before stopping",
+    "eval_batch_size": "users scored at once in evaluation",
+    "exclude_history": "leave the user's history items out of the ranking",
+    "early_stop_metric": "validation metric for early stopping and the kept checkpoint",
+}
+
+
 @dataclass
 class SRSConfig:
     backbone: str = "sasrec"

@@ -33,34 +33,53 @@ EXIT_BAD_INPUT = 2
 COMMON_FLAGS = {"steps": int, "batch_size": int, "grad_accum": int, "lr": float, "seed": int, "lora_r": int}
 
 
+def profile_defaults(name: str, config_classes: list[type]) -> str:
+    """`paper 1000, cpu-small 100, demo 20` for one field, per stage when the stages differ."""
+    per_stage = {}
+    for cls in config_classes:
+        values = ", ".join(f"{profile} {getattr(cls.profile(profile), name)}" for profile in PROFILE_NAMES)
+        per_stage.setdefault(values, []).append(cls.__name__.removesuffix("Config"))
+    if len(per_stage) == 1:
+        return next(iter(per_stage))
+    return "; ".join(f"{'/'.join(stages)}: {values}" for values, stages in per_stage.items())
+
+
+def add_stage_options(p: argparse.ArgumentParser, config_classes: list[type]) -> None:
+    """The options of a stage command; the help of each tunable flag lists its value in every profile."""
+    p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
+    p.add_argument("--embedder", default="smollm2",
+                   help="smollm2, a local HF causal-LM folder, an embedder checkpoint or a stage's out folder")
+    p.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
+    p.add_argument("--profile", default="paper", choices=PROFILE_NAMES,
+                   help="hyper-parameter set: the papers' values, a 2-core CPU budget, or a smoke run")
+    for name, kind in COMMON_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"override {name} (default: the profile's: {profile_defaults(name, config_classes)})")
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
+                   help="train LoRA adapters (--no-lora: full fine-tuning; default: the profile's: "
+                        f"{profile_defaults('lora', config_classes)})")
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="stage config fields from a YAML mapping (the same keys as --set); --set wins over it")
+    fields_list = sorted({f.name for cls in config_classes for f in fields(cls)})
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override any config field, e.g. --set temperature=0.1; fields: {', '.join(fields_list)}")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="checkpoint and stop after this many steps (resume later)")
+    p.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
+    p.add_argument("--cache-dir", default=None, help="processed datasets and base models (default $LLMREC_CACHE)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: accelerate's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.stages", description=__doc__,
                                 formatter_class=HelpFormatter)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
-    common.add_argument("--embedder", default="smollm2",
-                        help="smollm2, a local HF causal-LM folder, an embedder checkpoint or a stage's out folder")
-    common.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
-    common.add_argument("--profile", default="paper", choices=PROFILE_NAMES)
-    for name, kind in COMMON_FLAGS.items():
-        common.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override {name}")
-    common.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
-                        help="train LoRA adapters (--no-lora: full fine-tuning)")
-    common.add_argument("--config", default=None, metavar="FILE.yaml",
-                        help="stage config fields from a YAML mapping (the same keys as --set); --set wins over it")
-    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config field, e.g. --set history=5 --set temperature=0.1")
-    common.add_argument("--stop-after", type=int, default=None,
-                        help="checkpoint and stop after this many steps (resume later)")
-    common.add_argument("--k-core", type=int, default=DataConfig.k_core)
-    common.add_argument("--cache-dir", default=None)
-    common.add_argument("--device", default=None, help="cpu or cuda (default: accelerate's choice)")
-    common.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in STAGES:
-        sub.add_parser(name, parents=[common], help=f"the {name} stage", formatter_class=HelpFormatter)
-    sub.add_parser("llm2rec", parents=[common], help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
-                   formatter_class=HelpFormatter)
+    for name, (_, config_cls) in STAGES.items():
+        add_stage_options(sub.add_parser(name, help=f"the {name} stage", formatter_class=HelpFormatter),
+                          [config_cls])
+    add_stage_options(sub.add_parser("llm2rec", help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
+                                     formatter_class=HelpFormatter), [STAGES[n][1] for n in LLM2REC_ORDER])
     add_rat_parser(sub)
     return p
 
@@ -70,7 +89,7 @@ def add_rat_parser(sub: Any) -> None:
     from ..srs.rat import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
     r = sub.add_parser("rat", help="LLMEmb's recommendation adaptation training (frozen LLM embeddings + adapter "
-                                   "aligned with an ID SASRec)")
+                                   "aligned with an ID SASRec)", formatter_class=HelpFormatter)
     r.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     r.add_argument("--embeddings", required=True, help="item embeddings (.safetensors from train.embed, or .npy)")
     r.add_argument("--id-srs", required=True, help="an ID-based SASRec checkpoint folder (train.srs --items ids)")
@@ -78,11 +97,11 @@ def add_rat_parser(sub: Any) -> None:
     r.add_argument("--pca", type=int, default=None, help="reduce the LLM embeddings to this many PCA components")
     r.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="weight of the alignment loss")
     r.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="alignment InfoNCE temperature")
-    r.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026])
+    r.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], help="one model per seed")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an SRS setting (default: the ID checkpoint's), e.g. --set max_epochs=50")
-    r.add_argument("--k-core", type=int, default=DataConfig.k_core)
-    r.add_argument("--cache-dir", default=None)
+    r.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
+    r.add_argument("--cache-dir", default=None, help="processed datasets (default $LLMREC_CACHE)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
 
 
