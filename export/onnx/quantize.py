@@ -553,9 +553,9 @@ def run_cli(args: Any) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register the `quantize` subcommand on an argparse subparsers object."""
-    import argparse
+    from train.configfile import HelpFormatter
 
-    p = sub.add_parser("quantize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = sub.add_parser("quantize", formatter_class=HelpFormatter,
                        help="int8 / fp16 / optimised variant of an exported graph",
                        description="Write a variant of an exported ONNX graph (same inputs and outputs). "
                                    "`export.onnx all --int8 RECIPE` gates the variant it writes (gate.json); "
