@@ -10,8 +10,8 @@ the model repository) on free ports on 127.0.0.1, waits until its health check s
      the top-k recommendations with their scores;
   2. adds a new item live (UpsertItems: its title is embedded by Triton's item_encoder), recommends after
      the first user's history extended by the new item (usable in histories at once), and shows where the
-     new item ranks for that history extended instead by the catalogue item nearest to it (cosine of the
-     item vectors in the index snapshot: a user who just watched a similar film);
+     new item ranks for a user who just watched the SIMILAR_HISTORY catalogue items nearest to it (cosine
+     of the item vectors in the index snapshot): is it recommended to someone with that taste?
   3. deletes the new item again, prints the latency of every call, and stops the gateway (and so Triton)
      by PID, also when something failed; with --keep-serving only after Ctrl-C / SIGTERM, so that
      `python -m serving client` can be tried against the running stack.
@@ -55,6 +55,7 @@ SERVICE = "llmrec.v1.Recommender"
 NEW_TITLE = "Toy Story 2"  # a 1999 film: not in MovieLens-100k (1998 and before), Toy Story is; titles without year
 NEW_GENRES = "Animation, Children's, Comedy"
 RANK_DEPTH = 100  # how deep the new item's rank is looked for (the gateway's default max_k)
+SIMILAR_HISTORY = 5  # the history of the user the new item is ranked for: its nearest catalogue items
 STDERR_TAIL = 30  # gateway log lines kept to explain a failure
 RECORD_FORMAT = "llmrec.demo-record/1"  # --record FILE (see build_record)
 
@@ -248,15 +249,16 @@ def read_requests(path: Path) -> list[dict[str, Any]]:
     return requests
 
 
-def nearest_item(index_dir: Path, vector: np.ndarray) -> int:
-    """The catalogue item (index snapshot on disk) whose vector has the highest cosine with `vector`."""
+def nearest_items(index_dir: Path, vector: np.ndarray, n: int) -> list[int]:
+    """The `n` catalogue items (index snapshot on disk) whose vectors have the highest cosine with `vector`,
+    nearest last (a history is oldest first: the most similar item is the one just watched)."""
     from .index import ItemIndex  # FAISS loads only here
 
     index = ItemIndex.load(index_dir, use_gpu=False)
     ids = index.ids()
     table = index.vectors(ids)
     cosine = table @ vector / (np.linalg.norm(table, axis=1) * np.linalg.norm(vector) + 1e-12)
-    return int(ids[int(np.argmax(cosine))])
+    return [int(ids[i]) for i in np.argsort(-cosine, kind="stable")[:n]][::-1]
 
 
 def scored(items: list[pb.ScoredItem]) -> list[dict[str, Any]]:
@@ -307,7 +309,8 @@ class Demo:
     def new_item(self, history: list[int], user: str, title: str, genres: str, index_dir: Path) -> None:
         print(f'\nnew item, added live: "{title}" ({genres})')
         shown: dict[str, Any] = {"title": title, "genres": genres, "user": user, "id": None, "index_size": None,
-                                 "recommendations_with_new_item": None, "nearest": None, "rank": None,
+                                 "recommendations_with_new_item": None, "nearest": None, "similar_history": None,
+                                 "rank": None,
                                  "rank_depth": RANK_DEPTH, "candidates_ranked": None, "ranked_with_nearest": None,
                                  "deleted": None, "index_size_after_delete": None, "missing_after_delete": None}
         self.shown["new_item"] = shown
@@ -324,17 +327,19 @@ class Demo:
             items = self.recommend(history + [new_id], self.k)
             shown["recommendations_with_new_item"] = scored(items)
             self.show(items)
-            similar = nearest_item(index_dir, vector)
-            name = self.titles([similar]).get(similar, f"id {similar}")
-            shown["nearest"] = {"id": similar, "title": name}
-            ranked = self.recommend(history + [similar], RANK_DEPTH)
+            similar = nearest_items(index_dir, vector, SIMILAR_HISTORY)
+            names = self.titles(similar)
+            shown["nearest"] = {"id": similar[-1], "title": names.get(similar[-1], f"id {similar[-1]}")}
+            shown["similar_history"] = [{"id": i, "title": names.get(i, f"id {i}")} for i in similar]
+            ranked = self.recommend(similar, RANK_DEPTH)
             ranks = [rank for rank, item in enumerate(ranked, 1) if item.id == new_id]
             shown.update(rank=ranks[0] if ranks else None, ranked_with_nearest=scored(ranked[:self.k]),
                          candidates_ranked=len(ranked))
             where = f"ranks #{ranks[0]} of {response.index_size} items" if ranks else \
                 f"is not in the top {RANK_DEPTH} of {response.index_size} items"
-            print(f"  catalogue item nearest the new one (cosine of item vectors): {name} [id {similar}]")
-            print(f"  user {user}'s history + {name} -> the new item {where}")
+            print(f"  a user who just watched the {len(similar)} catalogue items nearest the new one (cosine of "
+                  f"item vectors), nearest last: {'; '.join(names.get(i, f'id {i}') for i in similar)}")
+            print(f"  -> the new item {where}; top-{self.k}:")
             self.show(ranked[:self.k], mark=new_id)
         finally:
             deleted = self.timings.call("DeleteItems", self.stub.DeleteItems, pb.DeleteItemsRequest(ids=[new_id]),

@@ -679,8 +679,9 @@ def serving_section(inputs: Inputs) -> Section:
         else:
             where = "was not ranked (the demo stopped before)"
         section.block([f"New item \"{new.get('title')}\" (id {new['id']}, added live, deleted again: "
-                       f"{'yes' if new.get('missing_after_delete') else 'no'}): for user {new.get('user', '?')}'s "
-                       f"history + its nearest catalogue item \"{nearest.get('title', '?')}\" it {where}."])
+                       f"{'yes' if new.get('missing_after_delete') else 'no'}): for a user who just watched the "
+                       f"{len(new.get('similar_history') or [nearest])} catalogue items nearest to it (the nearest: "
+                       f"\"{nearest.get('title', '?')}\") it {where}."])
     else:
         section.note("no new item in the record (the demo stopped before UpsertItems)")
     users = [u for u in record.get("users") or [] if isinstance(u, dict)]

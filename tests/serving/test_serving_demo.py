@@ -81,7 +81,7 @@ def test_demo_prints_recommendations_adds_and_removes_an_item_and_stops(deployme
     # the new item: upserted with the next id, used in a history, ranked, deleted again
     new_id = planted_data.num_items + 1
     assert f"UpsertItems -> id {new_id}, the index holds {new_id} items" in out
-    assert f"(cosine of item vectors): {deployment.titles[5]} [id 5]" in out
+    assert re.search(rf"nearest last: (.+; ){{4}}{re.escape(deployment.titles[5])}\n", out)
     assert re.search(r"the new item (ranks #\d+ of|is not in the top)", out)
     assert f"DeleteItems -> 1 deleted, the index holds {planted_data.num_items} items; GetItems({new_id}) -> " \
            "missing" in out
@@ -137,15 +137,16 @@ def _check_record(record, out, samples, deployment, srs, new_id, stopped):
     assert (new["id"], new["index_size"], new["title"], new["genres"]) == (new_id, new_id, deployment.titles[5],
                                                                           "Drama")
     assert new["user"] == str(samples[0]["user"]) and new["nearest"] == {"id": 5, "title": deployment.titles[5]}
+    assert len(new["similar_history"]) == 5 and new["similar_history"][-1] == new["nearest"]
     printed_rank = re.search(r"the new item ranks #(\d+) of (\d+) items", out)
     if printed_rank:
         assert new["rank"] == int(printed_rank.group(1)) and int(printed_rank.group(2)) == new_id
     else:
         assert new["rank"] is None and f"is not in the top {new['rank_depth']}" in out
     assert new["rank_depth"] == 100 and new["candidates_ranked"] <= 100
-    with_new = out.split("the new item -> top-10:", 1)[1].split("catalogue item nearest", 1)[0]
+    with_new = out.split("the new item -> top-10:", 1)[1].split("a user who just watched", 1)[0]
     assert _recorded_ranking(new["recommendations_with_new_item"]) == _printed_ranking(with_new)
-    with_nearest = out.split(f"+ {deployment.titles[5]} -> the new item", 1)[1].split("DeleteItems", 1)[0]
+    with_nearest = out.split("\n  -> the new item", 1)[1].split("\n", 1)[1].split("DeleteItems", 1)[0]
     assert _recorded_ranking(new["ranked_with_nearest"]) == _printed_ranking(with_nearest)
     marked = [i + 1 for i, item in enumerate(new["ranked_with_nearest"]) if item["id"] == new_id]
     assert marked == ([new["rank"]] if new["rank"] is not None and new["rank"] <= 10 else [])

@@ -102,6 +102,7 @@ def _record() -> dict:
                    "recommendations": ranked} for u, n in (("7", 12), ("8", 30), ("9", 5))],
         "new_item": {"title": "Toy Story 2", "genres": "Animation", "user": "7", "id": 41, "index_size": 41,
                      "recommendations_with_new_item": ranked, "nearest": {"id": 5, "title": "Item number 5"},
+                     "similar_history": [{"id": i, "title": f"Item number {i}"} for i in (9, 8, 7, 6, 5)],
                      "rank": 3, "rank_depth": 100, "candidates_ranked": 38, "ranked_with_nearest": ranked,
                      "deleted": 1, "index_size_after_delete": 40, "missing_after_delete": True},
     }
@@ -258,8 +259,8 @@ def test_full_run_tables_hold_the_numbers_of_the_files(full_run, capsys):
     methods = [line.split(" | ")[0][2:] for line in out.split("| method |", 1)[1].splitlines()[2:7]]
     assert methods == ["GetItems", "Recommend", "EmbedItems", "UpsertItems", "DeleteItems"]
     assert "start-up to SERVING 12.0 s, total wall time 20.0 s" in out and "all calls succeeded" in out
-    assert ('New item "Toy Story 2" (id 41, added live, deleted again: yes): for user 7\'s history + its nearest '
-            'catalogue item "Item number 5" it ranks **#3** of 41 items.') in out
+    assert ('New item "Toy Story 2" (id 41, added live, deleted again: yes): for a user who just watched the 5 '
+            'catalogue items nearest to it (the nearest: "Item number 5") it ranks **#3** of 41 items.') in out
     assert _row(out, "7") == ["7", "12", "Item number 11 (2.75); Item number 12 (2.50); Item number 13 (2.25)"]
 
 
