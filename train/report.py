@@ -13,8 +13,8 @@ be pointed elsewhere (a run laid out differently, e.g. --srs-text RUN/srs/sasrec
   stages      RUN/embedder/{csft,mntp,item-contrastive}/stage.json (wall time, final loss) + log.jsonl
               (loss per logged step); RUN/embeddings/manifest.json
   export      RUN/onnx/{item_embedder,user_encoder}/export.json (validation against torch, sizes),
-              RUN/onnx/item_embedder_int8/model.onnx, RUN/onnx/deploy.json (step times); the int8
-              quality gate where it is recorded: bench/results/export_speed.json (bench/export_speed.py)
+              RUN/onnx/item_embedder_int8/model.onnx + gate.json, RUN/onnx/deploy.json (step times); the
+              int8 recipes' gates where bench/export_speed.py recorded them (bench/results/export_speed.json)
   deployment  model_repository/llmrec.json (checked to come from these exports), RUN/index/manifest.json
   serving     the live demo's record (python -m serving demo --record FILE), by default
               RUN/serving/demo-record.json: latency p50 / mean / max per method, the new item's rank
@@ -551,8 +551,31 @@ def export_section(inputs: Inputs) -> Section:
     return section
 
 
+def gate_row(variant: str, gate: dict[str, Any]) -> list[str]:
+    drop = number(gate.get("recall_drop"))
+    return [variant, fmt(gate.get("cosine_mean")), f"{fmt(gate.get('overlap'), 3)} (≥ {gate.get('min_overlap', '?')})",
+            DASH if drop is None else f"{100 * drop:+.1f}% (≤ {100 * gate.get('max_recall_drop', 0):.0f}%)",
+            "pass" if gate.get("passed") else "fail"]
+
+
+GATE_HEADER = ["variant", "cosine mean", "top-10 overlap", "Recall@10 drop", "gate"]
+
+
 def gate_lines(inputs: Inputs, embedder_export: dict[str, Any] | None, section: Section) -> None:
-    """The int8 quality gate, where bench/export_speed.py recorded it (the deploy step itself does not gate)."""
+    """The int8 quality gate: of this run's variant (gate.json, written by `export.onnx all --int8`), and where
+    bench/export_speed.py recorded it for other recipes."""
+    int8 = inputs.onnx / "item_embedder_int8" / "model.onnx"
+    gate_file = int8.parent / "gate.json"
+    if gate_file.is_file() and int8.is_file():
+        try:
+            gate = json.loads(gate_file.read_text())
+            same = gate.get("variant_sha256") == sha256_file(int8)
+            section.block([f"int8 quality gate of this run's variant (`{rel(gate_file)}`, every catalogue item; "
+                           f"SASRec Recall@10 {fmt(gate.get('recall'))} vs fp32 {fmt(gate.get('recall_reference'))}"
+                           + ("" if same else "; **stale**: the variant changed since it was gated") + "):", ""]
+                          + table(GATE_HEADER, [gate_row(f"int8 {gate.get('recipe', '?')}", gate)], right={1, 2, 3}))
+        except (OSError, ValueError, AttributeError) as exc:
+            section.note(f"unreadable: `{rel(gate_file)}`: {exc}")
     try:
         result = read_json(inputs.export_speed, "the int8 quality gate: `bench/export_speed.py`")
         gates = ((result.get("embedder") or {}).get("gate") or {})
@@ -572,17 +595,10 @@ def gate_lines(inputs: Inputs, embedder_export: dict[str, Any] | None, section: 
         whose = f"`{measured}`, **not** the embedder exported here (another sha256)"
     else:
         whose = f"`{measured}`; whether that is the embedder exported here is not recorded (no sha256)"
-    rows = []
-    for variant, gate in gates.items():
-        drop = number(gate.get("recall_drop"))
-        rows.append([variant, fmt(gate.get("cosine_mean")),
-                     f"{fmt(gate.get('overlap'), 3)} (≥ {gate.get('min_overlap', '?')})",
-                     DASH if drop is None else f"{100 * drop:+.1f}% (≤ {100 * gate.get('max_recall_drop', 0):.0f}%)",
-                     "pass" if gate.get("passed") else "fail"])
+    rows = [gate_row(variant, gate) for variant, gate in gates.items()]
     date = (result.get("environment") or {}).get("date", "?")
-    section.block([f"int8 quality gate (`{rel(inputs.export_speed)}`, {date}; measured on {whose}):", ""]
-                  + table(["variant", "cosine mean", "top-10 overlap", "Recall@10 drop", "gate"], rows,
-                          right={1, 2, 3}))
+    section.block([f"int8 quality gate of the speed benchmark's recipes (`{rel(inputs.export_speed)}`, {date}; "
+                   f"measured on {whose}):", ""] + table(GATE_HEADER, rows, right={1, 2, 3}))
 
 
 def deployment_lines(inputs: Inputs, exports: dict[str, dict[str, Any]], section: Section) -> None:
