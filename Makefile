@@ -72,8 +72,8 @@ $(SRS_HYBRID)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
 		--seeds $(SEED) $(ML100K) --out $(SRS_HYBRID)
 
 # 6. deployment in one command: the embedder with the text SASRec's adapter inside (new items land in the SRS
-#    item space), the user encoder, an int8 variant (not deployed: it must pass bench/export_speed.py's gate
-#    first), the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU) and
+#    item space), the user encoder, an int8 variant and its quality gate against fp32 on the catalogue
+#    ($(RUN)/onnx/item_embedder_int8/gate.json; not deployed), the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU) and
 #    the FAISS index with titles and genres. Always invoked: it skips each step whose inputs' content hash is
 #    unchanged ($(RUN)/onnx/deploy.json), which also rewrites model_repository/ when another RUN wrote it.
 deploy: $(CONTRASTIVE)/stage.json $(SRS_TEXT)/summary.json | $(STAMP)

@@ -63,9 +63,10 @@ def test_export_matches_torch_and_writes_the_contract(exported, arch):
         embedder.token_ids([*TEXTS, long_text])
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("attention", ["bidirectional", "causal"])
-def test_attention_mode_survives_export(exported, attention):
-    folder, manifest, embedder = exported("llama", attention=attention)
+def test_attention_mode_survives_export(exported, arch, attention):
+    folder, manifest, embedder = exported(arch, attention=attention)
     session = with_hidden_output(folder)
     ids = np.array([[1, 10, 11, 12, 13], [1, 10, 11, 12, 14]], dtype=np.int64)  # differ in the last token only
     mask = np.ones_like(ids)
@@ -89,9 +90,10 @@ def test_bidirectional_export_differs_from_a_causal_one(exported):
     assert np.abs(bi - causal).max() > 1e-3
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("pooling", ["mean", "last", "eos"])
-def test_pooling_under_left_and_right_padding(exported, pooling):
-    folder, manifest, embedder = exported("llama", pooling=pooling)
+def test_pooling_under_left_and_right_padding(exported, arch, pooling):
+    folder, manifest, embedder = exported(arch, pooling=pooling)
     assert manifest["pooling"] == pooling and manifest["append_eos"] == (pooling == "eos")
     expected = embedder.encode(TEXTS, progress=False)
     right = onnx_vectors(folder, manifest, side="right")
@@ -103,9 +105,10 @@ def test_pooling_under_left_and_right_padding(exported, pooling):
         assert all(row[-1] == manifest["eos_token_id"] for row in rows)
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("batch,length", [(1, 3), (17, 3), (1, 200), (17, 200)])
-def test_dynamic_batch_and_sequence_axes(exported, batch, length):
-    folder, _, embedder = exported("qwen2")
+def test_dynamic_batch_and_sequence_axes(exported, arch, batch, length):
+    folder, _, embedder = exported(arch)
     rng = np.random.default_rng(batch * 1000 + length)
     ids = rng.integers(4, 200, size=(batch, length)).astype(np.int64)
     mask = np.ones_like(ids)
@@ -123,18 +126,19 @@ def test_dynamic_batch_and_sequence_axes(exported, batch, length):
     np.testing.assert_allclose(got, expected, atol=ATOL)
 
 
-def test_lora_checkpoints_export_merged(tiny_embedder, tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_lora_checkpoints_export_merged(tiny_embedder, tmp_path, arch):
     from export.onnx.embedder import export_embedder
     from train.embedder import LoraSettings
 
-    embedder = tiny_embedder("llama", lora=LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0))
+    embedder = tiny_embedder(arch, lora=LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0))
     torch.manual_seed(1)
     with torch.no_grad():  # make the adapters matter (lora_B starts at zero)
         for name, param in embedder.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.2)
     unmerged = embedder.encode(TEXTS, progress=False)
-    base = tiny_embedder("llama").encode(TEXTS, progress=False)
+    base = tiny_embedder(arch).encode(TEXTS, progress=False)
     assert np.abs(unmerged - base).max() > 1e-3
     merged_ckpt = embedder.save(tmp_path / "merged", merge=True)
     adapter_ckpt = embedder.save(tmp_path / "adapter", merge=False)
@@ -217,3 +221,39 @@ def test_real_smollm2_export_matches_torch(tmp_path):
     report = compare(expected, got)
     assert report["min_cosine"] > 0.99999 and report["max_abs_diff"] < 1e-3
     print(json.dumps({"smollm2_parity": report, "validation": manifest["validation"]["min_cosine"]}))
+
+
+def test_weights_in_an_external_data_file_travel_with_the_graph(embedder_checkpoint, tmp_path, monkeypatch):
+    """Decoders past protobuf's 2 GB limit come out of Optimum with their weights in a side file: the spliced
+    graph must reference it, validation must read it, and the Triton repository must carry it."""
+    import onnx
+
+    from export.onnx import embedder as module
+    from export.onnx.artifact import DATA_FILE
+    from export.onnx.repository import RepositoryOptions, write_repository
+
+    original = module.export_decoder
+
+    def external_decoder(*args, **kwargs):
+        path = original(*args, **kwargs)
+        model = onnx.load(str(path))
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=DATA_FILE,
+                  size_threshold=0)
+        return path
+
+    monkeypatch.setattr(module, "export_decoder", external_decoder)
+    checkpoint, embedder = embedder_checkpoint("qwen2")
+    out = tmp_path / "onnx"
+    manifest = module.export_embedder(checkpoint, out)
+    assert (out / DATA_FILE).stat().st_size > (out / "model.onnx").stat().st_size
+    assert {"model.onnx", DATA_FILE} <= set(manifest["files"]) and verify_files(out) == []
+    np.testing.assert_allclose(onnx_vectors(out, manifest), embedder.encode(TEXTS, progress=False), atol=ATOL)
+    repository = tmp_path / "repository"
+    write_repository(out, None, repository, RepositoryOptions(flavour="python"))
+    version = repository / "item_embedder" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["model.onnx", DATA_FILE, "model.py"]
+    feed = {"input_ids": np.array([[1, 10, 11]]), "attention_mask": np.ones((1, 3), dtype=np.int64)}
+    served = make_session(version / "model.onnx").run(["item_vector"], feed)[0]
+    with torch.no_grad():
+        expected = embedder(torch.tensor([[1, 10, 11]]), torch.ones(1, 3, dtype=torch.long)).numpy()
+    np.testing.assert_allclose(served, expected, atol=ATOL)

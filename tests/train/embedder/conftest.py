@@ -54,7 +54,7 @@ def build_tiny_model(arch: str, vocab_size: int, seed: int = 0):
 
     common = dict(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
         tie_word_embeddings=False, initializer_range=0.1,  # larger than 0.02: attention far from uniform
     )
     configs = {
