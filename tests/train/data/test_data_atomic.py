@@ -136,4 +136,5 @@ def test_reads_100k_lines_quickly(tmp_path: Path, write_table) -> None:
     start = time.process_time()
     inter = read_inter(tmp_path / "big.inter")
     assert len(inter) == 100_000
-    assert time.process_time() - start < 1.0
+    # CPU time, not wall time; ~0.5-1.2 s on these 2-core machines: the bound catches a per-line slowdown, not noise
+    assert time.process_time() - start < 3.0
