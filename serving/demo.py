@@ -49,6 +49,7 @@ from serving import HelpFormatter
 
 from .proto.llmrec.v1 import recommend_pb2 as pb
 from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from .signals import StopSignal
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder: `python -m serving` runs from here
 SERVICE = "llmrec.v1.Recommender"
@@ -458,15 +459,9 @@ def keep_serving(gateway: GatewayProcess) -> None:
     print(f"\nstill serving on {gateway.address}; try\n"
           f"    python -m serving client --address {gateway.address} recommend --history 1,50,100 -k 5\n"
           "Ctrl-C stops the gateway and Triton.", flush=True)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+    with StopSignal() as stop:  # SIGINT (Ctrl-C) and SIGTERM
         while not stop.is_set() and gateway.process.poll() is None:
             stop.wait(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if gateway.process.poll() is not None:
         raise DemoError(f"the gateway exited by itself (code {gateway.process.returncode})")
 

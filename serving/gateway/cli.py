@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import textwrap
-import threading
 
 from serving import HelpFormatter
 
 from ..logs import setup_logging
+from ..signals import StopSignal
 from .config import ConfigError, TritonConfig, load_config
 
 RESTART_KEYS = (("max_restarts", "restarts allowed within restart_window_s (failed attempts count); beyond them "
@@ -77,28 +76,21 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    gateway = Gateway(config)
-    try:
+    with StopSignal() as stop:
+        gateway = Gateway(config)
         try:
-            gateway.start()
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except StartupError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(json.dumps({"event": "gateway_ready", "pid": os.getpid(), "address": gateway.address,
-                          "metrics_port": gateway.metrics_port, "serving": gateway.is_ready(),
-                          "triton_pid": gateway.triton.pid if gateway.triton is not None else None}), flush=True)
-        stop.wait()
-        return 0
-    finally:
-        gateway.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            try:
+                gateway.start()
+            except ConfigError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            except StartupError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            print(json.dumps({"event": "gateway_ready", "pid": os.getpid(), "address": gateway.address,
+                              "metrics_port": gateway.metrics_port, "serving": gateway.is_ready(),
+                              "triton_pid": gateway.triton.pid if gateway.triton is not None else None}), flush=True)
+            stop.wait()
+            return 0
+        finally:
+            gateway.stop()

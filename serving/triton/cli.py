@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 
 from serving import HelpFormatter
 
 from ..logs import setup_logging
+from ..signals import StopSignal
 from .server import DEFAULT_HOST, RestartPolicy, TritonError, TritonServer, TritonSupervisor
 
 
@@ -53,53 +52,47 @@ def run(args: argparse.Namespace) -> int:
         print("error: --max-restarts and --restart-backoff must be >= 0, --restart-window > 0", file=sys.stderr)
         return 2
     setup_logging(verbose=not args.quiet)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    server = TritonServer(args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, startup_timeout=args.startup_timeout,
-                          exit_timeout=args.exit_timeout, log_verbose=args.log_verbose)
-    supervisor: TritonSupervisor | None = None
-    try:
+    with StopSignal() as stop:
+        server = TritonServer(args.model_repository, host=args.host, http_port=args.http_port,
+                              grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                              startup_timeout=args.startup_timeout, exit_timeout=args.exit_timeout,
+                              log_verbose=args.log_verbose)
+        supervisor: TritonSupervisor | None = None
         try:
-            server.start(cancel=stop)
-        except TritonError as error:
-            if stop.is_set():
-                return 0
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(json.dumps({"event": "triton_ready", "pid": server.pid, "http": server.http_url,
-                          "grpc": server.grpc_url, "metrics": server.metrics_url}), flush=True)
-        if args.max_restarts > 0:
-            policy = RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window,
-                                   backoff_s=args.restart_backoff,
-                                   backoff_max_s=max(args.restart_backoff, RestartPolicy.backoff_max_s))
-
-            def announce(event: str, fields: dict) -> None:
-                if event == "restarted":
-                    print(json.dumps({"event": "triton_restarted", **fields}), flush=True)
-
-            supervisor = TritonSupervisor(server, policy, on_event=announce).start()
-        while not stop.wait(0.5):
-            if supervisor is not None:
-                if supervisor.gave_up:
-                    print(f"error: tritonserver died {supervisor.exits} times; no restart left "
-                          f"({args.max_restarts} within {args.restart_window:g} s)", file=sys.stderr)
-                    return 1
-            elif not server.is_running():
-                code = server.stop()
-                print(f"error: tritonserver exited on its own with code {code}", file=sys.stderr)
+            try:
+                server.start(cancel=stop)
+            except TritonError as error:
+                if stop.is_set():
+                    return 0
+                print(f"error: {error}", file=sys.stderr)
                 return 1
-        if supervisor is not None:
-            supervisor.stop()
-        server.stop()
-        return 0
-    finally:
-        if supervisor is not None:
-            supervisor.stop()
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            print(json.dumps({"event": "triton_ready", "pid": server.pid, "http": server.http_url,
+                              "grpc": server.grpc_url, "metrics": server.metrics_url}), flush=True)
+            if args.max_restarts > 0:
+                policy = RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window,
+                                       backoff_s=args.restart_backoff,
+                                       backoff_max_s=max(args.restart_backoff, RestartPolicy.backoff_max_s))
+
+                def announce(event: str, fields: dict) -> None:
+                    if event == "restarted":
+                        print(json.dumps({"event": "triton_restarted", **fields}), flush=True)
+
+                supervisor = TritonSupervisor(server, policy, on_event=announce).start()
+            while not stop.wait(0.5):
+                if supervisor is not None:
+                    if supervisor.gave_up:
+                        print(f"error: tritonserver died {supervisor.exits} times; no restart left "
+                              f"({args.max_restarts} within {args.restart_window:g} s)", file=sys.stderr)
+                        return 1
+                elif not server.is_running():
+                    code = server.stop()
+                    print(f"error: tritonserver exited on its own with code {code}", file=sys.stderr)
+                    return 1
+            if supervisor is not None:
+                supervisor.stop()
+            server.stop()
+            return 0
+        finally:
+            if supervisor is not None:
+                supervisor.stop()
+            server.stop()

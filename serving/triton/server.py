@@ -286,10 +286,10 @@ class TritonServer:
             self._bundle = find_bundle()
         return self._bundle
 
-    def start(self, cancel: threading.Event | None = None) -> TritonServer:
+    def start(self, cancel: Any = None) -> TritonServer:
         """Start the server and block until it is ready; TritonError (server stopped) if it cannot be.
 
-        `cancel`, when set by another thread (a signal handler), aborts the wait.
+        `cancel` (anything with is_set(): a threading.Event, serving.signals.StopSignal), when set, aborts the wait.
         """
         if self.is_running():
             raise TritonError(f"Triton is already running (pid {self.pid})")
@@ -328,7 +328,7 @@ class TritonServer:
                   metrics=self.metrics_url, models=self.model_states(), seconds=round(time.monotonic() - t0, 3))
         return self
 
-    def _wait_ready(self, cancel: threading.Event | None) -> None:
+    def _wait_ready(self, cancel: Any) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if cancel is not None and cancel.is_set():
@@ -432,7 +432,7 @@ class TritonServer:
             self._workdir = None
         return code
 
-    def restart(self, cancel: threading.Event | None = None) -> TritonServer:
+    def restart(self, cancel: Any = None) -> TritonServer:
         """Stop (if running) and start again on the same ports, so clients reconnect to the same address."""
         ports = dict(self.ports)
         self.stop()

@@ -181,6 +181,20 @@ class Load(threading.Thread):
                     time.sleep(0.02)
 
 
+def test_a_burst_of_sigterms_stops_the_gateway_cleanly(index_copy, make_config, spawn_gateway):
+    """A dying parent or an impatient orchestrator may send many SIGTERMs at once: the gateway still shuts down
+    (compacting its log: a clean stop, exit code 0), it does not deadlock in its own signal handler."""
+    gateway = spawn_gateway(make_config(index_copy, persist=True))
+    with grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=90_001, title="alpha beta")]), timeout=30)
+    for _ in range(200):
+        os.kill(gateway.process.pid, signal.SIGTERM)
+    assert gateway.process.wait(timeout=60) == 0
+    state = index_copy.with_name("index-state")
+    assert any(p.name.startswith("snapshot-") for p in state.iterdir())  # compacted at the clean stop
+
+
 def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton):
     values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
               "index": str(index_copy), "health_interval_s": 0.2, "triton": {"url": triton.grpc_url}}
