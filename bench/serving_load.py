@@ -767,6 +767,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def shown_path(path: Path) -> str:
+    """Relative to the project when inside it (results read the same on every clone), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Before torch or faiss load their OpenMP runtime: faiss.omp_set_num_threads only sets the calling thread's
@@ -831,8 +837,8 @@ def main(argv: list[str] | None = None) -> int:
         "ort_threads": args.ort_threads, "ort_inter_op_threads": {"triton": 0, "in_process": 1},
         "faiss_threads": args.faiss_threads, "cores": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in load],
-        "embedder_checkpoint": str(checkpoint.relative_to(ROOT)), "srs": str(srs.relative_to(ROOT)),
-        "deployment": str(dep.root.relative_to(ROOT)), "built_this_run": dep.built,
+        "embedder_checkpoint": shown_path(checkpoint), "srs": shown_path(srs),
+        "deployment": shown_path(dep.root), "built_this_run": dep.built,
         "item_dim": (sources.get("embedder") or {}).get("dim"),
         "max_len": (sources.get("user_encoder") or {}).get("max_len"),
         "index_items": index_manifest.get("count"), "index_factory": index_manifest.get("factory"),
