@@ -37,9 +37,6 @@ class StopSignal:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
-    def set(self) -> None:
-        self.requested = True
-
     def is_set(self) -> bool:
         return self.requested
 

@@ -93,14 +93,14 @@ def manifest_sha(folder: Path) -> str:
     return sha256_file(folder / EXPORT_FILE)
 
 
-def write_gate(embedder_dir: Path, variant: Path, recipe: str, srs: Path, dataset: str, cache_dir: str | None,
-               out: Path) -> None:
+def write_gate(embedder_dir: Path, variant: Path, variant_sha256: str, recipe: str, srs: Path, dataset: str,
+               cache_dir: str | None, out: Path) -> None:
     """The int8 variant against fp32 on the whole catalogue (export.onnx.quantize.gate_variant), as JSON."""
     from .quantize import gate_variant, print_gate
 
     result = gate_variant(embedder_dir, variant, srs, dataset, cache_dir=cache_dir)
     print_gate(f"int8 {recipe}", result)
-    report = {"recipe": recipe, "variant_sha256": sha256_file(variant), "fp32_export_sha256": manifest_sha(
+    report = {"recipe": recipe, "variant_sha256": variant_sha256, "fp32_export_sha256": manifest_sha(
         embedder_dir), "srs": str(srs), "dataset": dataset, **result.to_dict()}
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -142,10 +142,11 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
             embedder_dir / "model.onnx", int8, args.int8), args.force)
         if args.dataset:
             gate_file = int8.parent / GATE_FILE
-            key = fingerprint(embedder=manifest_sha(embedder_dir), int8=sha256_file(int8), srs=srs_sha,
-                              dataset=args.dataset)
+            int8_sha = sha256_file(int8)
+            key = fingerprint(embedder=manifest_sha(embedder_dir), int8=int8_sha, srs=srs_sha, dataset=args.dataset)
             ran["int8-gate"] = run_step(record, "int8-gate", key, gate_file, lambda: write_gate(
-                embedder_dir, int8, args.int8, srs_ckpt, args.dataset, args.cache_dir, gate_file), args.force)
+                embedder_dir, int8, int8_sha, args.int8, srs_ckpt, args.dataset, args.cache_dir, gate_file),
+                args.force)
             report = json.loads(gate_file.read_text())
             print(f"int8 {args.int8}: " + ("passes" if report["passed"] else "fails") + " the quality gate "
                   f"(top-10 overlap {report['overlap']:.3f}, R@10 drop {100 * (report['recall_drop'] or 0):+.1f}%); "

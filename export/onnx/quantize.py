@@ -502,7 +502,7 @@ def gate_variant(export_dir: str | Path, variant: str | Path, srs_checkpoint: st
         raise ExportInputError(f"--dataset {dataset} has {data.num_items} items, the SRS {srs_checkpoint} "
                                f"{model.num_items}: not the data it was trained on")
     kind, domain = srs_text_kind(meta)
-    texts = item_texts(data, kind, domain)[1:] if kind == "attributes" else item_texts(data, kind)[1:]
+    texts = item_texts(data, kind, domain)[1:]
     ids = token_ids(load_tokenizer(export_dir / TOKENIZER_DIR), texts, manifest)
     pad = int(manifest["pad_token_id"])
     reference = encode_ids(session(export_dir / "model.onnx", threads), ids, pad)
