@@ -584,13 +584,13 @@ class TritonSupervisor:
             while self._attempts and now - self._attempts[0] >= policy.window_s:
                 self._attempts.popleft()
             if len(self._attempts) >= policy.max_restarts:
-                self.gave_up = True
                 log_event(logger, "triton_restart_gave_up", logging.ERROR, exit_code=code,
                           attempts_in_window=len(self._attempts), max_restarts=policy.max_restarts,
                           window_s=policy.window_s, restarts=self.restarts, failed_restarts=self.failed_restarts,
                           message="the managed Triton stays down (health NOT_SERVING): fix the cause and restart "
                                   "the gateway" if policy.max_restarts else "restarts are disabled (max_restarts 0)")
                 self._emit("gave_up", exit_code=code, restarts=self.restarts)
+                self.gave_up = True  # after the event: whoever sees the flag has been told why
                 self.server.stop()  # reap the dead process, its leftovers and its work folder
                 return
             attempt = len(self._attempts) + 1
