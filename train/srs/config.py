@@ -13,7 +13,7 @@ LOSSES = ("ce", "bce")
 ADAPTERS = ("linear", "mlp")
 PADDINGS = ("left", "right")
 TRAIN_TARGETS = ("all", "last")
-FUSIONS = ("none", "gated")
+FUSIONS = ("none", "gated", "residual")
 
 
 # one line per field, for --help (the comments in SRSConfig say why)
@@ -27,7 +27,11 @@ FIELD_HELP = {
     "max_len": "history window: the last max_len items",
     "padding": f"batch padding side: {', '.join(PADDINGS)} (the models give the same answer)",
     "adapter": f"frozen embeddings -> hidden_size: {', '.join(ADAPTERS)}",
-    "fusion": f"with frozen embeddings: {', '.join(FUSIONS)} (gated = + an ID embedding for warm items)",
+    "fusion": f"with frozen embeddings: {', '.join(FUSIONS)} (gated: + an ID embedding for warm items through a "
+              "learned gate; residual: ID + text with the text starting at zero, see id_dropout)",
+    "id_dropout": "fusion residual: probability a warm item's ID part is dropped per batch (DropoutNet), so the "
+                  "text path learns to rank cold items",
+    "input_dropout": "dropout on the standardised frozen embeddings before the adapter",
     "standardize": "standardise frozen embeddings per dimension before the adapter",
     "train_targets": "all: a loss at every position of max_len windows; last: one prefix per example",
     "loss": f"{', '.join(LOSSES)}: full-softmax cross-entropy or BCE with sampled negatives",
@@ -60,6 +64,8 @@ class SRSConfig:
     # training, fused by a learned gate (cold items fall back to text)
     fusion: str = "none"
     standardize: bool = False  # per-dimension standardisation of frozen embeddings before the adapter
+    id_dropout: float = 0.0  # fusion="residual": warm items train text-only with this probability per batch
+    input_dropout: float = 0.0  # on the adapter's input (frozen embeddings)
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
     # training; every training prefix is still a target exactly once), "last": one prefix per
@@ -87,7 +93,10 @@ class SRSConfig:
             ("padding", self.padding in PADDINGS, f"one of {PADDINGS}"),
             ("train_targets", self.train_targets in TRAIN_TARGETS, f"one of {TRAIN_TARGETS}"),
             ("fusion", self.fusion in FUSIONS and (self.fusion == "none" or self.items != "ids"),
-             f"one of {FUSIONS}, and 'gated' only with an embedding file as items"),
+             f"one of {FUSIONS}, and 'gated' or 'residual' only with an embedding file as items"),
+            ("id_dropout", 0.0 <= self.id_dropout < 1.0 and (self.id_dropout == 0 or self.fusion == "residual"),
+             "in [0, 1), and > 0 only with fusion 'residual'"),
+            ("input_dropout", 0.0 <= self.input_dropout < 1.0, "in [0, 1)"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),
             ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

@@ -61,25 +61,33 @@ class FrozenItemEmbedding(nn.Module):
     """
 
     def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str = "linear",
-                 standardize: bool = False) -> None:
+                 standardize: bool = False, fit_rows: torch.Tensor | None = None,
+                 input_dropout: float = 0.0) -> None:
+        """`fit_rows` (bool [rows]): the items whose statistics the standardisation uses (warm items on a
+        cold-start split: a cold item's text must not shape the transform it is later put through)."""
         super().__init__()
         frozen = embeddings.detach().to(torch.float32).clone()
         self.register_buffer("frozen", frozen)
         # Raw LLM embeddings are anisotropic (mean pairwise cosine ~.9): per-dimension standardisation over the
         # catalogue spreads them before the adapter. Kept as buffers so a new item is transformed the same way.
-        rows = frozen[1:]
+        rows = frozen[1:] if fit_rows is None else frozen[fit_rows.to(torch.bool) & (torch.arange(len(frozen)) > 0)]
         mean = rows.mean(0) if standardize else torch.zeros(frozen.shape[1])
         std = rows.std(0).clamp_min(1e-6) if standardize else torch.ones(frozen.shape[1])
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
+        # dropout on the adapter's input: without it an MLP over 500+ dimensions memorises items like an ID table
+        self.input_dropout = nn.Dropout(input_dropout)
         self.adapter = Adapter(embeddings.shape[1], hidden_size, adapter)
 
+    def transform(self, frozen: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.input_dropout((frozen - self.mean) / self.std))
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out = self.adapter((self.frozen[ids] - self.mean) / self.std)
+        out = self.transform(self.frozen[ids])
         return out * (ids != 0).unsqueeze(-1).to(out.dtype)
 
     def all_items(self) -> torch.Tensor:
-        out = self.adapter((self.frozen - self.mean) / self.std)
+        out = self.transform(self.frozen)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
 
@@ -95,7 +103,7 @@ class HybridItemEmbedding(nn.Module):
     def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor,
                  standardize: bool = False) -> None:
         super().__init__()
-        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter, standardize)
+        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter, standardize, fit_rows=warm)
         self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size)
         self.gate = nn.Linear(2 * hidden_size, hidden_size)
         warm = warm.to(torch.bool).clone()
@@ -112,6 +120,46 @@ class HybridItemEmbedding(nn.Module):
     def all_items(self) -> torch.Tensor:
         out = self.fuse(self.text.all_items(), self.ids.all_items(), self.warm)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+
+class ResidualItemEmbedding(nn.Module):
+    """ID embedding + adapted text, built to be never worse than IDs and to rank items it has never seen.
+
+    v = text(x) + keep * id, keep = 1 for warm items (0 for cold ones, whose ID row is never trained).
+    - The adapter's last layer starts at zero, so at initialisation this is ID-SASRec and the text can
+      only add what helps.
+    - ID dropout (DropoutNet, Volkovs et al. 2017): in training each warm item loses its ID part with
+      probability `id_dropout` per batch (the same draw for inputs and candidates), so the text path
+      is trained to rank on its own and a cold item's vector text(x) lives on the scale of warm ones.
+    A cold item (or an upserted one) gets exactly text(x): what the exported item encoder computes.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor,
+                 standardize: bool = False, id_dropout: float = 0.0, input_dropout: float = 0.0) -> None:
+        super().__init__()
+        warm = warm.to(torch.bool).clone()
+        warm[0] = False
+        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter, standardize, fit_rows=warm,
+                                        input_dropout=input_dropout)
+        last = self.text.adapter.net if adapter == "linear" else self.text.adapter.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size)
+        self.register_buffer("warm", warm)
+        self.id_dropout = float(id_dropout)
+
+    def keep(self) -> torch.Tensor:
+        """Which items use their ID part in this forward pass."""
+        if self.training and self.id_dropout > 0:
+            return self.warm & (torch.rand(self.warm.shape, device=self.warm.device) >= self.id_dropout)
+        return self.warm
+
+    def all_items(self) -> torch.Tensor:
+        out = self.text.all_items() + self.ids.all_items() * self.keep().unsqueeze(-1).to(torch.float32)
+        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.all_items()[ids]
 
 
 def read_embedding_file(path: str | Path) -> tuple[np.ndarray, list[str] | None]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import SRSConfig
 from .gru4rec import GRU4Rec
-from .items import FrozenItemEmbedding, HybridItemEmbedding, IDItemEmbedding
+from .items import FrozenItemEmbedding, HybridItemEmbedding, IDItemEmbedding, ResidualItemEmbedding
 from .sasrec import SASRec
 
 
@@ -26,7 +26,7 @@ def build_encoder(config: SRSConfig) -> nn.Module:
 class SequentialRecommender(nn.Module):
     def __init__(self, config: SRSConfig, num_items: int, frozen_embeddings: torch.Tensor | None = None,
                  warm_items: torch.Tensor | None = None) -> None:
-        """`warm_items` [num_items + 1] bool (items seen in training) is needed by config.fusion == "gated"."""
+        """`warm_items` [num_items + 1] bool (items seen in training) is needed by the gated and residual fusions."""
         super().__init__()
         self.config = config
         self.num_items = num_items
@@ -37,14 +37,18 @@ class SequentialRecommender(nn.Module):
                 raise ValueError(
                     f"frozen embeddings have {frozen_embeddings.shape[0]} rows, expected {num_items + 1}"
                 )
+            if config.fusion != "none" and (warm_items is None or warm_items.shape[0] != num_items + 1):
+                raise ValueError(f"fusion={config.fusion!r} needs a warm-item mask of {num_items + 1} rows")
             if config.fusion == "gated":
-                if warm_items is None or warm_items.shape[0] != num_items + 1:
-                    raise ValueError(f"fusion='gated' needs a warm-item mask of {num_items + 1} rows")
                 self.items = HybridItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
                                                  config.standardize)
+            elif config.fusion == "residual":
+                self.items = ResidualItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
+                                                   config.standardize, config.id_dropout, config.input_dropout)
             else:
                 self.items = FrozenItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter,
-                                                 config.standardize)
+                                                 config.standardize, fit_rows=warm_items,
+                                                 input_dropout=config.input_dropout)
         self.encoder = build_encoder(config)
 
     def item_vectors(self) -> torch.Tensor:

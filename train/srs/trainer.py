@@ -33,6 +33,7 @@ from .model import SequentialRecommender
 
 log = logging.getLogger("llmrec.srs")
 
+RANKS_FILE = "ranks.json"  # per-example test ranks (trainer.test_ranks)
 ExtraLoss = Callable[[SequentialRecommender, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -72,22 +73,49 @@ def score_fn(model: SequentialRecommender, examples: Examples, config: SRSConfig
     return scores
 
 
+def extra_sets(data: SequenceData, split: str) -> dict[str, Examples]:
+    """The dataset's extra evaluation sets reported with `split` ("valid": names ending in _valid)."""
+    return {name: ex for name, ex in data.extra_eval.items()
+            if name.endswith("_valid") == (split == "valid") and len(ex) > 0}
+
+
+def _ranking(model: SequentialRecommender, data: SequenceData, examples: Examples, config: SRSConfig,
+             device: torch.device):
+    return full_ranking(score_fn(model, examples, config, device), examples, data.num_items, ks=config.ks,
+                        exclude_history=config.exclude_history, batch_size=config.eval_batch_size)
+
+
 @torch.no_grad()
 def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig, device: torch.device) -> dict:
+    """Validation metrics; those of an extra set (e.g. cold_valid) are prefixed with its name."""
     model.eval()
-    result = full_ranking(score_fn(model, data.valid, config, device), data.valid, data.num_items,
-                          ks=config.ks, exclude_history=config.exclude_history,
-                          batch_size=config.eval_batch_size)
-    return result.metrics
+    metrics = dict(_ranking(model, data, data.valid, config, device).metrics)
+    for name, examples in extra_sets(data, "valid").items():
+        metrics.update({f"{name}/{k}": v for k, v in _ranking(model, data, examples, config, device).metrics.items()})
+    return metrics
 
 
 @torch.no_grad()
 def evaluate_test(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
                  device: torch.device) -> dict:
     model.eval()
-    return evaluate(score_fn(model, data.test, config, device), data.test, data.num_items,
-                    data.train_item_counts(), ks=config.ks, exclude_history=config.exclude_history,
-                    sampled=True, batch_size=config.eval_batch_size)
+    report = evaluate(score_fn(model, data.test, config, device), data.test, data.num_items,
+                      data.train_item_counts(), ks=config.ks, exclude_history=config.exclude_history,
+                      sampled=True, batch_size=config.eval_batch_size)
+    for name, examples in extra_sets(data, "test").items():
+        report[name] = {"num_examples": len(examples),
+                        "full": _ranking(model, data, examples, config, device).metrics}
+    return report
+
+
+@torch.no_grad()
+def test_ranks(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
+               device: torch.device) -> dict[str, list[int]]:
+    """0-based target rank of every test example (and of every extra test set's), in example order:
+    what a paired comparison of two models on the same users needs."""
+    model.eval()
+    sets = {"test": data.test, **extra_sets(data, "test")}
+    return {name: _ranking(model, data, ex, config, device).ranks.tolist() for name, ex in sets.items()}
 
 
 def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.Tensor, config: SRSConfig,
@@ -124,7 +152,7 @@ def train_one_seed(
     seen = torch.from_numpy(data.train_item_counts() > 0)
     seen[0] = True
     unseen = None if bool(seen.all()) else (~seen).to(device)
-    warm = seen if config.fusion == "gated" else None
+    warm = seen if config.items != "ids" else None  # fusions' ID mask; warm-only standardisation
     model = SequentialRecommender(config, data.num_items, frozen_embeddings, warm).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
@@ -192,6 +220,7 @@ def train_one_seed(
     if out_dir is not None:
         log_file.close()
         save_checkpoint(model, out_dir, {"seed": seed, "best_epoch": best_epoch, **(meta or {})})
+        write_json_atomic(out_dir / RANKS_FILE, test_ranks(model, data, config, device))
         write_json_atomic(out_dir / "metrics.json", {
             "seed": seed, "best_epoch": best_epoch, "epochs_run": epoch, "valid": best_valid, "test": test,
             "train_seconds": round(train_seconds, 3), "device": str(device),

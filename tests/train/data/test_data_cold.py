@@ -34,3 +34,26 @@ def test_cold_fraction_is_validated(planted_data) -> None:
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError, match="fraction"):
             cold_start_split(planted_data, bad)
+
+
+def test_cold_target_sets_hold_each_users_last_cold_interactions(planted_data) -> None:
+    from train.data.cold import COLD_TEST, COLD_VALID
+
+    split, cold = cold_start_split(planted_data, fraction=0.25, seed=3)
+    test, valid = split.extra_eval[COLD_TEST], split.extra_eval[COLD_VALID]
+    assert len(test) > len(valid) > 0
+    assert cold[test.targets].all() and cold[valid.targets].all()
+    by_user = dict(zip(planted_data.user_ids, planted_data.sequences, strict=True))
+    for i in range(len(test)):
+        s, p = int(test.seq_index[i]), int(test.position[i])
+        seq = by_user[split.user_ids[s]]
+        np.testing.assert_array_equal(test.sequences[s], seq)  # the original sequence, cold items kept
+        assert p >= 1 and not cold[seq[p + 1:]].any()  # nothing cold after the last cold interaction
+    for i in range(len(valid)):  # the cold interaction before the test one, of the same user
+        s = int(valid.seq_index[i])
+        j = int(np.flatnonzero(test.seq_index == s)[0])
+        assert valid.position[i] < test.position[j]
+        seq = valid.sequences[s]
+        assert cold[seq[valid.position[i] + 1: test.position[j]]].sum() == 0
+    counts = split.manifest["cold_start"]
+    assert counts["cold_test_examples"] == len(test) and counts["cold_valid_examples"] == len(valid)

@@ -73,3 +73,12 @@ def test_no_title_column(make_atomic) -> None:
     data = process(read_atomic(folder), DataConfig(k_core=0))
     with pytest.raises(ValueError, match=r"no title column.*\['plot'\]"):
         title_texts(data)
+
+
+def test_recipe_texts_follow_the_columns(data) -> None:
+    from llmrec.itemtext import ItemText
+    from train.data.text import recipe_texts
+
+    assert recipe_texts(data, ItemText("title-year-genres")) == [
+        "", "Toy Story (1995); genres: Animation, Children's, Comedy", "Heat; genres: Action, Crime", ""]
+    assert recipe_texts(data, ItemText("title-year"))[1] == "Toy Story (1995)"

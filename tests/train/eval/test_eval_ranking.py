@@ -239,9 +239,10 @@ def test_breakdown_counts_and_subset_metrics() -> None:
     res = full_ranking(table_score_fn(table), examples, 15)
     counts = np.bincount(examples.targets, minlength=16)
     out = breakdown(res.ranks, examples, counts)
-    assert set(out) == {"head_items", "tail_items", "cold_items", "short_history", "long_history"}
+    assert set(out) == {"head_items", "tail_items", "cold_items", "warm_items", "short_history", "long_history"}
     n = len(examples)
     assert out["head_items"]["count"] + out["tail_items"]["count"] == n
+    assert out["cold_items"]["count"] + out["warm_items"]["count"] == n
     assert out["short_history"]["count"] + out["long_history"]["count"] == n
     assert out["head_items"]["num_items"] == 3 and out["tail_items"]["num_items"] == 12
 
@@ -253,6 +254,7 @@ def test_breakdown_counts_and_subset_metrics() -> None:
     for name, mask in (
         ("head_items", is_head),
         ("tail_items", ~is_head),
+        ("warm_items", counts[examples.targets] > 0),
         ("short_history", lengths <= thr),
         ("long_history", lengths > thr),
     ):

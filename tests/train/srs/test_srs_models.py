@@ -187,3 +187,56 @@ def test_standardized_frozen_embeddings_feed_zero_mean_unit_std_inputs_to_the_ad
     x = seen[0][1:]
     torch.testing.assert_close(x.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
     torch.testing.assert_close(x.std(0), torch.ones(6), atol=1e-5, rtol=0)
+
+
+def test_residual_fusion_starts_as_ids_and_gives_cold_items_the_text_path():
+    from train.srs.items import IDItemEmbedding, ResidualItemEmbedding
+
+    torch.manual_seed(0)
+    frozen = torch.randn(NUM_ITEMS + 1, 24)
+    warm = torch.ones(NUM_ITEMS + 1, dtype=torch.bool)
+    warm[3] = False
+    items = ResidualItemEmbedding(frozen, 16, "mlp", warm, standardize=True, id_dropout=0.5).eval()
+    with torch.no_grad():
+        # text adds exactly nothing at initialisation: the table is the ID table (cold item: zero, like an unseen ID)
+        ids = items.ids.all_items()
+        expected = ids * warm.unsqueeze(-1)
+        torch.testing.assert_close(items.all_items(), expected)
+        assert isinstance(items.ids, IDItemEmbedding)
+        # once the text path has weights, a cold item is exactly its text vector, a warm one text + ID
+        torch.nn.init.normal_(items.text.adapter.net[-1].weight)
+        table, text = items.all_items(), items.text.all_items()
+        torch.testing.assert_close(table[3], text[3])
+        torch.testing.assert_close(table[4], text[4] + ids[4])
+        assert torch.count_nonzero(table[0]) == 0
+        torch.testing.assert_close(items(torch.tensor([3, 4, 0])), table[[3, 4, 0]])
+        # ID dropout only in training: about half the warm items are text-only in one draw, none in eval
+        items.train()
+        torch.manual_seed(1)
+        dropped = (items.all_items() - items.text.all_items()).abs().sum(1)[1:] == 0
+        assert 0.3 < dropped.float().mean() < 0.7
+        items.eval()
+        assert torch.equal(items.all_items(), table)
+
+
+def test_residual_and_dropout_settings_are_validated():
+    with pytest.raises(ValueError, match="id_dropout"):
+        SRSConfig(items="x.npy", id_dropout=0.3)  # only with the residual fusion
+    with pytest.raises(ValueError, match="id_dropout"):
+        SRSConfig(items="x.npy", fusion="residual", id_dropout=1.0)
+    with pytest.raises(ValueError, match="input_dropout"):
+        SRSConfig(items="x.npy", input_dropout=-0.1)
+    with pytest.raises(ValueError, match="warm-item mask"):
+        SequentialRecommender(SRSConfig(items="x.npy", fusion="residual"), NUM_ITEMS, torch.randn(NUM_ITEMS + 1, 4))
+
+
+def test_standardisation_statistics_come_from_warm_items_only():
+    from train.srs.items import FrozenItemEmbedding
+
+    frozen = torch.zeros(NUM_ITEMS + 1, 2)
+    frozen[1:, 0] = torch.arange(NUM_ITEMS, dtype=torch.float32)
+    warm = torch.zeros(NUM_ITEMS + 1, dtype=torch.bool)
+    warm[1:11] = True  # items 1..10 hold 0..9
+    items = FrozenItemEmbedding(frozen, 4, standardize=True, fit_rows=warm)
+    assert items.mean[0] == pytest.approx(4.5)
+    assert items.std[0] == pytest.approx(float(torch.arange(10.0).std()))

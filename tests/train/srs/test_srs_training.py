@@ -118,3 +118,20 @@ def test_hybrid_id_plus_text_trains_and_reloads_exactly(planted_data, tmp_path):
     model, _ = load_checkpoint(tmp_path / "run" / "seed-1")
     assert model.items.warm.dtype == torch.bool and bool(model.items.warm[1:].all())
     assert evaluate_test(model, planted_data, model.config, torch.device("cpu")) == summary["per_seed"][0]["test"]
+
+
+def test_residual_hybrid_trains_reloads_and_writes_per_example_ranks(planted_data, tmp_path):
+    from train.srs.trainer import RANKS_FILE
+
+    emb = np.random.default_rng(1).normal(size=(planted_data.num_items + 1, 24)).astype(np.float32)
+    np.save(tmp_path / "items.npy", emb)
+    config = SRSConfig(items=str(tmp_path / "items.npy"), fusion="residual", id_dropout=0.3, input_dropout=0.1,
+                       standardize=True, adapter="mlp", **SMALL)
+    summary = run_seeds(planted_data, config, [1], tmp_path / "run", progress=False)
+    assert summary["test"]["full/recall@10"]["mean"] > 0.9
+    model, _ = load_checkpoint(tmp_path / "run" / "seed-1")
+    assert evaluate_test(model, planted_data, model.config, torch.device("cpu")) == summary["per_seed"][0]["test"]
+    ranks = json.loads((tmp_path / "run" / "seed-1" / RANKS_FILE).read_text())
+    hits = np.mean(np.asarray(ranks["test"]) < 10)
+    assert len(ranks["test"]) == len(planted_data.test)
+    assert hits == pytest.approx(summary["test"]["full/recall@10"]["mean"])

@@ -1,0 +1,1 @@
+"""Contracts shared by every layer (train, export, serving); torch-free, importable anywhere."""
