@@ -186,11 +186,21 @@ def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapt
         "standardize": bool(model.config.standardize),
         "pca": int(pca["components"].shape[0]) if pca is not None else None,
         "fusion": model.config.fusion,
+        "item_text": item_text_of(config),
         "input_dim": adapter.in_dim,
         "output_dim": int(model.config.hidden_size),
         "embeddings": items_info.get("path"),
     }
     return adapter, info
+
+
+def item_text_of(srs_meta: dict[str, Any]) -> dict[str, str]:
+    """The item-text recipe (llmrec.itemtext) the SRS's frozen embeddings were made with: what the gateway
+    must build from an upserted item's title and attributes for its vector to equal the offline one."""
+    from .quantize import srs_text_kind
+
+    kind, domain = srs_text_kind(srs_meta)
+    return {"kind": kind, "domain": domain}
 
 
 def embeddings_made_by(adapter_info: dict[str, Any], embedder_sha256: str) -> bool | None:
@@ -390,6 +400,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
             "adapter": adapter_info,
             "max_length": config.max_length,
             "template": config.template,
+            "item_text": (adapter_info or {}).get("item_text"),
             "append_eos": config.pooling == "eos",
             "padding_side": "right",
             "padding_sides": ["right", "left"],

@@ -403,7 +403,7 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     (root / ITEM_ENCODER / version).mkdir(parents=True, exist_ok=True)
     _write_text(root / ITEM_ENCODER / "config.pbtxt", item_encoder_config(vector, options))
     return {"path": str(folder.resolve()), "export_sha256": sha256_file(folder / EXPORT_FILE),
-            "dim": manifest.get("dim"), "tokenization": settings,
+            "dim": manifest.get("dim"), "tokenization": settings, "item_text": manifest.get("item_text"),
             "source": manifest.get("source") or manifest.get("checkpoint")}
 
 

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmrec.itemtext import ItemText
+
 from ..repository import repository_manifest
 
 USER_INPUTS = ("item_vectors", "attention_mask")
@@ -49,6 +51,13 @@ def history_length(repository: str | Path) -> int | None:
     source = (repository_manifest(repository).get("sources") or {}).get("user_encoder") or {}
     value = source.get("max_len")
     return int(value) if value else None
+
+
+def item_text_recipe(repository: str | Path) -> ItemText | None:
+    """The item-text recipe the served item encoder was trained with (llmrec.json), or None (texts as sent)."""
+    source = (repository_manifest(repository).get("sources") or {}).get("embedder") or {}
+    recipe = source.get("item_text")
+    return ItemText.from_dict(recipe) if recipe else None
 
 
 def latest_version(model_dir: Path) -> Path:

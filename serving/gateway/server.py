@@ -46,7 +46,7 @@ from ..logs import log_event
 from ..proto.llmrec.v1 import recommend_pb2 as pb
 from ..repository import repository_manifest, verify_repository
 from .auth import AuthInterceptor, load_token
-from .backends import EncoderBackend, OnnxRuntimeBackend, history_length
+from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, item_text_recipe
 from .config import ConfigError, GatewayConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 from .metrics import GatewayMetrics
@@ -78,6 +78,7 @@ class RecommenderServicer:
     def __init__(self, pipeline: RecommendationPipeline, config: GatewayConfig, metrics: GatewayMetrics,
                  is_ready: Callable[[], bool]) -> None:
         self.pipeline = pipeline
+        self.item_text = item_text_recipe(config.model_repository)
         self.limits = config.limits
         self.read_only = config.read_only
         self.metrics = metrics
@@ -159,7 +160,7 @@ class RecommenderServicer:
     def _upsert(self, request: pb.UpsertItemsRequest, deadline: float) -> pb.UpsertItemsResponse:
         self._refuse_writes("UpsertItems")
         items = check_new_items([NewItem(id=i.id, title=i.title, text=i.text, attributes=dict(i.attributes))
-                                 for i in request.items], self.limits)
+                                 for i in request.items], self.limits, self.item_text)
         self._require_ready()
         ids = self.pipeline.upsert(items, deadline)
         return pb.UpsertItemsResponse(ids=ids, index_size=len(self.pipeline.index))

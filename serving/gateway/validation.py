@@ -21,6 +21,8 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from llmrec.itemtext import ItemText
+
 from .config import LimitsConfig
 from .errors import GatewayError, invalid
 
@@ -104,8 +106,12 @@ def check_texts(texts: Sequence[str], limits: LimitsConfig) -> list[str]:
     return [check_text(t, f"texts[{i}]", limits.max_text_bytes) for i, t in enumerate(texts)]
 
 
-def check_new_items(items: Sequence[NewItem], limits: LimitsConfig) -> list[NewItem]:
-    """Upserts: ids >= 0 (0 = assign), ids > 0 distinct, a title or a text, bounded attributes."""
+def check_new_items(items: Sequence[NewItem], limits: LimitsConfig, recipe: ItemText | None = None) -> list[NewItem]:
+    """Upserts: ids >= 0 (0 = assign), ids > 0 distinct, a title or a text, bounded attributes.
+
+    An item sent without a text is embedded from its title and attributes by `recipe`, the item-text recipe the
+    served encoder was trained with (llmrec.json), so it gets the vector the offline catalogue gives the same item;
+    without a recipe the title alone is embedded."""
     check_count(items, "items", limits.max_items)
     seen: dict[int, int] = {}
     out = []
@@ -129,8 +135,9 @@ def check_new_items(items: Sequence[NewItem], limits: LimitsConfig) -> list[NewI
         for key, value in item.attributes.items():
             check_text(key, f"{name}.attributes key {key[:40]!r}", limits.max_text_bytes)
             check_text(value, f"{name}.attributes[{key[:40]!r}]", limits.max_text_bytes, allow_empty=True)
-        out.append(NewItem(id=int(item.id), title=title, text=text if text.strip() else title,
-                           attributes=dict(item.attributes)))
+        if not text.strip():
+            text = recipe.format(title, item.attributes) if recipe is not None else title
+        out.append(NewItem(id=int(item.id), title=title, text=text, attributes=dict(item.attributes)))
     return out
 
 

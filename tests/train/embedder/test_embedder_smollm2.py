@@ -66,3 +66,17 @@ def test_smollm2_embeds_titles(capsys):
         print(f"\nSmolLM2: resolve {resolved:.2f}s (folder {folder}), load {loaded:.2f}s, "
               f"encode {len(texts)} titles {encoded:.2f}s, sequel-pair wins: "
               f"bidirectional {pair_wins(bidirectional):.2f}, causal {pair_wins(causal):.2f}")
+
+
+@pytest.mark.slow
+def test_smollm2_texts_start_with_their_own_first_token():
+    """The GGUF says add_bos_token false: no <|im_start|> (the chat-turn token) is averaged into every vector,
+    neither by the embedder nor by the tokenizer.json the Triton tokenizer model runs."""
+    from tokenizers import Tokenizer
+
+    embedder = ItemEmbedder.from_base(EmbedderConfig(), device="cpu", dtype=torch.float32)
+    bos = embedder.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    plain = embedder.tokenizer("Toy Story", add_special_tokens=False).input_ids
+    assert embedder.token_ids(["Toy Story"])[0] == plain and plain[0] != bos
+    served = Tokenizer.from_file(str(resolve_base("smollm2") / "tokenizer.json"))
+    assert served.encode("Toy Story", add_special_tokens=True).ids == plain

@@ -1,0 +1,57 @@
+"""An upserted item is embedded from the text the offline catalogue used: the recipe travels in llmrec.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from llmrec.itemtext import ItemText
+from serving.gateway.backends import item_text_recipe
+from serving.gateway.config import LimitsConfig
+from serving.gateway.validation import NewItem, check_new_items
+
+
+def test_an_item_without_a_text_is_embedded_by_the_recipe() -> None:
+    recipe = ItemText("title-year-genres")
+    items = check_new_items([NewItem(id=0, title="Toy Story", text="",
+                                     attributes={"class": "Animation, Comedy", "release_year": "1995"}),
+                             NewItem(id=0, title="Heat", text="an explicit text wins", attributes={})],
+                            LimitsConfig(), recipe)
+    assert [i.text for i in items] == ["Toy Story (1995); genres: Animation, Comedy", "an explicit text wins"]
+    # no recipe (a repository written before recipes): the title, as before
+    assert check_new_items([NewItem(id=0, title="Heat", text="", attributes={"genres": "Crime"})],
+                           LimitsConfig())[0].text == "Heat"
+
+
+def test_the_recipe_is_read_from_the_repository(tmp_path) -> None:
+    assert item_text_recipe(tmp_path) is None  # no llmrec.json
+    (tmp_path / "llmrec.json").write_text(json.dumps(
+        {"sources": {"embedder": {"item_text": {"kind": "attributes", "domain": "book"}}}}))
+    assert item_text_recipe(tmp_path) == ItemText("attributes", "book")
+
+
+def test_export_records_the_recipe_of_the_srs_embeddings(tmp_path) -> None:
+    """The SRS checkpoint names its embedding file; that file's manifest names the recipe; export carries it."""
+    from export.onnx.embedder import load_adapter
+    from train.srs.checkpoint import save_checkpoint
+    from train.srs.config import SRSConfig
+    from train.srs.model import SequentialRecommender
+
+    emb = tmp_path / "embeddings"
+    emb.mkdir()
+    (emb / "manifest.json").write_text(json.dumps({"item_text": {"kind": "title-year", "domain": "movie"}}))
+    torch.manual_seed(0)
+    frozen = torch.from_numpy(np.random.default_rng(0).normal(size=(11, 8)).astype(np.float32))
+    config = SRSConfig(items=str(emb / "items.safetensors"), hidden_size=8, num_heads=2, fusion="residual",
+                       id_dropout=0.5, adapter="mlp")
+    model = SequentialRecommender(config, 10, frozen, torch.ones(11, dtype=torch.bool))
+    save_checkpoint(model, tmp_path / "srs", {"items": {"kind": "frozen", "path": str(emb / "items.safetensors")}})
+    adapter, info = load_adapter(tmp_path / "srs", 8)
+    assert info["item_text"] == {"kind": "title-year", "domain": "movie"} and info["fusion"] == "residual"
+    # the exported adapter is the residual model's text path: a cold item's vector
+    with torch.no_grad():
+        x = torch.randn(3, 8)
+        torch.testing.assert_close(adapter(x), model.items.text.adapter((x - model.items.text.mean)
+                                                                        / model.items.text.std))
