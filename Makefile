@@ -35,11 +35,16 @@ SEED    := 2024
 STATS      := $(RUN)/data/stats.txt
 SAMPLES    := $(RUN)/data/sample-histories.json
 SRS_IDS    := $(RUN)/srs/sasrec-ids
-EMBEDDER   := $(RUN)/embedder
-CONTRASTIVE := $(EMBEDDER)/item-contrastive
+# The recipe bench/results/embeddings_quality.md measured best on a 2-core budget: SmolLM2 as it is (bidirectional
+# attention, mean pooling) over LLMEmb's attribute sentence, and a residual ID + text SASRec with ID dropout.
+# The LLM2Rec / LLMEmb stages are `python -m train stages ...` (README); at CPU scale they did not help.
+EMBEDDER   := $(RUN)/embedder/base
+ITEM_TEXT  := attributes
 EMBEDDINGS := $(RUN)/embeddings
-SRS_TEXT   := $(RUN)/srs/sasrec-llm2rec
+SRS_TEXT   := $(RUN)/srs/sasrec-text
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
+TEXT_SRS   := --adapter mlp --standardize --input-dropout 0.2
+HYBRID_SRS := $(TEXT_SRS) --fusion residual --id-dropout 0.5
 INT8_RECIPE   := nbits8-w
 REPOSITORY := model_repository
 INDEX      := $(RUN)/index
@@ -54,30 +59,29 @@ $(STATS): | $(STAMP)
 $(SRS_IDS)/summary.json: | $(STAMP)
 	$(PY) -m train srs --dataset $(DATASET) --items ids --seeds $(SEED) $(ML100K) --out $(SRS_IDS)
 
-# 3. LLM2Rec's stages on SmolLM2: csft -> mntp -> item-contrastive (~25 min on 2 cores; resumable)
-$(CONTRASTIVE)/stage.json: | $(STAMP)
-	$(PY) -m train stages llm2rec --dataset $(DATASET) --embedder smollm2 --profile cpu-small --out $(EMBEDDER)
+# 3-4. the embedder (SmolLM2, bidirectional + mean, saved as a checkpoint for export) and the item embeddings of
+#      every item's attribute sentence (llmrec/itemtext.py; the gateway builds the same text for new items)
+$(EMBEDDINGS)/manifest.json: | $(STAMP)
+	$(PY) -m train embed --embedder smollm2 --attention bidirectional --pooling mean --text $(ITEM_TEXT) \
+		--dataset $(DATASET) --save-embedder $(EMBEDDER) --out $(EMBEDDINGS)
 
-# 4. item embeddings of every title
-$(EMBEDDINGS)/manifest.json: $(CONTRASTIVE)/stage.json | $(STAMP)
-	$(PY) -m train embed --embedder $(CONTRASTIVE) --dataset $(DATASET) --out $(EMBEDDINGS)
-
-# 5. SASRec on the frozen embeddings: text only (what is served), and the gated ID + text hybrid
+# 5. SASRec on the frozen embeddings: text only (for comparison), and the residual ID + text hybrid (what is
+#    served: warm items get ID + text, a new item the text path the exported item encoder computes)
 $(SRS_TEXT)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
-	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors --adapter mlp --standardize \
+	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(TEXT_SRS) \
 		--seeds $(SEED) $(ML100K) --out $(SRS_TEXT)
 
 $(SRS_HYBRID)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
-	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors --adapter mlp --fusion gated \
+	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(HYBRID_SRS) \
 		--seeds $(SEED) $(ML100K) --out $(SRS_HYBRID)
 
-# 6. deployment in one command: the embedder with the text SASRec's adapter inside (new items land in the SRS
-#    item space), the user encoder, an int8 variant and its quality gate against fp32 on the catalogue
+# 6. deployment in one command: the embedder with the hybrid SASRec's text adapter inside (a new item lands in
+#    the SRS item space, as the hybrid places a cold item), the user encoder, an int8 variant and its quality gate against fp32 on the catalogue
 #    ($(RUN)/onnx/item_embedder_int8/gate.json; not deployed), the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU) and
 #    the FAISS index with titles and genres. Always invoked: it skips each step whose inputs' content hash is
 #    unchanged ($(RUN)/onnx/deploy.json), which also rewrites model_repository/ when another RUN wrote it.
-deploy: $(CONTRASTIVE)/stage.json $(SRS_TEXT)/summary.json | $(STAMP)
-	$(PY) -m export.onnx all --embedder $(CONTRASTIVE) --srs $(SRS_TEXT)/seed-$(SEED) --out $(RUN)/onnx \
+deploy: $(EMBEDDINGS)/manifest.json $(SRS_HYBRID)/summary.json | $(STAMP)
+	$(PY) -m export.onnx all --embedder $(EMBEDDER) --srs $(SRS_HYBRID)/seed-$(SEED) --out $(RUN)/onnx \
 		--repository $(REPOSITORY) --index $(INDEX) --dataset $(DATASET) --int8 $(INT8_RECIPE)
 
 # the users whose (test-time) histories the live demo sends
@@ -91,7 +95,7 @@ $(SAMPLES): | $(STAMP)
 #    stdout and in $(RUN)/report/report.md with PNG plots
 DEMO_RECORD := $(RUN)/serving/demo-record.json
 DEMO_FLAGS  ?=    # `make demo DEMO_FLAGS=--keep-serving`: leave the stack up for your own calls until Ctrl-C
-demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_HYBRID)/summary.json deploy $(SAMPLES) | $(STAMP)
+demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_TEXT)/summary.json deploy $(SAMPLES) | $(STAMP)
 	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX) \
 		--record $(DEMO_RECORD) $(DEMO_FLAGS)
 	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)

@@ -45,8 +45,10 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmrec.itemtext import ItemText
 from serving import HelpFormatter
 
+from .gateway.backends import item_text_recipe
 from .proto.llmrec.v1 import recommend_pb2 as pb
 from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
 from .signals import StopSignal
@@ -55,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the project folder: `python -m ser
 SERVICE = "llmrec.v1.Recommender"
 NEW_TITLE = "Toy Story 2"  # a 1999 film: not in MovieLens-100k (1998 and before), Toy Story is; titles without year
 NEW_GENRES = "Animation, Children's, Comedy"
+NEW_YEAR = "1999"
 RANK_DEPTH = 100  # how deep the new item's rank is looked for (the gateway's default max_k)
 SIMILAR_HISTORY = 5  # the history of the user the new item is ranked for: its nearest catalogue items
 STDERR_TAIL = 30  # gateway log lines kept to explain a failure
@@ -307,18 +310,23 @@ class Demo:
         shown["recommendations"] = scored(items)
         self.show(items)
 
-    def new_item(self, history: list[int], user: str, title: str, genres: str, index_dir: Path) -> None:
-        print(f'\nnew item, added live: "{title}" ({genres})')
+    def new_item(self, history: list[int], user: str, title: str, attributes: dict[str, str], index_dir: Path,
+                 recipe: ItemText | None) -> None:
+        genres = attributes.get("genres", "")
+        print(f'\nnew item, added live: "{title}" ({", ".join(v for v in attributes.values() if v)})')
         shown: dict[str, Any] = {"title": title, "genres": genres, "user": user, "id": None, "index_size": None,
                                  "recommendations_with_new_item": None, "nearest": None, "similar_history": None,
                                  "rank": None,
                                  "rank_depth": RANK_DEPTH, "candidates_ranked": None, "ranked_with_nearest": None,
                                  "deleted": None, "index_size_after_delete": None, "missing_after_delete": None}
         self.shown["new_item"] = shown
-        embedded = self.timings.call("EmbedItems", self.stub.EmbedItems, pb.EmbedItemsRequest(texts=[title]),
+        # the text UpsertItems embeds: the served recipe over the title and attributes (llmrec.json)
+        text = recipe.format(title, attributes) if recipe is not None else title
+        shown["text"] = text
+        embedded = self.timings.call("EmbedItems", self.stub.EmbedItems, pb.EmbedItemsRequest(texts=[text]),
                                      self.timeout)
         vector = np.asarray(embedded.vectors[0].values, dtype=np.float32)
-        upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title=title, attributes={"genres": genres})])
+        upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title=title, attributes=attributes)])
         response = self.timings.call("UpsertItems", self.stub.UpsertItems, upsert, self.timeout)
         new_id = int(response.ids[0])
         shown.update(id=new_id, index_size=int(response.index_size))
@@ -425,8 +433,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 for entry in requests:
                     demo.user(entry)
                 first = requests[0]
-                demo.new_item(list(first["history"]), str(first.get("user", "?")), args.title, args.genres,
-                              Path(args.index))
+                attributes = {k: v for k, v in (("genres", args.genres), ("release year", args.year)) if v}
+                demo.new_item(list(first["history"]), str(first.get("user", "?")), args.title, attributes,
+                              Path(args.index), item_text_recipe(args.model_repository))
                 print(f"\ntimings (start-up to SERVING {startup:.1f} s):")
                 print("\n".join(demo.timings.lines()))
             if args.keep_serving:
@@ -478,7 +487,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("-k", "--k", type=int, default=10, help="recommendations per user")
     parser.add_argument("--last", type=int, default=5, help="history titles shown per user")
     parser.add_argument("--title", default=NEW_TITLE, help="title of the item added live (what is embedded)")
-    parser.add_argument("--genres", default=NEW_GENRES, help="its genres (kept as an attribute)")
+    parser.add_argument("--genres", default=NEW_GENRES, help="its genres (an attribute)")
+    parser.add_argument("--year", default=NEW_YEAR, help="its release year (an attribute)")
     parser.add_argument("--triton-url", default=None, help="host:port of a running Triton (default: start one)")
     parser.add_argument("--startup-timeout", type=float, default=300.0,
                         help="seconds allowed for Triton to load the models")

@@ -120,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
     p.add_argument("--cache-dir", default=None, help="processed datasets and base models (default $LLMREC_CACHE)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--save-embedder", default=None, metavar="DIR",
+                   help="also save the embedder as used (overrides applied) as a checkpoint folder, e.g. a raw base "
+                        "model for export (python -m export.onnx all --embedder DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return p
 
@@ -140,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
         item_texts(data, args.text, args.domain)  # fail on a dataset without titles before loading the model
         embedder = load_input_embedder(args.embedder, device=args.device, cache_dir=args.cache_dir, **overrides)
-        info = {"source": args.embedder, "dir": input_identity(args.embedder),
-                "sha256": embedder_hash(args.embedder, cache_dir=args.cache_dir), "overrides": overrides}
+        source = args.embedder
+        if args.save_embedder:  # the saved checkpoint is what the embeddings are then made by (export checks it)
+            source = str(embedder.save(args.save_embedder))
+        info = {"source": source, "dir": input_identity(source),
+                "sha256": embedder_hash(source, cache_dir=args.cache_dir), "overrides": overrides}
         manifest = extract(embedder, data, args.out, args.text, args.domain, args.batch_size,
                            progress=not args.quiet, embedder_info=info)
     except (StageError, ValueError, FileNotFoundError) as exc:

@@ -5,13 +5,14 @@
         [--embeddings DIR] [--onnx DIR] [--repository DIR] [--index DIR] [--export-speed FILE]
 
 Reads what the `make demo` steps wrote; the defaults are the Makefile's layout under RUN, each input can
-be pointed elsewhere (a run laid out differently, e.g. --srs-text RUN/srs/sasrec-llm2rec-std):
+be pointed elsewhere (a run laid out differently, e.g. --srs-text RUN/srs/sasrec-llm2rec):
   dataset     RUN/data/stats.txt                                    (python -m train data stats)
-  quality     RUN/srs/{sasrec-ids,sasrec-llm2rec,sasrec-hybrid}/summary.json: test Recall/NDCG@10/20 (full
+  quality     RUN/srs/{sasrec-ids,sasrec-text,sasrec-hybrid}/summary.json: test Recall/NDCG@10/20 (full
               ranking, mean over seeds), the cold-items breakdown when there is one; seed-*/log.jsonl:
               the per-epoch training loss and validation metric
   stages      RUN/embedder/{csft,mntp,item-contrastive}/stage.json (wall time, final loss) + log.jsonl
-              (loss per logged step); RUN/embeddings/manifest.json
+              (loss per logged step), when stages were trained; RUN/embedder/base: the base model saved as
+              the served embedder (make demo's recipe); RUN/embeddings/manifest.json
   export      RUN/onnx/{item_embedder,user_encoder}/export.json (validation against torch, sizes),
               RUN/onnx/item_embedder_int8/model.onnx + gate.json, RUN/onnx/deploy.json (step times); the
               int8 recipes' gates where bench/export_speed.py recorded them (bench/results/export_speed.json)
@@ -45,11 +46,12 @@ from train.configfile import HelpFormatter
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
 EXPORT_SPEED = ROOT / "bench" / "results" / "export_speed.json"
 STAGES = ("csft", "mntp", "item-contrastive")  # LLM2Rec's order (train/stages/pipeline.py)
+BASE_EMBEDDER = "base"  # RUN/embedder/base: the untrained base model as a checkpoint (train.embed --save-embedder)
 # (key, label, folder under RUN, option, what makes it)
 MODELS = (
     ("ids", "ID-SASRec", "srs/sasrec-ids", "--srs-ids", "`make demo` step 2"),
-    ("text", "SASRec on LLM2Rec embeddings", "srs/sasrec-llm2rec", "--srs-text", "`make demo` step 5"),
-    ("hybrid", "hybrid (IDs + LLM2Rec, gated)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
+    ("text", "SASRec on SmolLM2 item embeddings", "srs/sasrec-text", "--srs-text", "`make demo` step 5"),
+    ("hybrid", "hybrid (IDs + SmolLM2, residual)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
 )
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 METRIC_NAMES = {"recall@10": "Recall@10", "recall@20": "Recall@20", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20"}
@@ -415,6 +417,11 @@ def quality_plot(summaries: dict[str, dict[str, Any]], section: Section) -> None
 def stages_section(inputs: Inputs) -> Section:
     section = Section("LLM2Rec stages")
     rows, curves, total = [], [], 0.0
+    if (inputs.embedder / BASE_EMBEDDER).is_dir() and not any((inputs.embedder / n).is_dir() for n in STAGES):
+        section.note(f"no stage trained: this run embeds items with the base model as it is "
+                     f"(`{rel(inputs.embedder / BASE_EMBEDDER)}`), the recipe bench/results/embeddings_quality.md "
+                     "measured best on this CPU budget; `python -m train stages llm2rec` trains the stages")
+        return section
     for name in STAGES:
         folder = inputs.embedder / name
         log = [r for r in read_jsonl(folder / "log.jsonl")
@@ -482,21 +489,24 @@ def same_embedder(recorded: str | None, folder: Path) -> bool:
 
 
 def provenance_lines(inputs: Inputs, exports: dict[str, dict[str, Any]]) -> list[str]:
-    """Are the exports made from this run's item-contrastive stage and text SASRec? (`make deploy` exports
-    exactly those; a folder put together by hand may not.)"""
+    """Are the exports made from this run's embedder (its base checkpoint, else its item-contrastive stage) and
+    one of its text-reading SASRecs? (`make deploy` exports exactly those; a folder put together by hand may not.)"""
     lines = []
     embedder = ((exports.get("item_embedder") or {}).get("source") or {}).get("checkpoint")
     if embedder:
-        ours = inputs.embedder / STAGES[-1]
+        base = inputs.embedder / BASE_EMBEDDER
+        ours, name = (base, "base embedder") if base.is_dir() else (inputs.embedder / STAGES[-1],
+                                                                     "item-contrastive stage")
         lines.append(f"- The item embedder export is of `{rel(recorded_path(embedder))}`: " + (
-            "this run's item-contrastive stage." if same_embedder(embedder, ours) else
-            f"**not** this run's item-contrastive stage (`{rel(ours)}`)."))
+            f"this run's {name}." if same_embedder(embedder, ours) else f"**not** this run's {name} (`{rel(ours)}`)."))
     user = (exports.get("user_encoder") or {}).get("source") or {}
     if user.get("checkpoint"):
-        ours = inputs.srs["text"]
-        same = recorded_path(user["checkpoint"]).parent == ours.resolve()
+        folder = recorded_path(user["checkpoint"]).parent
+        which = next((k for k in ("hybrid", "text") if folder == inputs.srs[k].resolve()), None)
+        names = {"hybrid": "hybrid SASRec", "text": "text SASRec"}
         lines.append(f"- The user encoder export is of `{rel(recorded_path(user['checkpoint']))}`: " + (
-            "this run's text SASRec." if same else f"**not** this run's text SASRec (`{rel(ours)}`)."))
+            f"this run's {names[which]}." if which else
+            f"**not** this run's hybrid or text SASRec (`{rel(inputs.srs['hybrid'])}`)."))
     adapter = ((exports.get("item_embedder") or {}).get("adapter") or {}).get("sha256")
     if adapter and user.get("sha256") and adapter != user["sha256"]:
         lines.append("- **The item embedder's adapter and the user encoder come from different SRS checkpoints**: "

@@ -452,15 +452,20 @@ def srs_recall(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall
 
 def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall@10") -> float:
     """Test `metric` of the trained SRS scoring with `vectors` [num_items, H] as its item table: the SRS item
-    space, i.e. what an embedder exported with the SRS adapter inside returns and what the index holds."""
+    space, i.e. what an embedder exported with the SRS adapter inside returns and what the index holds.
+    For a residual ID + text SRS the vectors are the text path; warm items add their trained ID part."""
     import torch
 
+    from train.srs.items import ResidualItemEmbedding
     from train.srs.trainer import evaluate_test
 
     if vectors.shape[0] != model.num_items:
         raise ValueError(f"expected {model.num_items} item vectors, got {vectors.shape[0]}")
     table = torch.zeros((vectors.shape[0] + 1, vectors.shape[1]))
     table[1:] = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    if isinstance(model.items, ResidualItemEmbedding):
+        with torch.no_grad():
+            table = table + model.items.ids.all_items() * model.items.warm.unsqueeze(-1)
     model.item_vectors = lambda: table  # shadows the method for this evaluation only
     try:
         return float(evaluate_test(model, data, model.config, torch.device("cpu"))["full"][metric])

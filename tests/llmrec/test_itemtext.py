@@ -37,7 +37,8 @@ def test_missing_attributes_fall_back_to_what_there_is() -> None:
     assert ItemText("title-year-genres").format("Heat", [("genres", "Action, Crime")]) == "Heat; genres: Action, Crime"
     assert ItemText("title-year").format("Heat", {}) == "Heat"
     assert ItemText("title-year-genres", "book").format("", {"year": "2001"}) == "2001"
-    assert ItemText("attributes", "book").format("Dune", {}) == "The book item has the following attributes: title is Dune"
+    assert ItemText("attributes", "book").format("Dune", {}) == (
+        "The book item has the following attributes: title is Dune")
 
 
 def test_bad_recipes_are_refused() -> None:

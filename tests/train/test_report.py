@@ -122,7 +122,7 @@ def build_run(root: Path) -> dict[str, Path]:
            "  min                        12\n")
     # ID: 1 seed; text: 2 seeds (mean ± std); hybrid: 1 seed with cold items
     _srs(run / "srs" / "sasrec-ids", "ids", [2024], _full(0.2, 0.3, 0.1, 0.125), [3], (100.0, 0.0), adapter="linear")
-    _srs(run / "srs" / "sasrec-llm2rec", "run/embeddings/items.safetensors", [1, 2],
+    _srs(run / "srs" / "sasrec-text", "run/embeddings/items.safetensors", [1, 2],
          _full((0.25, 0.01), (0.33, 0.02), 0.12, (0.15, 0.005)), [4, 5], (150.0, 10.0), standardize=True)
     hybrid = {**_full(0.22, 0.36, 0.11, 0.15), "breakdown/cold_items/count": 8, "breakdown/cold_items/num_items": 5,
               "breakdown/cold_items/recall@10": 0.125, "breakdown/cold_items/recall@20": 0.25,
@@ -144,14 +144,14 @@ def build_run(root: Path) -> dict[str, Path]:
                   "max_abs_diff": 1e-5, "topk_overlap": 1.0, "cases": []}
     embedder_export = _write(onnx / "item_embedder" / "export.json", {
         "format": "llmrec.onnx/1", "kind": "embedder", "dim": 64, "hidden_size": 576,
-        "adapter": {"checkpoint": str(run / "srs" / "sasrec-llm2rec" / "seed-1"), "sha256": "a" * 64, "kind": "mlp"},
+        "adapter": {"checkpoint": str(run / "srs" / "sasrec-text" / "seed-1"), "sha256": "a" * 64, "kind": "mlp"},
         "source": {"checkpoint": str(emb / "item-contrastive" / "embedder"), "sha256": "b" * 64},
         "files": {"model.onnx": "c" * 64}, "validation": validation, "export_seconds": 90.0})
     _bytes(onnx / "user_encoder" / "model.onnx", MIB // 2)
     _bytes(onnx / "user_encoder" / "item_vectors.safetensors", MIB // 4)
     user_export = _write(onnx / "user_encoder" / "export.json", {
         "format": "llmrec.onnx/1", "kind": "user_encoder", "dim": 64, "max_len": 50,
-        "source": {"checkpoint": str(run / "srs" / "sasrec-llm2rec" / "seed-1"), "sha256": "a" * 64,
+        "source": {"checkpoint": str(run / "srs" / "sasrec-text" / "seed-1"), "sha256": "a" * 64,
                    "dataset": "planted"},
         "files": {"item_vectors.safetensors": "f" * 64, "model.onnx": "d" * 64},
         "validation": {**validation, "min_cosine": 0.999999}, "export_seconds": 30.0})
@@ -221,19 +221,19 @@ def test_full_run_tables_hold_the_numbers_of_the_files(full_run, capsys):
     assert _row(out, "planted") == ["planted", "120", "40", "1,900", "39.5833%", "1,660 / 120 / 120"]
     # quality: mean over seeds, ± std with several seeds; best epoch per seed; train time
     assert _row(out, "ID-SASRec") == ["ID-SASRec", "ids", "1", "0.2000", "0.3000", "0.1000", "0.1250", "3", "100.0 s"]
-    assert _row(out, "SASRec on LLM2Rec embeddings") == [
-        "SASRec on LLM2Rec embeddings", "text (mlp, standardized)", "2", "0.2500 ± 0.0100", "0.3300 ± 0.0200",
+    assert _row(out, "SASRec on SmolLM2 item embeddings") == [
+        "SASRec on SmolLM2 item embeddings", "text (mlp, standardized)", "2", "0.2500 ± 0.0100", "0.3300 ± 0.0200",
         "0.1200 ± 0.0000", "0.1500 ± 0.0050", "4, 5", "2 min 30 s"]
     quality = out.split("## Quality", 1)[1].split("## ", 1)[0]
-    assert _row(quality, "hybrid (IDs + LLM2Rec, gated)") == [
-        "hybrid (IDs + LLM2Rec, gated)", "ids + text, gated (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
+    assert _row(quality, "hybrid (IDs + SmolLM2, residual)") == [
+        "hybrid (IDs + SmolLM2, residual)", "ids + text, gated (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
         "90.0 s"]
-    assert ("SASRec on LLM2Rec embeddings: Recall@10 +25.0%, Recall@20 +10.0%, NDCG@10 +20.0%, NDCG@20 +20.0%; "
-            "hybrid (IDs + LLM2Rec, gated): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, NDCG@20 +20.0%.") in out
+    assert ("SASRec on SmolLM2 item embeddings: Recall@10 +25.0%, Recall@20 +10.0%, NDCG@10 +20.0%, NDCG@20 +20.0%; "
+            "hybrid (IDs + SmolLM2, residual): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, NDCG@20 +20.0%.") in out
     # cold items: only the hybrid's summary has the breakdown
     cold = out.split("## Cold items", 1)[1].split("## ", 1)[0]
-    assert _row(cold, "hybrid (IDs + LLM2Rec, gated)") == [
-        "hybrid (IDs + LLM2Rec, gated)", "8", "5", "0.1250", "0.2500", "0.0500", "0.0625"]
+    assert _row(cold, "hybrid (IDs + SmolLM2, residual)") == [
+        "hybrid (IDs + SmolLM2, residual)", "8", "5", "0.1250", "0.2500", "0.0500", "0.0625"]
     assert "| ID-SASRec |" not in cold
     # stages: stage.json's wall time, load time and final loss; log.jsonl's first and last logged loss
     assert _row(out, "csft") == ["csft", "finished", "10", "100.0 s", "2.5 s", "3.0000", "6.0000 → 3.5000", "80", "8"]
@@ -293,7 +293,7 @@ def test_report_md_has_the_same_tables_and_valid_pngs(full_run, capsys):
 def test_partial_run_names_what_is_missing_and_never_a_traceback(tmp_path):
     run = tmp_path / "run"
     _srs(run / "srs" / "sasrec-ids", "ids", [2024], _full(0.2, 0.3, 0.1, 0.125), [3], (100.0, 0.0))
-    _srs(run / "srs" / "sasrec-llm2rec-std", "x", [2024], _full(0.2, 0.3, 0.1, 0.125), [3], (1.0, 0.0))
+    _srs(run / "srs" / "sasrec-text-std", "x", [2024], _full(0.2, 0.3, 0.1, 0.125), [3], (1.0, 0.0))
     # csft running: its log, no stage.json yet (written last); a torn last line
     _stage(run / "embedder", "csft", 10, 100.0, 2.5, 3.0, {1: 6.0, 5: 4.0}, 80, 8, finished=False)
     with open(run / "embedder" / "csft" / "log.jsonl", "a") as f:
@@ -311,7 +311,7 @@ def test_partial_run_names_what_is_missing_and_never_a_traceback(tmp_path):
     assert "Traceback" not in done.stderr + done.stdout and "TORCH=False" in done.stderr
     out = done.stdout
     for path, what in ((run / "data" / "stats.txt", "dataset statistics"),
-                       (run / "srs" / "sasrec-llm2rec" / "summary.json", "SASRec on LLM2Rec embeddings"),
+                       (run / "srs" / "sasrec-text" / "summary.json", "SASRec on SmolLM2 item embeddings"),
                        (run / "srs" / "sasrec-hybrid" / "summary.json", "hybrid"),
                        (run / "embeddings" / "manifest.json", "item embeddings"),
                        (run / "embedder" / "mntp" / "stage.json", "mntp"),
@@ -323,7 +323,7 @@ def test_partial_run_names_what_is_missing_and_never_a_traceback(tmp_path):
         line = [x for x in out.splitlines() if f"`{path}`" in x]
         assert len(line) == 1 and line[0].startswith("- missing: ") and what in line[0], (path, line)
     # the other SRS folder is pointed at, not guessed
-    assert "other SRS runs next to it: sasrec-ids, sasrec-llm2rec-std (choose one with --srs-text)" in out
+    assert "other SRS runs next to it: sasrec-ids, sasrec-text-std (choose one with --srs-text)" in out
     assert f"- unreadable: `{run / 'onnx' / 'item_embedder' / 'export.json'}`" in out
     assert f"- unreadable: `{run / 'onnx' / 'user_encoder' / 'export.json'}` (the user encoder export: `make " \
            "deploy`): not a JSON object" in out
