@@ -30,13 +30,15 @@ from .mntp import unique_titles
 
 @dataclass
 class ContrastiveConfig(StageConfig):
-    """Paper: batch 256, lr 2e-4, tau 0.2, 1,000 steps (LLM2Vec's SimCSE length), full fine-tuning."""
+    """Paper: batch 256, lr 2e-4, 1,000 steps (LLM2Vec's SimCSE length), full fine-tuning; LLM2Rec's published
+    config: similarity scale 10 (tau 0.1) and dropout 0.2 (with LoRA B = 0 at the start, attention dropout is
+    the only source of two different views)."""
 
     steps: int = 1000
     batch_size: int = 256
     lr: float = 2e-4
-    temperature: float = 0.2
-    dropout: float = 0.1
+    temperature: float = 0.1
+    dropout: float = 0.2
     symmetric: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {

@@ -14,8 +14,9 @@ starts with a space so the target tokens are those the title has inside a list.
 Too long a sample drops prompt tokens from the left (after BOS), keeping the most
 recent items; the target is cut to at most `max_length - 2` tokens.
 
-Attention is causal during the stage; the embedder's own attention setting
-(bidirectional for LLM2Rec's embeddings) is restored before saving.
+Attention is causal during the stage, and the checkpoint is saved causal: a
+CSFT embedder is extracted the way it was trained (the MNTP stage that follows
+switches to bidirectional attention itself).
 """
 
 from __future__ import annotations
@@ -118,7 +119,6 @@ class CSFTStage:
     def __init__(self, config: CSFTConfig | None = None) -> None:
         self.config = config or CSFTConfig()
         self.rows: list[tuple[list[int], int]] = []
-        self.restore_attention = "bidirectional"
 
     def setup(self, embedder: ItemEmbedder, data: SequenceData) -> None:
         cfg = self.config
@@ -128,7 +128,6 @@ class CSFTStage:
         tok = embedder.tokenizer
         self.rows = [encode_pair(tok, embedder.eos_token_id, p, t, cfg.max_length) for p, t in pairs]
         self.pad_id = embedder.pad_token_id
-        self.restore_attention = embedder.config.attention
         embedder.config.attention = "causal"
 
     def lengths(self) -> list[int]:
@@ -141,7 +140,7 @@ class CSFTStage:
         return shifted_token_loss(embedder, batch["input_ids"], batch["attention_mask"], batch["labels"])
 
     def finish(self, embedder: ItemEmbedder) -> None:
-        embedder.config.attention = self.restore_attention
+        """Nothing to undo: the checkpoint keeps the causal attention it was trained with."""
 
     def describe(self) -> dict[str, Any]:
         lengths = self.lengths()

@@ -53,4 +53,4 @@ def test_contrastive_learns(tiny_dir, worded_data, tmp_path):
 
 def test_paper_profile():
     paper = ContrastiveConfig.profile("paper")
-    assert (paper.batch_size, paper.lr, paper.temperature) == (256, 2e-4, 0.2)
+    assert (paper.batch_size, paper.lr, paper.temperature, paper.dropout) == (256, 2e-4, 0.1, 0.2)
