@@ -1,9 +1,11 @@
-"""python -m train.stages {csft,mntp,item-contrastive,llm2rec,scft,rat}: train the LLM item embedder (LLM2Rec's and
-LLMEmb's stages).
+"""python -m train.stages {csft,mntp,item-contrastive,llm2rec,scft,co-occurrence,rat}: train the LLM item embedder
+(LLM2Rec's and LLMEmb's stages, and a co-occurrence contrastive stage).
 
   python -m train.stages csft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/csft --profile cpu-small
   python -m train.stages mntp --embedder runs/r/embedder/csft --out runs/r/embedder/mntp --profile cpu-small
   python -m train.stages llm2rec --dataset ml-100k --profile cpu-small --out runs/r/embedder
+A collaborative stage within a CPU budget: items consumed close together are positives (train/stages/cooccurrence.py):
+  python -m train.stages co-occurrence --dataset ml-100k --embedder smollm2 --out runs/r/embedder/co --profile cpu-small
 LLMEmb: SCFT on attribute sentences, embeddings, then RAT against an ID-based SASRec:
   python -m train.stages scft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/scft --profile cpu-small
   python -m train.embed --embedder runs/r/embedder/scft --text attributes --out runs/r/embeddings-scft

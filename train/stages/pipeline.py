@@ -10,6 +10,7 @@ from typing import Any
 
 from ..data.dataset import SequenceData
 from .contrastive import ContrastiveConfig, ContrastiveStage
+from .cooccurrence import CooccurrenceConfig, CooccurrenceStage
 from .csft import CSFTConfig, CSFTStage
 from .loop import EMBEDDER_DIR, run_stage
 from .mntp import MNTPConfig, MNTPStage
@@ -22,6 +23,7 @@ STAGES: dict[str, tuple[type, type]] = {
     "mntp": (MNTPStage, MNTPConfig),
     "item-contrastive": (ContrastiveStage, ContrastiveConfig),
     "scft": (SCFTStage, SCFTConfig),
+    "co-occurrence": (CooccurrenceStage, CooccurrenceConfig),
 }
 LLM2REC_ORDER = ("csft", "mntp", "item-contrastive")
 
