@@ -229,7 +229,8 @@ def test_full_run_tables_hold_the_numbers_of_the_files(full_run, capsys):
         "hybrid (IDs + SmolLM2, residual)", "ids + text, gated (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
         "90.0 s"]
     assert ("SASRec on SmolLM2 item embeddings: Recall@10 +25.0%, Recall@20 +10.0%, NDCG@10 +20.0%, NDCG@20 +20.0%; "
-            "hybrid (IDs + SmolLM2, residual): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, NDCG@20 +20.0%.") in out
+            "hybrid (IDs + SmolLM2, residual): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, "
+            "NDCG@20 +20.0%.") in out
     # cold items: only the hybrid's summary has the breakdown
     cold = out.split("## Cold items", 1)[1].split("## ", 1)[0]
     assert _row(cold, "hybrid (IDs + SmolLM2, residual)") == [
