@@ -43,8 +43,9 @@ ITEM_TEXT  := attributes
 EMBEDDINGS := $(RUN)/embeddings
 SRS_TEXT   := $(RUN)/srs/sasrec-text
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
-TEXT_SRS   := --adapter mlp --standardize --input-dropout 0.2
-HYBRID_SRS := $(TEXT_SRS) --fusion residual --id-dropout 0.5
+# chosen on validation: bench/results/recipe_search.md
+TEXT_SRS   := --adapter mlp --standardize --input-dropout 0.0
+HYBRID_SRS := $(TEXT_SRS) --fusion residual --id-dropout 0.25
 INT8_RECIPE   := nbits8-w
 REPOSITORY := model_repository
 INDEX      := $(RUN)/index
