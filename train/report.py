@@ -50,7 +50,7 @@ BASE_EMBEDDER = "base"  # RUN/embedder/base: the untrained base model as a check
 # (key, label, folder under RUN, option, what makes it)
 MODELS = (
     ("ids", "ID-SASRec", "srs/sasrec-ids", "--srs-ids", "`make demo` step 2"),
-    ("text", "SASRec on SmolLM2 item embeddings", "srs/sasrec-text", "--srs-text", "`make demo` step 5"),
+    ("text", "SASRec on SmolLM2 item embeddings", "srs/sasrec-text", "--srs-text", "`make srs-text`, not in make demo"),
     ("hybrid", "hybrid (IDs + SmolLM2, residual)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
 )
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")

@@ -48,8 +48,8 @@ def test_smollm2_is_converted_once_atomically_and_redone_when_stale(monkeypatch,
         assert out.parent == tmp_path / "models" and out.name.startswith(".")  # written beside the target
         for item in tiny_model_dir("llama").iterdir():
             (out / item.name).write_bytes(item.read_bytes())
-        (out / base_module.SOURCE_FILE).write_text(json.dumps({"gguf_file": gguf.name,
-                                                                "gguf_size": gguf.stat().st_size}))
+        (out / base_module.SOURCE_FILE).write_text(json.dumps({"gguf_file": gguf.name, "gguf_size": gguf.stat().st_size,
+                                                                "conversion": base_module.CONVERSION_VERSION}))
 
     monkeypatch.setattr(base_module, "convert_gguf", fake_convert)
     folder = resolve_base("smollm2", cache_dir=tmp_path)
@@ -61,6 +61,10 @@ def test_smollm2_is_converted_once_atomically_and_redone_when_stale(monkeypatch,
     assert resolve_base("smollm2", cache_dir=tmp_path) == folder and len(calls) == 2
     assert json.loads(source.read_text())["gguf_size"] == smollm2_gguf_path().stat().st_size
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["smollm2-135m-instruct"]
+    # a folder from an older conversion (the tokenizer then added BOS) is converted again
+    recorded = json.loads(source.read_text())
+    source.write_text(json.dumps({**recorded, "conversion": base_module.CONVERSION_VERSION - 1}))
+    assert resolve_base("smollm2", cache_dir=tmp_path) == folder and len(calls) == 3
 
 
 def test_cache_dir_defaults_to_env(monkeypatch, tmp_path):

@@ -22,4 +22,4 @@ def test_smollm2_csft_two_lora_steps(tmp_path):
     assert torch.isfinite(torch.tensor(result["final_loss"])) and 0 < result["final_loss"] < 20
     assert max(json.loads(line)["step"] for line in (tmp_path / "csft" / "log.jsonl").read_text().splitlines()) == 2
     saved = json.loads((tmp_path / "csft" / "embedder" / "config.json").read_text())
-    assert saved["weights"] == "model" and saved["lora_merged"] and saved["embedder"]["attention"] == "bidirectional"
+    assert saved["weights"] == "model" and saved["lora_merged"] and saved["embedder"]["attention"] == "causal"
