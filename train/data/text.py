@@ -1,9 +1,8 @@
 """Item texts that the LLM embeds, one per internal item id.
 
-Two recipes are needed: LLM2Rec embeds the bare title, LLMEmb a sentence
-listing the item's attributes ("The movie item has the following attributes:
-title is Toy Story; release year is 1995; genres is Animation, Children's,
-Comedy"). Every builder returns a list indexed by internal id with row 0
+The dataset side of the item-text recipes in llmrec/itemtext.py (`recipe_texts`:
+title, title + year, title + year + genres, LLMEmb's attribute sentence, a
+prompt), plus the raw pieces: titles and (key, value) attribute pairs. Every builder returns a list indexed by internal id with row 0
 (padding) empty, so `texts[i]` lines up with embedding row i. Attribute
 pairs are exposed separately (`item_attributes`) and formatted by
 `format_attributes`, so a later augmentation stage can drop or shuffle pairs and
