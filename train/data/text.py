@@ -3,8 +3,8 @@
 The dataset side of the item-text recipes in llmrec/itemtext.py (`recipe_texts`:
 title, title + year, title + year + genres, LLMEmb's attribute sentence, a
 prompt), plus the raw pieces: titles and (key, value) attribute pairs. Every
-builder returns a list indexed by internal id with row 0 (padding) empty, so `texts[i]` lines up with embedding row i. Attribute
-pairs are exposed separately (`item_attributes`) and formatted by
+builder returns a list indexed by internal id with row 0 (padding) empty, so
+`texts[i]` lines up with embedding row i. Attribute pairs are exposed separately (`item_attributes`) and formatted by
 `format_attributes`, so a later augmentation stage can drop or shuffle pairs and
 reuse the exact same sentence template.
 """
