@@ -163,8 +163,10 @@ def ensure_stages(runs: Path, data, progress: bool) -> None:
     run_stage(make_stage("scft", STAGE_PROFILE), "smollm2", data, runs / "embedder" / "scft", progress=progress)
 
 
-def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str = "") -> Path:
-    spec = EMBEDDINGS[name]
+def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str = "",
+                      text: str | None = None) -> Path:
+    """The embedding file of EMBEDDINGS[name] (with another item text when `text` is given), extracted if missing."""
+    spec = EMBEDDINGS[name] if text is None else replace(EMBEDDINGS[name], text=text)
     out = runs / "embeddings" / f"{name}@{spec.text}{suffix}"
     if (out / MANIFEST_FILE).is_file():
         return out / ITEMS_FILE

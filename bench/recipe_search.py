@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import RESULTS, write_result  # noqa: E402
-from bench.embeddings_quality import COLD_FRACTION, EMBEDDINGS, ensure_embeddings  # noqa: E402
+from bench.embeddings_quality import COLD_FRACTION, ensure_embeddings  # noqa: E402
 from bench.srs_baselines import PROFILE  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.data.cold import COLD_VALID, cold_start_split  # noqa: E402
@@ -79,14 +79,9 @@ def main() -> None:
     runs, progress = Path(args.runs), not args.quiet
     standard = load_dataset("ml-100k")
     cold, _ = cold_start_split(standard, COLD_FRACTION, seed=0)
-    spec = EMBEDDINGS["raw-bidir-mean"]
 
     def items(text: str) -> Path:
-        EMBEDDINGS["raw-bidir-mean"] = replace(spec, text=text)
-        try:
-            return ensure_embeddings("raw-bidir-mean", runs, standard, progress)
-        finally:
-            EMBEDDINGS["raw-bidir-mean"] = spec
+        return ensure_embeddings("raw-bidir-mean", runs, standard, progress, text=text)
 
     stage_a = [run(f"A text-only {t} input-dropout {d}", standard, items(t), runs / "search", progress,
                    input_dropout=d) for t in TEXTS for d in INPUT_DROPOUTS]
