@@ -7,12 +7,14 @@ catalogue (k-core 2).
 
 Every row trains SASRec (or GRU4Rec) with the same settings as bench/srs_baselines.py (hidden 64, history 50,
 history items excluded, full ranking over all items) for 3 seeds; frozen text embeddings go through a 2-layer MLP
-adapter after per-dimension standardisation (statistics over warm items). Item texts follow the recipe named in
-each row (llmrec/itemtext.py). The embedder stages run with the cpu-small profile into runs/bench/embedder
-(skipped when finished). The cold-start split (train/data/cold.py) removes 20% of the items from training; its
-table reports the leave-one-out test cases and the cold-target cases (each user's last interaction with a cold
-item), with a random ranking's value beside them. Every row carries a paired bootstrap 95% interval of its
-difference to ID-SASRec of the same split on the same test examples (seed-averaged per example).
+adapter after per-dimension standardisation (statistics over warm items). Item texts follow the recipe named in each
+row (llmrec/itemtext.py). The embedder stages run with the cpu-small profile into runs/bench/embedder (skipped when
+finished); the co-occurrence stage, which learns from interactions, into runs/bench/embedder-cold on the cold-start
+split's training parts, so that no row sees a cold item's interactions. The cold-start split (train/data/cold.py)
+removes 20% of the items from training; its table reports the leave-one-out test cases and the cold-target cases
+(each user's last interaction with a cold item), with a random ranking's value beside them. Every row carries a
+paired bootstrap 95% interval of its difference to ID-SASRec of the same split on the same test examples (seed-
+averaged per example).
 Writes bench/results/embeddings_quality.{json,md,png}. Finished seeds, stages and embeddings are reused.
 """
 
@@ -68,7 +70,11 @@ EMBEDDINGS = {
     "mntp": Embedding("mntp", text="title"),
     "llm2rec": Embedding("item-contrastive", text="title"),
     "scft": Embedding("scft", text="attributes"),
+    "co-occurrence": Embedding("co-occurrence"),
 }
+# a stage that learns from interactions alone is trained on the cold split's training parts, so that no row of
+# either split sees a cold item's interactions (the standard split's rows use the same embedder)
+COLD_SAFE_STAGES = ("co-occurrence",)
 # the frozen-embedding SRS setting of the new rows, chosen on validation (bench/results/recipe_search.md):
 # no adapter input dropout; the residual fusion's ID dropout 0.25
 TEXT_SRS = (("input_dropout", 0.0),)
@@ -99,6 +105,9 @@ WARM = [
     Row("raw-bidir-mean", f"SASRec, raw SmolLM2 bidirectional + mean ({TEXT})", "raw-bidir-mean"),
     Row("hybrid", f"SASRec, hybrid: ID + raw SmolLM2 ({TEXT}), residual + ID dropout", "raw-bidir-mean",
         srs=RESIDUAL_SRS),
+    Row("co-occurrence", f"SASRec, + co-occurrence stage ({TEXT})", "co-occurrence"),
+    Row("hybrid-co-occurrence", f"SASRec, hybrid: ID + co-occurrence stage ({TEXT}), residual + ID dropout",
+        "co-occurrence", srs=RESIDUAL_SRS),
     Row("csft", "SASRec, + CSFT (titles)", "csft", srs=()),
     Row("mntp", "SASRec, + CSFT + MNTP (titles)", "mntp", srs=()),
     Row("llm2rec", "SASRec, + CSFT + MNTP + item contrastive (LLM2Rec, titles)", "llm2rec", srs=()),
@@ -107,7 +116,7 @@ WARM = [
     Row("gru4rec-id", "GRU4Rec, ID embeddings", backbone="gru4rec"),
 ]
 COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
-        if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "llmemb")]
+        if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "co-occurrence", "hybrid-co-occurrence", "llmemb")]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
           if r.key in ("id", "raw-bidir-mean", "hybrid")]
 ROWS = {r.key: r for r in WARM + COLD + SPARSE}
@@ -154,13 +163,21 @@ class MiniLM:
         return np.concatenate(out)
 
 
-def ensure_stages(runs: Path, data, progress: bool) -> None:
-    """The cpu-small LLM2Rec chain and LLMEmb's SCFT, trained unless finished (resumed when interrupted)."""
-    from train.stages.loop import run_stage
-    from train.stages.pipeline import make_stage, run_llm2rec
+def stage_dir(runs: Path, stage: str) -> Path:
+    return runs / ("embedder-cold" if stage in COLD_SAFE_STAGES else "embedder") / stage
 
-    run_llm2rec("smollm2", data, runs / "embedder", STAGE_PROFILE, {}, progress=progress)
-    run_stage(make_stage("scft", STAGE_PROFILE), "smollm2", data, runs / "embedder" / "scft", progress=progress)
+
+def ensure_stages(runs: Path, stages: set[str], datasets: dict, progress: bool) -> None:
+    """The cpu-small stages `stages` needs, trained unless finished (resumed when interrupted): the LLM2Rec chain,
+    LLMEmb's SCFT and the co-occurrence stage, each from raw SmolLM2."""
+    from train.stages.loop import run_stage
+    from train.stages.pipeline import LLM2REC_ORDER, make_stage, run_llm2rec
+
+    if stages & set(LLM2REC_ORDER):
+        run_llm2rec("smollm2", datasets["standard"], runs / "embedder", STAGE_PROFILE, {}, progress=progress)
+    for stage in sorted(stages - set(LLM2REC_ORDER)):
+        data = datasets["cold" if stage in COLD_SAFE_STAGES else "standard"]
+        run_stage(make_stage(stage, STAGE_PROFILE), "smollm2", data, stage_dir(runs, stage), progress=progress)
 
 
 def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str = "",
@@ -175,7 +192,7 @@ def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str =
     else:
         from train.stages.common import embedder_hash, load_input_embedder
 
-        source = "smollm2" if spec.source == "smollm2" else str(runs / "embedder" / spec.source)
+        source = "smollm2" if spec.source == "smollm2" else str(stage_dir(runs, spec.source))
         overrides = {k: v for k, v in (("attention", spec.attention), ("pooling", spec.pooling)) if v}
         embedder = load_input_embedder(source, **overrides)
         info = {"source": source, "sha256": embedder_hash(source), "overrides": overrides}
@@ -266,16 +283,16 @@ def random_baselines(datasets: dict) -> dict:
 
 def stage_times(runs: Path) -> list[dict]:
     out = []
-    for stage in ("csft", "mntp", "item-contrastive", "scft"):
-        path = runs / "embedder" / stage / "stage.json"
+    for stage in ("csft", "mntp", "item-contrastive", "scft", *COLD_SAFE_STAGES):
+        path = stage_dir(runs, stage) / "stage.json"
         if path.is_file():
             s = json.loads(path.read_text())
             out.append({"stage": stage, "steps": s["steps"], "effective_batch": s["effective_batch"],
                         "samples": s.get("samples"), "mean_tokens": s.get("mean_tokens"),
                         "final_loss": s.get("final_loss"), "wall_seconds": s.get("wall_seconds"),
                         "status": s["status"]})
-    for name in EMBEDDINGS:
-        path = runs / "embeddings" / name / MANIFEST_FILE
+    for name, spec in EMBEDDINGS.items():
+        path = runs / "embeddings" / f"{name}@{spec.text}" / MANIFEST_FILE
         if path.is_file():
             m = json.loads(path.read_text())
             out.append({"stage": f"extract {name}", "items": m["count"], "dim": m["dim"],
@@ -366,7 +383,7 @@ def main() -> None:
                 "sparse": load_dataset("ml-100k", DataConfig(k_core=SPARSE_K_CORE))}
     needs_stages = {EMBEDDINGS[ROWS[k].embedding].source for k in args.rows if ROWS[k].embedding}
     if needs_stages - {"minilm", "smollm2"}:
-        ensure_stages(runs, standard, progress)
+        ensure_stages(runs, needs_stages - {"minilm", "smollm2"}, datasets, progress)
     wanted = set(args.rows) | {ROWS[k].id_key for k in args.rows}  # every row needs its ID baseline
     results = [run_row(ROWS[k], runs, datasets, args.seeds, progress) for k in ROWS if k in wanted]
     if args.no_report:
