@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..index.catalog import Catalog, IdsExhausted, NotDurable
 from ..index.item_index import ItemIndex
 from ..index.item_store import Item, ItemStore
 from ..index.wal import DurableCatalog
@@ -41,7 +42,6 @@ from .validation import NewItem, RecommendQuery
 logger = logging.getLogger("llmrec.gateway")
 
 MAX_LISTED_IDS = 10
-MAX_ITEM_ID = 2**63 - 1  # int64: the largest id FAISS and the protocol can hold
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ class RecommendationPipeline:
     def __init__(self, backend: EncoderBackend, index: ItemIndex, store: ItemStore, *, max_len: int,
                  batching: BatchingConfig | None = None, metrics: GatewayMetrics | None = None,
                  user_model: str = "user_encoder", item_model: str = "item_encoder",
-                 catalog: DurableCatalog | None = None) -> None:
-        """`catalog`: when given (persist), every write is logged and fsynced before it is applied and answered,
+                 durable: DurableCatalog | None = None) -> None:
+        """`durable`: when given (persist), every write is logged and fsynced before it is applied and answered,
         and the catalogue is compacted into a snapshot in the background (serving/index/wal.py)."""
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
@@ -94,17 +94,12 @@ class RecommendationPipeline:
         self.metrics = metrics
         self.user_model = user_model
         self.item_model = item_model
-        self.catalog = catalog
+        self.catalog = Catalog(index, store, durable, observe=self._time_index)
         observe = metrics.observe_batch if metrics is not None else None
         common = dict(max_batch_size=batching.max_batch_size, max_wait_s=batching.max_wait_ms / 1000.0,
                       max_queue=batching.max_queue, workers=batching.workers, observe=observe)
         self.recommend_queue: BatchQueue = BatchQueue("recommend", self._run_users, **common)
         self.embed_queue: BatchQueue = BatchQueue("embed", self._run_texts, **common)
-        self._write_lock = threading.Lock()
-        known = [int(i) for i in index.ids()[-1:]] + [int(i) for i in store.ids()[-1:]]
-        self._next_id = max(known, default=0) + 1
-        if catalog is not None:  # ids are not reused across restarts either
-            self._next_id = max(self._next_id, catalog.next_id)
         self._compact_wanted = threading.Event()
         self._stopping = threading.Event()
         self._compactor: threading.Thread | None = None
@@ -117,7 +112,7 @@ class RecommendationPipeline:
     def start(self) -> RecommendationPipeline:
         self.recommend_queue.start()
         self.embed_queue.start()
-        if self.catalog is not None:
+        if self.catalog.durable is not None:
             self._compactor = threading.Thread(target=self._compact_loop, name="catalog-compactor", daemon=True)
             self._compactor.start()
         return self
@@ -131,12 +126,10 @@ class RecommendationPipeline:
         if self._compactor is not None:
             self._compactor.join(timeout=60.0)
             self._compactor = None
-        if self.catalog is not None:
-            with self._write_lock:
-                try:
-                    self.catalog.close(compact=True)
-                except Exception:  # the log is durable anyway: the next start replays it
-                    logger.exception("compaction at shutdown failed; the write-ahead log will be replayed")
+        try:
+            self.catalog.close(compact=True)
+        except Exception:  # the log is durable anyway: the next start replays it
+            logger.exception("compaction at shutdown failed; the write-ahead log will be replayed")
 
     def _compact_loop(self) -> None:
         """Compaction off the callers' path: a write that crosses `compact_every` only wakes this thread."""
@@ -145,15 +138,10 @@ class RecommendationPipeline:
             self._compact_wanted.clear()
             if self._stopping.is_set():
                 return
-            t0 = time.perf_counter()
             try:
-                with self._write_lock:
-                    folder = self.catalog.compact()
+                self.catalog.compact()
             except Exception:  # keep serving: the log still holds every write, compaction is retried later
                 logger.exception("catalogue compaction failed")
-                continue
-            if folder is not None:
-                self._time_index("compact", time.perf_counter() - t0)
 
     def ready(self) -> bool:
         return len(self.index) > 0 and self.backend.ready()
@@ -274,39 +262,23 @@ class RecommendationPipeline:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) != len(items) or not np.isfinite(vectors).all():  # checked before anything is logged
             raise GatewayError("INTERNAL", "the item encoder returned non-finite vectors or the wrong number of them")
-        with self._write_lock:
-            next_id = max(self._next_id, max((item.id for item in items), default=0) + 1)
-            ids = []
-            for item in items:
-                if item.id > 0:
-                    ids.append(item.id)
-                else:
-                    ids.append(next_id)
-                    next_id += 1
-            if ids and max(ids) > MAX_ITEM_ID:
-                raise GatewayError("FAILED_PRECONDITION", f"no item id is left above the largest in use "
-                                                          f"({next_id - 1}): give the new items ids explicitly")
-            records = [Item(i, item.title, dict(item.attributes)) for i, item in zip(ids, items, strict=True)]
-            self._log(lambda: self.catalog.log_upsert(ids, vectors, records))
-            self._next_id = next_id
-            t0 = time.perf_counter()
-            # the store first: an id that a search can return always has its title
-            self.store.upsert(records)
-            self.index.upsert(np.asarray(ids, dtype=np.int64), vectors)
-            self._time_index("upsert", time.perf_counter() - t0)
-            self._after_write("upsert", ids)
+        try:
+            ids = self.catalog.upsert([item.id for item in items], vectors,
+                                      [(item.title, item.attributes) for item in items])
+        except IdsExhausted as error:
+            raise GatewayError("FAILED_PRECONDITION", str(error)) from None
+        except NotDurable as error:
+            raise self._not_durable(error) from None
+        self._after_write("upsert", ids)
         return ids
 
     def delete(self, ids: Sequence[int]) -> tuple[int, list[int]]:
         """Remove items from index and store; returns (removed, ids that were not there)."""
-        with self._write_lock:
-            missing = [int(i) for i in ids if int(i) not in self.index and int(i) not in self.store]
-            self._log(lambda: self.catalog.log_delete(ids))
-            t0 = time.perf_counter()
-            removed = self.index.delete(np.asarray(ids, dtype=np.int64))
-            self._time_index("delete", time.perf_counter() - t0)
-            self.store.delete(np.asarray(ids, dtype=np.int64))
-            self._after_write("delete", list(ids))
+        try:
+            removed, missing = self.catalog.delete(ids)
+        except NotDurable as error:
+            raise self._not_durable(error) from None
+        self._after_write("delete", list(ids))
         return removed, missing
 
     def get(self, ids: Sequence[int]) -> tuple[list[Item], list[int]]:
@@ -316,22 +288,15 @@ class RecommendationPipeline:
         missing = [int(i) for i, item in zip(ids, found, strict=True) if item is None]
         return items, missing
 
-    def _log(self, append: Any) -> None:
-        """Make a write durable before it is applied (write lock held): fsynced to the write-ahead log."""
-        if self.catalog is None:
-            return
-        t0 = time.perf_counter()
-        try:
-            append()
-        except OSError as error:
-            log_event(logger, "wal_append_failed", logging.ERROR, error=str(error))
-            raise GatewayError("UNAVAILABLE", "the write could not be made durable (write-ahead log failure); "
-                                              "nothing was changed, retry later") from None
-        self._time_index("wal_append", time.perf_counter() - t0)
+    @staticmethod
+    def _not_durable(error: NotDurable) -> GatewayError:
+        log_event(logger, "wal_append_failed", logging.ERROR, error=str(error))
+        return GatewayError("UNAVAILABLE", "the write could not be made durable (write-ahead log failure); "
+                                           "nothing was changed, retry later")
 
     def _after_write(self, operation: str, ids: list[int]) -> None:
         if self.metrics is not None:
             self.metrics.index_items.set(len(self.index))
         log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=len(self.index))
-        if self.catalog is not None and self.catalog.needs_compaction():
+        if self.catalog.needs_compaction():
             self._compact_wanted.set()

@@ -353,7 +353,7 @@ class Gateway:
             raise
         self.pipeline = RecommendationPipeline(
             self.backend, index, store, max_len=max_len, batching=config.batching, metrics=self.metrics,
-            user_model=config.triton.user_encoder, item_model=config.triton.item_encoder, catalog=catalog).start()
+            user_model=config.triton.user_encoder, item_model=config.triton.item_encoder, durable=catalog).start()
         if config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port)
         interceptors = []

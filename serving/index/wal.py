@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from .catalog import OPERATIONS, advance_next_id, apply_write, first_free_id
 from .item_index import RESERVED, ItemIndex
 from .item_store import Item, ItemStore
 from .snapshot import MANIFEST_FILE, IndexMismatch, SnapshotError, fsync_path
@@ -307,7 +308,8 @@ class RecoveryReport:
 
 
 class DurableCatalog:
-    """Index + store + write-ahead log + compaction; the caller serialises writes (one lock around log+apply)."""
+    """Index + store + write-ahead log + compaction, recovered at open; written through serving/index/catalog.py's
+    Catalog, which serialises writes (one lock around log + apply)."""
 
     def __init__(self, index: ItemIndex, store: ItemStore, extra: dict[str, Any], wal: WriteAheadLog,
                  state_dir: Path, base: str, snapshot_seq: int, next_id: int, compact_every: int,
@@ -406,12 +408,13 @@ class DurableCatalog:
         extra = {k: v for k, v in manifest.items() if k not in reserved | RESERVED and k not in STATE_KEYS}
         next_id = int(manifest.get("next_id") or 0)
         replay = [r for r in records if r.seq > seq]
-        for record in replay:
-            apply_record(index, store, record)
-            if record.op == "upsert" and len(record.ids):
-                next_id = max(next_id, int(record.ids.max()) + 1)
-        known = [int(i) for i in index.ids()[-1:]] + [int(i) for i in store.ids()[-1:]]
-        next_id = max(next_id, max(known, default=0) + 1)
+        for record in replay:  # the live path's own apply (serving/index/catalog.py)
+            if record.op not in OPERATIONS:
+                raise WalError(f"record {record.seq}: unknown operation {record.op!r}")
+            apply_write(index, store, record.op, record.ids, record.vectors, record.items)
+            if record.op == "upsert":
+                next_id = advance_next_id(next_id, record.ids)
+        next_id = first_free_id(index, store, next_id)
         last_seq = max(log_end, seq)
         if torn:  # cut the torn bytes so the file reads cleanly from now on
             with segments[-1].path.open("r+b") as handle:
@@ -429,7 +432,7 @@ class DurableCatalog:
         obj = {"op": "upsert", "ids": [int(i) for i in ids],
                "items": [{"title": item.title, "attributes": dict(item.attributes)} for item in items]}
         seq = self.wal.append(obj, np.asarray(vectors, dtype=np.float32))
-        self.next_id = max(self.next_id, max((int(i) for i in ids), default=0) + 1)
+        self.next_id = advance_next_id(self.next_id, ids)
         return seq
 
     def log_delete(self, ids: Sequence[int]) -> int:
@@ -482,15 +485,3 @@ class DurableCatalog:
                 self._lock.close()
                 self._lock = None
             self._closed = True
-
-
-def apply_record(index: ItemIndex, store: ItemStore, record: WalRecord) -> None:
-    """Apply one logged write to the index and the store (replay and the live path do the same thing)."""
-    if record.op == "upsert":
-        index.upsert(record.ids, record.vectors)
-        store.upsert(record.items)
-    elif record.op == "delete":
-        index.delete(record.ids)
-        store.delete(record.ids)
-    else:
-        raise WalError(f"record {record.seq}: unknown operation {record.op!r}")

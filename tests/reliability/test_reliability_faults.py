@@ -136,7 +136,7 @@ def test_gateway_killed_mid_write_loses_no_acknowledged_write(deployment, index_
         writers += fresh
         assert all(w.acked for w in fresh)
     with Gateway(config_from_dict(config)) as final:  # in-process: cheaper than a third child process
-        assert final.pipeline.catalog.report.replayed == 0  # the clean stop compacted everything
+        assert final.pipeline.catalog.durable.report.replayed == 0  # the clean stop compacted everything
         check_recovered(final.address, writers, planted_data.num_items)
     snapshots = sorted(p.name for p in (index_copy.parent / "index-state").glob("snapshot-*"))
     assert 1 <= len(snapshots) <= 2  # compaction ran and kept at most two
