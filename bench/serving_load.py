@@ -150,7 +150,7 @@ def _export_ok(folder: Path, checks: dict[str, str]) -> str | None:
 
 
 def _repository_ok(repository: Path, dep: Deployment, threads: int) -> str | None:
-    from export.onnx.artifact import sha256_file
+    from llmrec.files import sha256_file
 
     path = repository / "llmrec.json"
     if not path.is_file():
@@ -169,7 +169,7 @@ def _repository_ok(repository: Path, dep: Deployment, threads: int) -> str | Non
 
 
 def _index_ok(index: Path, vectors: Path) -> str | None:
-    from export.onnx.artifact import sha256_file
+    from llmrec.files import sha256_file
 
     path = index / "manifest.json"
     if not path.is_file():

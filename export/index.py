@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.files import sha256_file
 from train.configfile import HelpFormatter
 
 logger = logging.getLogger("llmrec.export")
@@ -50,14 +51,6 @@ PAD_TOKEN = "[PAD]"
 
 class IndexBuildError(ValueError):
     """Bad input to the index builder (the message names the file or flag); exit code 2."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_table(path: str | Path) -> tuple[Path, dict[str, Any] | None]:

@@ -45,6 +45,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmrec.files import write_json_atomic
 from llmrec.itemtext import ItemText
 from serving import HelpFormatter
 
@@ -358,20 +359,6 @@ class Demo:
                          missing_after_delete=list(gone.missing_ids) == [new_id])
             print(f"  DeleteItems -> {deleted.deleted} deleted, the index holds {deleted.index_size} items; "
                   f"GetItems({new_id}) -> {'missing' if list(gone.missing_ids) == [new_id] else 'still there'}")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """JSON to a temporary name in the same folder, fsync, renamed over `path`: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def build_record(args: argparse.Namespace, started_at: str, wall_seconds: float, startup: float | None,

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .index.snapshot import sha256_file
+from llmrec.files import sha256_file
 
 REPOSITORY_MANIFEST = "llmrec.json"
 

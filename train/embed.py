@@ -66,8 +66,7 @@ def write_embeddings(path: Path, matrix: np.ndarray, item_ids: list[str]) -> Non
 def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = DEFAULT_KIND, domain: str = "movie",
             batch_size: int = 32, progress: bool = True, embedder_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed every item of `data` with `embedder` into `out`; returns the manifest."""
-    from .data.cache import sha256_file
-    from .srs.checkpoint import write_json_atomic
+    from llmrec.files import sha256_file, write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ Exit codes: 0 report written (also for a partial run), 2 RUN is not a folder or 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrec.files import sha256_file
 from train.configfile import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
@@ -105,14 +105,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and \
         math.isfinite(value) else None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mb(nbytes: int | None) -> str:

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llmrec.files import sha256_file
+
 FORMAT = "llmrec.onnx/1"
 EXPORT_FILE = "export.json"
 MODEL_FILE = "model.onnx"
@@ -39,14 +41,6 @@ class ExportInputError(ValueError):
 
 class ExportValidationError(RuntimeError):
     """The exported graph does not reproduce torch within the threshold; exit code 1."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_files(paths: list[Path]) -> str:

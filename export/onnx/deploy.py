@@ -31,9 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmrec.files import sha256_file
 from train.configfile import HelpFormatter
 
-from .artifact import EXPORT_FILE, ExportInputError, sha256_file
+from .artifact import EXPORT_FILE, ExportInputError
 from .validate import DEFAULT_MIN_COSINE
 
 logger = logging.getLogger("llmrec.export")

@@ -347,7 +347,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
     Written into a temporary sibling folder and renamed to `out` only when validation passes.
     Raises ExportInputError / ExportValidationError.
     """
-    from train.embedder.files import replace_folder
+    from llmrec.files import replace_folder
     from train.stages.common import embedder_hash
 
     from .validate import print_report, validate_embedder

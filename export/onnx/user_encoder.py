@@ -195,7 +195,7 @@ def export_user_encoder(checkpoint: str | Path, out: str | Path, min_cosine: flo
     Everything is written into a temporary sibling folder and renamed to `out` only when validation passes,
     so `out` never holds a half-written or failing export. Raises ExportInputError / ExportValidationError.
     """
-    from train.embedder.files import replace_folder
+    from llmrec.files import replace_folder
 
     from .validate import print_report, validate_user_encoder
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .snapshot import MANIFEST_FILE, SnapshotError, sha256_file, write_json_atomic
+from llmrec.files import sha256_file, write_json_atomic
+
+from .snapshot import MANIFEST_FILE, SnapshotError
 
 __all__ = ["STORE_FILE", "STORE_FORMAT", "Item", "ItemStore"]
 

@@ -62,10 +62,12 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.files import fsync_path
+
 from .catalog import OPERATIONS, advance_next_id, apply_write, first_free_id
 from .item_index import RESERVED, ItemIndex
 from .item_store import Item, ItemStore
-from .snapshot import MANIFEST_FILE, IndexMismatch, SnapshotError, fsync_path
+from .snapshot import MANIFEST_FILE, IndexMismatch, SnapshotError
 
 logger = logging.getLogger("llmrec.serving.index")
 

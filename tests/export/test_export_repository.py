@@ -16,8 +16,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.onnx.artifact import ExportInputError, read_manifest, sha256_file
+from export.onnx.artifact import ExportInputError, read_manifest
 from export.onnx.repository import MANIFEST_FILE, RepositoryOptions, write_repository
+from llmrec.files import sha256_file
 
 TESTS = Path(__file__).resolve().parents[1]
 ONNX_TYPES = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32, onnx.TensorProto.INT64: model_config_pb2.TYPE_INT64}

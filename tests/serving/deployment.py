@@ -66,8 +66,8 @@ def build_deployment(folder: Path, num_items: int) -> SimpleNamespace:
     from export.onnx.embedder import export_embedder
     from export.onnx.repository import RepositoryOptions, write_repository
     from export.onnx.user_encoder import export_user_encoder
+    from llmrec.files import sha256_file
     from serving.index import Item, ItemIndex, ItemStore
-    from serving.index.snapshot import sha256_file
     from train.embedder import EmbedderConfig, ItemEmbedder
     from train.srs.checkpoint import save_checkpoint
     from train.srs.config import SRSConfig

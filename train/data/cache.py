@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.files import sha256_file
+
 from .dataset import Examples, SequenceData
 from .sources import Source, source_files
 
@@ -50,14 +52,6 @@ def default_cache_dir() -> Path:
     """`$LLMREC_CACHE`, else `~/.cache/llmrec`."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "llmrec"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_fingerprint(source: Source) -> dict:

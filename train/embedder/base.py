@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from ..data.cache import default_cache_dir, sha256_file
-from .files import replace_folder
+from llmrec.files import replace_folder, sha256_file
+
+from ..data.cache import default_cache_dir
 from .tokens import align_special_tokens
 
 logger = logging.getLogger("llmrec.embedder")

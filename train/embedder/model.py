@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from llmrec.files import replace_folder
+
 from .attention import model_inputs
 from .base import load_causal_lm, load_tokenizer, pick_device_dtype, resolve_base
 from .config import EmbedderConfig
-from .files import replace_folder
 from .lora import add_lora, is_peft, merged_state_dict
 from .pooling import pool
 

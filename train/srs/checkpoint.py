@@ -9,19 +9,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmrec.files import write_json_atomic
+
 from .config import SRSConfig
 from .model import SequentialRecommender
 
 FORMAT = "llmrec.srs/1"
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model: SequentialRecommender, out_dir: str | Path, meta: dict) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.data.cache import sha256_file
+from llmrec.files import sha256_file
 
 EMBEDDINGS_KEY = "embeddings"
 

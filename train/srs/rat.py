@@ -44,10 +44,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.data.cache import sha256_file
+from llmrec.files import sha256_file, write_json_atomic
 from train.data.dataset import SequenceData
 
-from .checkpoint import FORMAT, write_json_atomic
+from .checkpoint import FORMAT
 from .config import SRSConfig
 from .items import load_item_embeddings
 from .model import SequentialRecommender

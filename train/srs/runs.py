@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.files import write_json_atomic
 from train.data.dataset import SequenceData
 
-from .checkpoint import write_json_atomic
 from .config import SRSConfig
 from .items import load_item_embeddings
 from .trainer import train_one_seed

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llmrec.files import write_json_atomic
 from train.data.dataset import Examples, SequenceData
 from train.eval import evaluate, full_ranking
 
-from .checkpoint import save_checkpoint, write_json_atomic
+from .checkpoint import save_checkpoint
 from .config import SRSConfig
 from .losses import full_softmax_ce, sample_negatives, sampled_bce
 from .model import SequentialRecommender

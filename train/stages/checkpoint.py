@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..embedder.files import replace_folder
-from ..srs.checkpoint import write_json_atomic
+from llmrec.files import replace_folder, write_json_atomic
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer.safetensors"

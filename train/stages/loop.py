@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from llmrec.files import write_json_atomic
+
 from ..data.dataset import SequenceData
 from ..embedder import ItemEmbedder
-from ..srs.checkpoint import write_json_atomic
 from .checkpoint import load_training_checkpoint, read_state, save_training_checkpoint
 from .common import StageError, input_identity, load_input_embedder, prepare_trainable, trainable_parameters
 from .config import StageConfig

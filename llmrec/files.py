@@ -1,0 +1,73 @@
+"""File helpers every layer shares: content hashes, durable JSON, atomic folder replacement.
+
+Why one copy: train writes the checkpoints and manifests that export and serving verify, so they must hash and
+write files the same way; a reader (another stage, another process, the gateway after a crash) must never see
+half a file or half a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("llmrec.files")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's or a folder's entry to disk (a rename is durable only once its folder is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to a temporary name in the same folder, fsync, rename over `path`, fsync the folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Rename the complete folder `new` to `target`; an existing target is swapped out and deleted afterwards.
+
+    If another process renames its folder into place at the same moment, that one is kept and `new` is left
+    for the caller to delete (both writers produce the same content).
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}-{time.time_ns()}")
+        try:
+            target.rename(old)
+        except OSError:
+            old = None
+    try:
+        new.rename(target)
+    except OSError:
+        logger.info(json.dumps({"event": "folder_written_concurrently", "folder": str(target)}))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
