@@ -35,11 +35,11 @@ import torch  # noqa: E402
 from bench.common import RESULTS, write_result  # noqa: E402
 from bench.srs_baselines import PROFILE  # noqa: E402
 from llmrec.itemtext import DEFAULT_KIND  # noqa: E402
+from llmrec.logs import setup_logging  # noqa: E402
 from train.data import DataConfig, load_dataset  # noqa: E402
 from train.data.cold import COLD_TEST, cold_start_split  # noqa: E402
 from train.embed import ITEMS_FILE, MANIFEST_FILE, extract  # noqa: E402
 from train.eval.compare import paired_bootstrap, random_recall, seed_mean  # noqa: E402
-from train.logs import setup_logging  # noqa: E402
 from train.srs.config import SRSConfig  # noqa: E402
 from train.srs.rat import run_rat  # noqa: E402
 from train.srs.runs import run_seeds  # noqa: E402

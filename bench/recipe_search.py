@@ -28,9 +28,9 @@ import torch  # noqa: E402
 from bench.common import RESULTS, write_result  # noqa: E402
 from bench.embeddings_quality import COLD_FRACTION, ensure_embeddings  # noqa: E402
 from bench.srs_baselines import PROFILE  # noqa: E402
+from llmrec.logs import setup_logging  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.data.cold import COLD_VALID, cold_start_split  # noqa: E402
-from train.logs import setup_logging  # noqa: E402
 from train.srs.config import SRSConfig  # noqa: E402
 from train.srs.runs import run_seeds  # noqa: E402
 

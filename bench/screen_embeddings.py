@@ -32,11 +32,11 @@ from tqdm import tqdm  # noqa: E402
 from bench.common import RESULTS, write_result  # noqa: E402
 from bench.embeddings_quality import COLD_FRACTION, COLD_SAFE_STAGES, stage_dir  # noqa: E402
 from llmrec.itemtext import DEFAULT_KIND, ItemText  # noqa: E402
+from llmrec.logs import setup_logging  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.data.cold import cold_start_split  # noqa: E402
 from train.data.dataset import SequenceData  # noqa: E402
 from train.embed import ITEMS_FILE, MANIFEST_FILE, extract  # noqa: E402
-from train.logs import setup_logging  # noqa: E402
 from train.srs.items import read_embedding_file  # noqa: E402
 
 WINDOW, K = 3, 10

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import RESULTS, write_result  # noqa: E402
+from llmrec.logs import setup_logging  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.eval import evaluate  # noqa: E402
-from train.logs import setup_logging  # noqa: E402
 from train.srs.config import SRSConfig  # noqa: E402
 from train.srs.runs import run_seeds, summarise  # noqa: E402
 

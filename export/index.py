@@ -198,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.logs import setup_logging
+    from llmrec.logs import setup_logging
 
     args = parser().parse_args(argv)
     setup_logging(verbose=not args.quiet)

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from llmrec.itemtext import DEFAULT_KIND, TEXT_KINDS, ItemText
+from llmrec.logs import setup_logging
 from train.configfile import HelpFormatter
 
 from .data import DataConfig, SequenceData, load_dataset
 from .data.text import recipe_texts
-from .logs import setup_logging
 
 logger = logging.getLogger("llmrec.stages")
 

@@ -99,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from train.logs import setup_logging
+    from llmrec.logs import setup_logging
 
     setup_logging(verbose=not args.quiet)
     try:

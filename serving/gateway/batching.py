@@ -26,7 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ..logs import log_event
+from llmrec.logs import log_event
+
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError, QueueFull
 
 logger = logging.getLogger("llmrec.gateway")

@@ -15,9 +15,9 @@ import os
 import sys
 import textwrap
 
+from llmrec.logs import setup_logging
 from serving import HelpFormatter
 
-from ..logs import setup_logging
 from ..signals import StopSignal
 from .config import ConfigError, TritonConfig, load_config
 

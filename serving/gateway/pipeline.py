@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.logs import log_event
+
 from ..index.catalog import Catalog, IdsExhausted, NotDurable
 from ..index.item_index import ItemIndex
 from ..index.item_store import Item, ItemStore
 from ..index.wal import DurableCatalog
-from ..logs import log_event
 from .backends import EncoderBackend
 from .batching import BatchQueue
 from .config import BatchingConfig

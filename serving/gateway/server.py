@@ -37,12 +37,13 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from llmrec.logs import log_event
+
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
-from ..logs import log_event
 from ..proto.llmrec.v1 import recommend_pb2 as pb
 from ..repository import repository_manifest, verify_repository
 from .auth import AuthInterceptor, load_token

@@ -20,7 +20,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ..logs import log_event
+from llmrec.logs import log_event
+
 from .backends import ITEM_OUTPUT, TEXT_INPUT, USER_INPUTS, USER_OUTPUT
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 

@@ -15,9 +15,9 @@ import argparse
 import json
 import sys
 
+from llmrec.logs import setup_logging
 from serving import HelpFormatter
 
-from ..logs import setup_logging
 from ..signals import StopSignal
 from .server import DEFAULT_HOST, RestartPolicy, TritonError, TritonServer, TritonSupervisor
 

@@ -55,7 +55,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..logs import log_event
+from llmrec.logs import log_event
+
 from ..repository import verify_repository
 
 logger = logging.getLogger("llmrec.triton")

@@ -213,7 +213,7 @@ def test_cli_serves_until_sigterm(python_repository):
 
 
 def test_serving_never_imports_torch():
-    code = ("import sys, serving.__main__, serving.triton, serving.triton.cli, serving.logs\n"
+    code = ("import sys, serving.__main__, serving.triton, serving.triton.cli, serving.gateway.server, llmrec.logs\n"
             "import importlib.util as u\n"
             "for f in ['tokenizer_model', 'onnx_model']:\n"
             "    s = u.spec_from_file_location(f, 'export/onnx/triton_models/' + f + '.py')\n"

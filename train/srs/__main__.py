@@ -6,9 +6,9 @@ import argparse
 import sys
 from dataclasses import fields
 
+from llmrec.logs import setup_logging
 from train.configfile import HelpFormatter, add_config_option, apply_config_file
 from train.data import DataConfig, load_dataset
-from train.logs import setup_logging
 
 from .config import FIELD_HELP, SRSConfig
 from .runs import run_seeds

@@ -24,9 +24,10 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from llmrec.logs import setup_logging
+
 from ..configfile import HelpFormatter, read_config_file
 from ..data import DataConfig, load_dataset
-from ..logs import setup_logging
 from .common import StageError
 from .config import PROFILE_NAMES
 from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec

@@ -1,18 +1,23 @@
-"""Structured (JSON lines) logging shared by the command-line tools."""
+"""Structured (JSON lines) logging, one record shape for every tool of train, export and serving.
+
+One JSON object per line with time, level and logger; a message that is itself a JSON object is merged into
+the record (`log_event` writes those), anything else lands under "message".
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from typing import Any
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record; a message that is itself a JSON object is merged in."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-               "logger": record.name}
+        out: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                               "logger": record.name}
         message = record.getMessage()
         try:
             parsed = json.loads(message)
@@ -28,6 +33,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: bool = True) -> None:
+    """JSON lines on stderr for every `llmrec.*` logger (INFO, or WARNING when not verbose)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("llmrec")
@@ -37,3 +43,8 @@ def setup_logging(verbose: bool = True) -> None:
     # FAISS reports at INFO every CPU-specific build it could not load before the one it does; a library
     # configuring the root logger (onnxruntime's quantization does) would print them all
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured event: {"event": event, **fields} as a JSON message."""
+    logger.log(level, json.dumps({"event": event, **fields}, default=str))
