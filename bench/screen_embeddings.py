@@ -14,7 +14,7 @@ set (bench/embeddings_quality.py's, 20% of the items), with statistics over warm
 place an item it never saw interactions of? It is the only fair column for the co-occurrence stage, which
 trained on the warm transitions (on the cold-start split, under runs/bench/embedder-cold: screened when there).
 Only training interactions are read (no validation or test target). Writes
-bench/results/screen_embeddings.{json,md}.
+bench/results/screen_embeddings.{json,md} (with --layers: screen_embeddings_layers.{json,md}).
 """
 
 from __future__ import annotations
