@@ -30,19 +30,17 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import RESULTS, write_result  # noqa: E402
-from bench.embeddings_quality import COLD_FRACTION, COLD_SAFE_STAGES, stage_dir  # noqa: E402
+from bench.embeddings_quality import COLD_FRACTION, COLD_SAFE_STAGES, ensure_embeddings, stage_dir  # noqa: E402
 from llmrec.itemtext import DEFAULT_KIND, ItemText  # noqa: E402
 from llmrec.logs import setup_logging  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.data.cold import cold_start_split  # noqa: E402
 from train.data.dataset import SequenceData  # noqa: E402
-from train.embed import ITEMS_FILE, MANIFEST_FILE, extract  # noqa: E402
 from train.srs.items import read_embedding_file  # noqa: E402
 
 WINDOW, K = 3, 10
-# (pooling setup, item text): raw SmolLM2 in both modes over every item-text recipe
-MODES = {"raw-bidir-mean": {"attention": "bidirectional", "pooling": "mean"},
-         "raw-causal-last": {"attention": "causal", "pooling": "last"}}
+# raw SmolLM2 in both modes (bench/embeddings_quality.py's EMBEDDINGS) over every item-text recipe
+MODES = ("raw-bidir-mean", "raw-causal-last")
 TEXTS = ("title", "title-year", "title-year-genres", "attributes", "prompt")
 STAGES = COLD_SAFE_STAGES  # bench stages screened when trained: their own embedding mode, the default text
 
@@ -100,18 +98,9 @@ def attribute_vector(data: SequenceData) -> np.ndarray:
 
 
 def ensure(name: str, runs: Path, data: SequenceData, progress: bool) -> np.ndarray:
-    """Embeddings of the raw model (MODES) or of a bench stage (its own mode), extracted if missing."""
-    from train.stages.common import embedder_hash, load_input_embedder
-
+    """The MODE/TEXT embeddings (MODE a key of bench/embeddings_quality.py's EMBEDDINGS), extracted if missing."""
     mode, text = name.split("/")
-    out = runs / "embeddings" / f"{mode}@{text}"
-    if not (out / MANIFEST_FILE).is_file():
-        source = "smollm2" if mode in MODES else str(stage_dir(runs, mode))
-        overrides = MODES.get(mode, {})
-        embedder = load_input_embedder(source, **overrides)
-        extract(embedder, data, out, text=text, progress=progress,
-                embedder_info={"source": source, "sha256": embedder_hash(source), "overrides": overrides})
-    return read_embedding_file(out / ITEMS_FILE)[0]
+    return read_embedding_file(ensure_embeddings(mode, runs, data, progress, text=text))[0]
 
 
 @torch.no_grad()
