@@ -32,9 +32,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to the sys.stderr of the moment, not the one at set-up: a stderr replaced later (a test
+    runner's capture, a daemon's redirect) must not leave a handler writing into a closed file."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+
 def setup_logging(verbose: bool = True) -> None:
     """JSON lines on stderr for every `llmrec.*` logger (INFO, or WARNING when not verbose)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("llmrec")
     root.handlers[:] = [handler]

@@ -620,10 +620,10 @@ class TritonSupervisor:
                 logger.exception("triton restart attempt %d failed", attempt)
                 self._emit("restart_failed", attempt=attempt, error=f"{type(exc).__name__}: {exc}")
                 continue
-            self.restarts += 1
             self.last_downtime_s = time.monotonic() - noticed
             done = {"pid": self.server.pid, "attempt": attempt, "seconds": round(time.monotonic() - t0, 3),
-                    "downtime_s": round(self.last_downtime_s, 3), "restarts": self.restarts}
+                    "downtime_s": round(self.last_downtime_s, 3), "restarts": self.restarts + 1}
             log_event(logger, "triton_restarted", logging.WARNING, **done)
             self._emit("restarted", **done)
+            self.restarts += 1  # after the event, as for gave_up: whoever sees the count has been told
             return
