@@ -165,7 +165,8 @@ def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapt
         frozen_items = items
     else:
         raise ExportInputError(f"--adapter {str(srs_checkpoint)!r}: the SRS uses ID embeddings "
-                               "(items='ids'); only an SRS trained on frozen LLM embeddings has an item adapter")
+                               f"(items={model.config.items!r}, fusion={model.config.fusion!r}); only an SRS "
+                               "whose items keep a text path has an item adapter")
     items_info = config.get("items") or {}
     pca = None
     if items_info.get("pca"):

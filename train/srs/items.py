@@ -19,14 +19,20 @@ from llmrec.files import sha256_file
 EMBEDDINGS_KEY = "embeddings"
 
 
-class IDItemEmbedding(nn.Module):
-    """A trainable table, one row per item, row 0 = padding (kept at zero)."""
+ID_INIT_STD = 0.02  # SASRec's initialisation of the ID table
 
-    def __init__(self, num_items: int, hidden_size: int) -> None:
+
+class IDItemEmbedding(nn.Module):
+    """A trainable table, one row per item, row 0 = padding (kept at zero); `init` [num_items + 1, hidden]
+    replaces the random start (see text_init)."""
+
+    def __init__(self, num_items: int, hidden_size: int, init: torch.Tensor | None = None) -> None:
         super().__init__()
         self.table = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
-        nn.init.normal_(self.table.weight, std=0.02)
+        nn.init.normal_(self.table.weight, std=ID_INIT_STD)
         with torch.no_grad():
+            if init is not None:
+                self.table.weight.copy_(init)
             self.table.weight[0].zero_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -34,6 +40,22 @@ class IDItemEmbedding(nn.Module):
 
     def all_items(self) -> torch.Tensor:
         return self.table.weight
+
+
+def text_init(embeddings: torch.Tensor, warm: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    """An ID table's starting point from text (LLM-initialised IDs): every row projected on the first
+    `hidden_size` principal components of the standardised warm rows, scaled to the random start's
+    standard deviation, so only the geometry of the start changes, not its size."""
+    x = embeddings.detach().to(torch.float64)
+    rows = x[warm.to(torch.bool) & (torch.arange(len(x)) > 0)]
+    mean, std = rows.mean(0), rows.std(0).clamp_min(1e-6)
+    _, _, vt = torch.linalg.svd((rows - mean) / std, full_matrices=False)
+    if vt.shape[0] < hidden_size:
+        raise ValueError(f"text_init needs at least {hidden_size} warm items and dimensions, got {tuple(rows.shape)}")
+    projected = ((x - mean) / std) @ vt[:hidden_size].T
+    projected = projected * (ID_INIT_STD / projected[1:].std().clamp_min(1e-12))
+    projected[0] = 0
+    return projected.to(torch.float32)
 
 
 class Adapter(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import SRSConfig
 from .gru4rec import GRU4Rec
-from .items import FrozenItemEmbedding, HybridItemEmbedding, IDItemEmbedding, ResidualItemEmbedding
+from .items import FrozenItemEmbedding, HybridItemEmbedding, IDItemEmbedding, ResidualItemEmbedding, text_init
 from .sasrec import SASRec
 
 
@@ -42,6 +42,9 @@ class SequentialRecommender(nn.Module):
             if config.fusion == "gated":
                 self.items = HybridItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
                                                  config.standardize)
+            elif config.fusion == "init":  # the text only shapes where training starts
+                self.items = IDItemEmbedding(num_items, config.hidden_size,
+                                             text_init(frozen_embeddings, warm_items, config.hidden_size))
             elif config.fusion == "residual":
                 self.items = ResidualItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
                                                    config.standardize, config.id_dropout, config.input_dropout)

@@ -240,3 +240,39 @@ def test_standardisation_statistics_come_from_warm_items_only():
     items = FrozenItemEmbedding(frozen, 4, standardize=True, fit_rows=warm)
     assert items.mean[0] == pytest.approx(4.5)
     assert items.std[0] == pytest.approx(float(torch.arange(10.0).std()))
+
+
+def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
+    from train.srs.checkpoint import load_checkpoint, save_checkpoint
+    from train.srs.items import ID_INIT_STD, IDItemEmbedding, text_init
+
+    # items 1..8 on a line along (3, 4), dimension 2 a pattern uncorrelated with it; item 9 is cold, far out
+    t = torch.tensor([-4.0, -3, -2, -1, 1, 2, 3, 4, 8])
+    frozen = torch.zeros(10, 3)
+    frozen[1:, 0], frozen[1:, 1] = 3 * t, 4 * t
+    frozen[1:, 2] = 1e-3 * torch.tensor([1.0, -1, -1, 1, 1, -1, -1, 1, 0])
+    warm = torch.ones(10, dtype=torch.bool)
+    warm[9] = False
+    init = text_init(frozen, warm, 1)
+    # standardised warm rows: axes 0 and 1 are both t / std(t) (mean 0) and axis 2 has unit variance too, so the
+    # first component is (1, 1, 0) / sqrt(2) and reads sqrt(2) t / std(t); the cold item is projected with the
+    # warm statistics (8, not re-centred), then every row is scaled to std 0.02
+    expected = t / t[:8].std() * torch.sqrt(torch.tensor(2.0))
+    expected = expected * ID_INIT_STD / expected.std()
+    sign = torch.sign(init[1, 0] * expected[0])
+    torch.testing.assert_close(init[1:, 0] * sign, expected, rtol=1e-4, atol=1e-6)
+    assert init[0].abs().sum() == 0
+    with pytest.raises(ValueError, match="at least 4 warm items"):
+        text_init(frozen, warm, 4)
+
+    config = SRSConfig(items="x.npy", fusion="init", hidden_size=2, num_heads=1, ffn_size=4)
+    frozen2 = torch.randn(NUM_ITEMS + 1, 6)
+    model = SequentialRecommender(config, NUM_ITEMS, frozen2, torch.ones(NUM_ITEMS + 1, dtype=torch.bool))
+    assert isinstance(model.items, IDItemEmbedding)  # no text path after the start, no frozen buffer
+    torch.testing.assert_close(model.item_vectors(), text_init(frozen2, torch.ones(NUM_ITEMS + 1, dtype=torch.bool), 2))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(model, d, {})
+        loaded, _ = load_checkpoint(d)
+    torch.testing.assert_close(loaded.item_vectors(), model.item_vectors())
