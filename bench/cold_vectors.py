@@ -1,0 +1,102 @@
+"""Post-hoc cold-item vectors: could a trained residual hybrid rank new items better without retraining?
+
+    python bench/cold_vectors.py
+
+A screen that takes seconds. It reads the cold-split residual rows that bench/embeddings_quality.py trained
+(runs/bench/cold/<row>/seed-*) and, on validation only, swaps what a cold item's vector is:
+  - as trained: the text path alone, text(x);
+  - scaled: s * text(x). A cold vector is shorter than a warm one (text + ID), and the scale tests whether
+    that shortfall, rather than what the text says, keeps cold items out of the top 10;
+  - ID transfer: text(x) + the softmax(cos / tau)-weighted mean of the ID parts of its k nearest warm items,
+    by cosine of the standardised frozen embedding or of the adapted text vector (a text -> ID mapping).
+For each it reports validation R@10 over all targets and over cold targets (cold_valid), mean of the seeds.
+Writes bench/results/cold_vectors.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import RESULTS, write_result  # noqa: E402
+from bench.embeddings_quality import COLD_FRACTION  # noqa: E402
+from train.data import load_dataset  # noqa: E402
+from train.data.cold import COLD_VALID, cold_start_split  # noqa: E402
+from train.eval.ranking import full_ranking  # noqa: E402
+from train.srs.checkpoint import load_checkpoint  # noqa: E402
+
+ROWS = ("hybrid", "hybrid-co-occurrence")
+SCALES = (1.05, 1.1, 1.2, 1.3)
+NEIGHBOURS = ((10, 0.05), (10, 0.2), (50, 0.2))
+
+
+def recall10(model, table: torch.Tensor, examples, num_items: int) -> float:
+    config = model.config
+
+    def scores(idx: np.ndarray) -> torch.Tensor:
+        hist, _, _ = examples.batch(idx, config.max_len, config.padding)
+        return model.user_vectors(torch.from_numpy(hist), table) @ table.T
+
+    return float(full_ranking(scores, examples, num_items, (10,), config.exclude_history, 1024).metrics["recall@10"])
+
+
+@torch.no_grad()
+def variants(model, cold: torch.Tensor) -> dict[str, torch.Tensor]:
+    items = model.items
+    text, ids, table, warm = items.text.all_items(), items.ids.all_items(), model.item_vectors(), items.warm
+    out = {"as trained (text path)": table}
+    out.update({f"scaled x{s}": torch.where(cold[:, None], table * s, table) for s in SCALES})
+    frozen = torch.nn.functional.normalize((items.text.frozen - items.text.mean) / items.text.std, dim=1)
+    for space, feats in (("frozen", frozen), ("adapted", torch.nn.functional.normalize(text, dim=1))):
+        sims = feats @ feats[warm].T
+        for k, tau in NEIGHBOURS:
+            top = sims.topk(k, dim=1)
+            moved = (torch.softmax(top.values / tau, dim=1)[..., None] * ids[warm][top.indices]).sum(1)
+            out[f"ID transfer, {space} k={k} tau={tau}"] = torch.where(cold[:, None], text + moved, table)
+    for t in out.values():
+        t[0] = 0
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/bench", help="where bench/embeddings_quality.py keeps its runs")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    data, cold_mask = cold_start_split(load_dataset("ml-100k"), COLD_FRACTION, seed=0)
+    cold = torch.from_numpy(cold_mask)
+    sets = {"valid": data.valid, COLD_VALID: data.extra_eval[COLD_VALID]}
+    results: dict[str, dict] = {}
+    for row in ROWS:
+        seeds = sorted((Path(args.runs) / "cold" / row).glob("seed-*"))
+        if not seeds:
+            raise SystemExit(f"no trained seeds of {row!r} under {args.runs}/cold: run bench/embeddings_quality.py "
+                             f"--rows cold-{row} first")
+        per: dict[str, list[dict[str, float]]] = {}
+        for seed_dir in seeds:
+            model, _ = load_checkpoint(seed_dir)
+            for name, table in variants(model, cold).items():
+                per.setdefault(name, []).append({s: recall10(model, table, ex, data.num_items)
+                                                 for s, ex in sets.items()})
+        results[row] = {name: {s: float(np.mean([r[s] for r in rs])) for s in sets} for name, rs in per.items()}
+        results[row]["seeds"] = len(seeds)
+    lines = ["Cold-item vectors swapped after training (cold split, validation, R@10, mean of the seeds)\n",
+             "| row | cold vector | valid R@10 | cold_valid R@10 |", "|---|---|---|---|"]
+    for row, rs in results.items():
+        lines += [f"| {row} | {name} | {v['valid']:.4f} | {v[COLD_VALID]:.4f} |" for name, v in rs.items()
+                  if name != "seeds"]
+    table = "\n".join(lines)
+    print(table)
+    write_result("cold_vectors", {"rows": results, "scales": SCALES, "neighbours": NEIGHBOURS})
+    (RESULTS / "cold_vectors.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
