@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.cli import HelpFormatter
 from llmrec.files import sha256_file
-from train.configfile import HelpFormatter
 
 logger = logging.getLogger("llmrec.export")
 

@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 
-from serving import HelpFormatter
+from llmrec.cli import HelpFormatter
 
 COMMANDS = {"triton": "serving.triton.cli", "gateway": "serving.gateway.cli", "client": "serving.client",
             "demo": "serving.demo"}

@@ -26,7 +26,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serving import HelpFormatter
+from llmrec.cli import HelpFormatter
 
 from .gateway.config import DEFAULT_TOKEN_ENV
 from .proto.llmrec.v1 import recommend_pb2 as pb

@@ -45,9 +45,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmrec.cli import HelpFormatter
 from llmrec.files import write_json_atomic
 from llmrec.itemtext import ItemText
-from serving import HelpFormatter
 
 from .gateway.backends import item_text_recipe
 from .proto.llmrec.v1 import recommend_pb2 as pb

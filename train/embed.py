@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.cli import HelpFormatter
 from llmrec.itemtext import DEFAULT_KIND, TEXT_KINDS, ItemText
 from llmrec.logs import setup_logging
-from train.configfile import HelpFormatter
 
 from .data import DataConfig, SequenceData, load_dataset
 from .data.text import recipe_texts

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrec.cli import HelpFormatter
 from llmrec.files import sha256_file
-from train.configfile import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
 EXPORT_SPEED = ROOT / "bench" / "results" / "export_speed.json"

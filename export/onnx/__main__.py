@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from train.configfile import HelpFormatter
+from llmrec.cli import HelpFormatter
 
 from .artifact import EXIT_BAD_INPUT, EXIT_VALIDATION, ExportInputError, ExportValidationError
 from .deploy import add_parser as add_all

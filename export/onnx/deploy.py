@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmrec.cli import HelpFormatter
 from llmrec.files import sha256_file
-from train.configfile import HelpFormatter
 
 from .artifact import EXPORT_FILE, ExportInputError
 from .validate import DEFAULT_MIN_COSINE

@@ -560,7 +560,7 @@ def run_cli(args: Any) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register the `quantize` subcommand on an argparse subparsers object."""
-    from train.configfile import HelpFormatter
+    from llmrec.cli import HelpFormatter
 
     p = sub.add_parser("quantize", formatter_class=HelpFormatter,
                        help="int8 / fp16 / optimised variant of an exported graph",

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from train.configfile import HelpFormatter
+from llmrec.cli import HelpFormatter
 
 from .artifact import (
     DATA_FILE,

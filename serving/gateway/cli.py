@@ -15,8 +15,8 @@ import os
 import sys
 import textwrap
 
+from llmrec.cli import HelpFormatter
 from llmrec.logs import setup_logging
-from serving import HelpFormatter
 
 from ..signals import StopSignal
 from .config import ConfigError, TritonConfig, load_config

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from llmrec.cli import read_yaml_mapping
 
 DEFAULT_TOKEN_ENV = "LLMREC_GATEWAY_TOKEN"
 BACKENDS = ("triton", "onnxruntime")
@@ -186,14 +186,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ga
     """Read a YAML config; relative paths in it (index, model_repository, auth.token_file) are taken from the
     file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+        values = read_yaml_mapping(path, "gateway config")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for dotted, value in (overrides or {}).items():
         target = values
         *parents, last = dotted.split(".")

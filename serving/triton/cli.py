@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
+from llmrec.cli import HelpFormatter
 from llmrec.logs import setup_logging
-from serving import HelpFormatter
 
 from ..signals import StopSignal
 from .server import DEFAULT_HOST, RestartPolicy, TritonError, TritonServer, TritonSupervisor

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from train.configfile import apply_config_file
+from llmrec.cli import apply_config_file
 from train.srs.__main__ import main as srs_main
 from train.srs.__main__ import parser as srs_parser
 from train.srs.config import SRSConfig

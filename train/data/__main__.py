@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.configfile import HelpFormatter
+from llmrec.cli import HelpFormatter
 
 from .cache import default_cache_dir
 from .dataset import SequenceData

@@ -6,8 +6,8 @@ import argparse
 import sys
 from dataclasses import fields
 
+from llmrec.cli import HelpFormatter, add_config_option, apply_config_file
 from llmrec.logs import setup_logging
-from train.configfile import HelpFormatter, add_config_option, apply_config_file
 from train.data import DataConfig, load_dataset
 
 from .config import FIELD_HELP, SRSConfig

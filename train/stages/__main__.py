@@ -24,9 +24,9 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from llmrec.cli import HelpFormatter, read_config_file
 from llmrec.logs import setup_logging
 
-from ..configfile import HelpFormatter, read_config_file
 from ..data import DataConfig, load_dataset
 from .common import StageError
 from .config import PROFILE_NAMES
