@@ -210,7 +210,7 @@ def prepare_deployment(root: Path, checkpoint: Path, srs: Path, ort_threads: int
     reason = _repository_ok(dep.repository, dep, ort_threads)
     if reason:
         print(f"  repository: {reason}; writing", flush=True)
-        from export.onnx.repository import RepositoryOptions, write_repository
+        from export.triton.repository import RepositoryOptions, write_repository
 
         write_repository(dep.embedder, dep.user_encoder, dep.repository,
                          RepositoryOptions(flavour="python", threads=ort_threads))

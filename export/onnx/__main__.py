@@ -19,12 +19,12 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from export.triton.repository import add_parser as add_repository
 from llmrec.cli import HelpFormatter
 
 from .artifact import EXIT_BAD_INPUT, EXIT_VALIDATION, ExportInputError, ExportValidationError
 from .deploy import add_parser as add_all
 from .quantize import add_parser as add_quantize
-from .repository import add_parser as add_repository
 from .validate import DEFAULT_MIN_COSINE
 
 

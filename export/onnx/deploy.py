@@ -110,9 +110,10 @@ def write_gate(embedder_dir: Path, variant: Path, variant_sha256: str, recipe: s
 
 def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
     """Run the steps in order; returns {step: ran}."""
+    from export.triton.repository import RepositoryOptions, write_repository
+
     from .embedder import export_embedder
     from .quantize import RECIPES, quantize_int8
-    from .repository import RepositoryOptions, write_repository
     from .user_encoder import export_user_encoder
 
     embedder_ckpt, srs_ckpt, out = Path(args.embedder), Path(args.srs), Path(args.out)
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `all` on the `python -m export.onnx` parser."""
-    from .repository import FLAVOURS, RepositoryOptions
+    from export.triton.repository import FLAVOURS, RepositoryOptions
 
     p = sub.add_parser("all", formatter_class=HelpFormatter,
                        help="embedder + user encoder + Triton repository (+ index) in one command",

@@ -230,7 +230,7 @@ def test_weights_in_an_external_data_file_travel_with_the_graph(embedder_checkpo
 
     from export.onnx import embedder as module
     from export.onnx.artifact import DATA_FILE
-    from export.onnx.repository import RepositoryOptions, write_repository
+    from export.triton.repository import RepositoryOptions, write_repository
 
     original = module.export_decoder
 

@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from export.onnx.artifact import ExportInputError, read_manifest
-from export.onnx.repository import MANIFEST_FILE, RepositoryOptions, write_repository
+from export.triton.repository import MANIFEST_FILE, RepositoryOptions, write_repository
 from llmrec.files import sha256_file
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_native_flavour_with_tensorrt_plans(repo_exports, tmp_path, monkeypatch)
 
 def test_tensorrt_plans_need_trtexec_and_the_native_flavour(repo_exports, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no trtexec anywhere
-    monkeypatch.setattr("export.onnx.tensorrt.TRTEXEC_LOCATIONS", (str(tmp_path / "none"),))
+    monkeypatch.setattr("export.triton.tensorrt.TRTEXEC_LOCATIONS", (str(tmp_path / "none"),))
     with pytest.raises(ExportInputError, match="needs TensorRT's trtexec"):
         write_repository(repo_exports.embedder, None, tmp_path / "r", RepositoryOptions(flavour="native",
                                                                                         tensorrt_plan=True))
@@ -273,7 +273,7 @@ def test_tokenizer_step_on_smollm2_tokenizer(tmp_path):
     step_dir = tmp_path / "1"
     (step_dir / "tokenizer").mkdir(parents=True)
     shutil.copy2(folder / "tokenizer.json", step_dir / "tokenizer" / "tokenizer.json")
-    shutil.copy2(Path(__file__).resolve().parents[2] / "export" / "onnx" / "triton_models" / "tokenizer_model.py",
+    shutil.copy2(Path(__file__).resolve().parents[2] / "serving" / "triton" / "models" / "tokenizer_model.py",
                  step_dir / "model.py")
     for pooling, max_length in (("mean", 32), ("eos", 16)):
         config = EmbedderConfig(base=str(folder), pooling=pooling, max_length=max_length, template="Item: {text}")

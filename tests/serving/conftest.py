@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from export.onnx.repository import RepositoryOptions, write_repository
+from export.triton.repository import RepositoryOptions, write_repository
 from serving.triton import TritonServer
 
 HERE = Path(__file__).resolve().parent

@@ -64,8 +64,8 @@ def build_deployment(folder: Path, num_items: int) -> SimpleNamespace:
     import torch
 
     from export.onnx.embedder import export_embedder
-    from export.onnx.repository import RepositoryOptions, write_repository
     from export.onnx.user_encoder import export_user_encoder
+    from export.triton.repository import RepositoryOptions, write_repository
     from llmrec.files import sha256_file
     from serving.index import Item, ItemIndex, ItemStore
     from train.embedder import EmbedderConfig, ItemEmbedder

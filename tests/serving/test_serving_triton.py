@@ -216,7 +216,7 @@ def test_serving_never_imports_torch():
     code = ("import sys, serving.__main__, serving.triton, serving.triton.cli, serving.gateway.server, llmrec.logs\n"
             "import importlib.util as u\n"
             "for f in ['tokenizer_model', 'onnx_model']:\n"
-            "    s = u.spec_from_file_location(f, 'export/onnx/triton_models/' + f + '.py')\n"
+            "    s = u.spec_from_file_location(f, 'serving/triton/models/' + f + '.py')\n"
             "    s.loader.exec_module(u.module_from_spec(s))\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .artifact import ExportInputError, ExportValidationError
+from export.onnx.artifact import ExportInputError, ExportValidationError
 
 PLAN_FILE = "model.plan"
 TRTEXEC_LOCATIONS = ("/usr/src/tensorrt/bin/trtexec",)  # NVIDIA's containers

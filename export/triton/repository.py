@@ -19,7 +19,7 @@ Two flavours of the ONNX models, the rest is shared:
   "onnxruntime_onnx"`, KIND_GPU, optionally the TensorRT execution accelerator
   (`--tensorrt`: FP16, workspace, engine cache; parameter names from the
   onnxruntime backend README); or, with `--tensorrt-plan`, TensorRT engines
-  built now by trtexec (`platform: "tensorrt_plan"`, export/onnx/tensorrt.py).
+  built now by trtexec (`platform: "tensorrt_plan"`, export/triton/tensorrt.py).
 The item_encoder is an ensemble rather than one Python model so that the same
 pipeline also runs when item_embedder is a native model.
 
@@ -46,9 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmrec.cli import HelpFormatter
-
-from .artifact import (
+from export.onnx.artifact import (
     DATA_FILE,
     EXPORT_FILE,
     ITEM_VECTORS_FILE,
@@ -58,6 +56,20 @@ from .artifact import (
     read_manifest,
     sha256_file,
 )
+from llmrec.cli import HelpFormatter
+
+from .config import (
+    TEXT_INPUT,
+    Serving,
+    TensorSpec,
+    WarmupInput,
+    add_ensemble_step,
+    add_parameters,
+    add_tensorrt,
+    add_warmup,
+    model_config,
+    to_text,
+)
 from .tensorrt import PLAN_FILE, Shapes, build_plan, shape_list
 
 logger = logging.getLogger("llmrec.export")
@@ -65,9 +77,9 @@ logger = logging.getLogger("llmrec.export")
 REPOSITORY_FORMAT = "llmrec.triton-repository/1"
 MANIFEST_FILE = "llmrec.json"
 FLAVOURS = ("python", "native")
-TEMPLATES = Path(__file__).parent / "triton_models"
+# the Python models that run inside Triton (copied into the repository as <model>/<version>/model.py)
+TEMPLATES = Path(__file__).resolve().parents[2] / "serving" / "triton" / "models"
 ITEM_ENCODER, TOKENIZER, ITEM_EMBEDDER, USER_ENCODER = "item_encoder", "tokenizer", "item_embedder", "user_encoder"
-TEXT_INPUT = "text"
 KEPT_FILES = ("README.md", ".gitignore")  # checked-in files of a repository folder, kept when it is rewritten
 WARMUP_LENGTH = 8  # tokens / history items in the warm-up requests
 
@@ -113,13 +125,6 @@ class RepositoryOptions:
         for name, ok, rule in checks:
             if not ok:
                 raise ExportInputError(f"repository option {name} must be {rule}, got {getattr(self, name)!r}")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    data_type: str  # Triton TYPE_*
-    dims: list[int]  # without the batch dimension; -1 = dynamic
 
 
 # ---------------------------------------------------------------------------------------------- graphs
@@ -177,68 +182,29 @@ def _tensor(manifest_path: Path, specs: list[TensorSpec], name: str) -> TensorSp
 
 
 # ---------------------------------------------------------------------------------------------- config.pbtxt
-def _dims(dims: list[int]) -> str:
-    return "[ " + ", ".join(str(d) for d in dims) + " ]"
-
-
-def _tensors(key: str, specs: list[TensorSpec]) -> str:
-    rows = [f'  {{ name: "{s.name}" data_type: {s.data_type} dims: {_dims(s.dims)} }}' for s in specs]
-    return f"{key} [\n" + ",\n".join(rows) + "\n]\n"
-
-
-def _batching(options: RepositoryOptions) -> str:
-    preferred = ", ".join(str(b) for b in options.preferred_batch_sizes)
-    return (f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
-            f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}\n")
-
-
-def _instances(kind: str, count: int) -> str:
-    return f"instance_group [\n  {{ count: {count} kind: {kind} }}\n]\n"
-
-
-def _parameters(params: dict[str, str]) -> str:
-    return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items())
-
-
-def _warmup(name: str, inputs: dict[str, str]) -> str:
-    """One warm-up sample (batch 1); `inputs` maps tensor name -> its ModelInput text."""
-    body = "\n".join(f'    inputs {{ key: "{k}" value: {{ {v} }} }}' for k, v in inputs.items())
-    return f'model_warmup [\n  {{\n    name: "{name}"\n    batch_size: 1\n{body}\n  }}\n]\n'
-
-
-def _header(name: str, options: RepositoryOptions, backend: str | None = None, platform: str | None = None) -> str:
-    kind = f'backend: "{backend}"' if backend else f'platform: "{platform}"'
-    return (f'name: "{name}"\n{kind}\nmax_batch_size: {options.max_batch_size}\n'
-            "version_policy: { latest { num_versions: 1 } }\n")
+def _serving(options: RepositoryOptions, kind: str, instances: int | None = None) -> Serving:
+    return Serving(options.max_batch_size, list(options.preferred_batch_sizes), options.max_queue_delay_us,
+                   options.instances if instances is None else instances, kind)
 
 
 def _onnx_model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], options: RepositoryOptions,
-                       warmup: dict[str, str], trt_shapes: dict[str, str] | None) -> str:
+                       warmup: dict[str, WarmupInput], trt_shapes: dict[str, str] | None) -> str:
     """config.pbtxt of an exported model: python flavour, native ONNX, or a native TensorRT plan."""
     if options.flavour == "python":
-        text = _header(name, options, backend="python")
-        kind = "KIND_CPU"
-    elif options.tensorrt_plan:
-        text = _header(name, options, platform="tensorrt_plan")
-        kind = "KIND_GPU"
+        config = model_config(name, inputs, outputs, _serving(options, "KIND_CPU"), backend="python")
     else:
-        text = _header(name, options, platform="onnxruntime_onnx")
-        kind = "KIND_GPU"
-    text += _tensors("input", inputs) + _tensors("output", outputs)
-    text += _instances(kind, options.instances) + _batching(options)
+        platform = "tensorrt_plan" if options.tensorrt_plan else "onnxruntime_onnx"
+        config = model_config(name, inputs, outputs, _serving(options, "KIND_GPU"), platform=platform)
     if not options.tensorrt_plan:
-        text += _parameters({"intra_op_thread_count": str(options.threads)})
+        add_parameters(config, {"intra_op_thread_count": str(options.threads)})
     if options.flavour == "native" and options.tensorrt:
-        trt = {"precision_mode": options.trt_precision,
-               "max_workspace_size_bytes": str(options.trt_workspace_bytes),
-               "trt_engine_cache_enable": "1",
-               "trt_engine_cache_path": f"{options.trt_cache_path.rstrip('/')}/{name}",
-               **(trt_shapes or {})}
-        params = "\n".join(f'        parameters {{ key: "{k}" value: "{v}" }}' for k, v in trt.items())
-        text += ("optimization {\n  execution_accelerators {\n    gpu_execution_accelerator: [\n"
-                 f'      {{\n        name: "tensorrt"\n{params}\n      }}\n    ]\n  }}\n}}\n')
-    text += _warmup(f"{name}_warmup", warmup)
-    return text
+        add_tensorrt(config, {"precision_mode": options.trt_precision,
+                              "max_workspace_size_bytes": str(options.trt_workspace_bytes),
+                              "trt_engine_cache_enable": "1",
+                              "trt_engine_cache_path": f"{options.trt_cache_path.rstrip('/')}/{name}",
+                              **(trt_shapes or {})})
+    add_warmup(config, warmup)
+    return to_text(config)
 
 
 def _trt_profile(shapes: Shapes) -> dict[str, str]:
@@ -258,32 +224,22 @@ def _write_graph(folder: Path, manifest: dict[str, Any], version_dir: Path, shap
 
 
 def tokenizer_config(options: RepositoryOptions) -> str:
-    text = _header(TOKENIZER, options, backend="python")
-    text += _tensors("input", [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])])
-    text += _tensors("output", [TensorSpec("input_ids", "TYPE_INT64", [-1]),
-                                TensorSpec("attention_mask", "TYPE_INT64", [-1])])
-    text += _instances("KIND_CPU", options.tokenizer_instances) + _batching(options)
-    text += _warmup("tokenizer_warmup", {TEXT_INPUT: "data_type: TYPE_STRING dims: [ 1 ] zero_data: true"})
-    return text
+    tokens = [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])]
+    config = model_config(TOKENIZER, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])], tokens,
+                          _serving(options, "KIND_CPU", options.tokenizer_instances), backend="python")
+    add_warmup(config, {TEXT_INPUT: WarmupInput("TYPE_STRING", [1])})
+    return to_text(config)
 
 
 def item_encoder_config(vector: TensorSpec, options: RepositoryOptions) -> str:
     """The ensemble: text -> tokenizer -> item_embedder; intermediate tensors are internal names."""
-    text = _header(ITEM_ENCODER, options, platform="ensemble")
-    text += _tensors("input", [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])]) + _tensors("output", [vector])
-    text += (
-        "ensemble_scheduling {\n  step [\n"
-        f'    {{\n      model_name: "{TOKENIZER}"\n      model_version: -1\n'
-        f'      input_map {{ key: "{TEXT_INPUT}" value: "{TEXT_INPUT}" }}\n'
-        '      output_map { key: "input_ids" value: "token_ids" }\n'
-        '      output_map { key: "attention_mask" value: "token_mask" }\n    },\n'
-        f'    {{\n      model_name: "{ITEM_EMBEDDER}"\n      model_version: -1\n'
-        '      input_map { key: "input_ids" value: "token_ids" }\n'
-        '      input_map { key: "attention_mask" value: "token_mask" }\n'
-        f'      output_map {{ key: "{vector.name}" value: "{vector.name}" }}\n    }}\n'
-        "  ]\n}\n"
-    )
-    return text
+    config = model_config(ITEM_ENCODER, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])], [vector],
+                          _serving(options, "KIND_CPU"), platform="ensemble")
+    add_ensemble_step(config, TOKENIZER, {TEXT_INPUT: TEXT_INPUT},
+                      {"input_ids": "token_ids", "attention_mask": "token_mask"})
+    add_ensemble_step(config, ITEM_EMBEDDER, {"input_ids": "token_ids", "attention_mask": "token_mask"},
+                      {vector.name: vector.name})
+    return to_text(config)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -379,8 +335,8 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
                     [options.max_batch_size, max_length])
     shapes = {ids.name: token_shapes, "attention_mask": token_shapes}
     trt = _trt_profile(shapes)
-    warmup = {ids.name: f"data_type: {ids.data_type} dims: [ {length} ] zero_data: true",
-              "attention_mask": f'data_type: TYPE_INT64 dims: [ {length} ] input_data_file: "attention_mask"'}
+    warmup = {ids.name: WarmupInput(ids.data_type, [length]),
+              "attention_mask": WarmupInput("TYPE_INT64", [length], "attention_mask")}
     _write_text(model_dir / "config.pbtxt", _onnx_model_config(ITEM_EMBEDDER, inputs, [vector], options, warmup, trt))
     _ones_int64(model_dir / "warmup" / "attention_mask", length)
     _write_graph(folder, manifest, model_dir / version, shapes, options)
@@ -427,8 +383,8 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
         "attention_mask": ([1, 1], [options.preferred_batch_sizes[-1], max_len], [options.max_batch_size, max_len]),
     }
     trt = _trt_profile(shapes)
-    warmup = {items.name: f"data_type: {items.data_type} dims: [ {length}, {hidden} ] zero_data: true",
-              "attention_mask": f'data_type: TYPE_INT64 dims: [ {length} ] input_data_file: "attention_mask"'}
+    warmup = {items.name: WarmupInput(items.data_type, [length, hidden]),
+              "attention_mask": WarmupInput("TYPE_INT64", [length], "attention_mask")}
     _write_text(model_dir / "config.pbtxt", _onnx_model_config(USER_ENCODER, inputs, [user], options, warmup, trt))
     _ones_int64(model_dir / "warmup" / "attention_mask", length)
     _write_graph(folder, manifest, model_dir / version, shapes, options)
