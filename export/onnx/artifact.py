@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrec.files import sha256_file
+from llmrec.names import USER_ENCODER
 
 FORMAT = "llmrec.onnx/1"
 EXPORT_FILE = "export.json"
@@ -30,7 +31,7 @@ MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx_data"
 TOKENIZER_DIR = "tokenizer"
 ITEM_VECTORS_FILE = "item_vectors.safetensors"
-KINDS = ("embedder", "user_encoder")
+KINDS = ("embedder", USER_ENCODER)
 EXIT_VALIDATION = 1
 EXIT_BAD_INPUT = 2
 

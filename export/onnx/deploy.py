@@ -33,6 +33,7 @@ from typing import Any
 
 from llmrec.cli import HelpFormatter
 from llmrec.files import sha256_file
+from llmrec.names import ITEM_EMBEDDER, USER_ENCODER
 
 from .artifact import EXPORT_FILE, ExportInputError
 from .validate import DEFAULT_MIN_COSINE
@@ -124,7 +125,7 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
     if args.index is not None and not args.dataset:
         raise ExportInputError("--index needs --dataset (the titles and attributes of the items)")
     record = StepRecord(out / RECORD_FILE)
-    embedder_dir, user_dir = out / "item_embedder", out / "user_encoder"
+    embedder_dir, user_dir = out / ITEM_EMBEDDER, out / USER_ENCODER
     srs_sha = tree_sha256(srs_ckpt)
     ran: dict[str, bool] = {}
 

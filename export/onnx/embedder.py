@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmrec.names import ATTENTION_MASK, INPUT_IDS, ITEM_VECTOR
+
 from .artifact import (
     DATA_FILE,
     EXPORT_FILE,
@@ -222,11 +224,11 @@ def export_head(head: ItemHead, hidden_size: int, path: Path) -> None:
     """The head alone: hidden_states float32 [B, L, hidden], attention_mask int64 [B, L] -> item_vector [B, D]."""
     example = (torch.randn(2, 5, hidden_size), torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]]))
     dynamic = {"hidden_states": {0: "batch_size", 1: "sequence_length"},
-               "attention_mask": {0: "batch_size", 1: "sequence_length"}, "item_vector": {0: "batch_size"}}
+               ATTENTION_MASK: {0: "batch_size", 1: "sequence_length"}, ITEM_VECTOR: {0: "batch_size"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(head.eval(), example, str(path), input_names=["hidden_states", "attention_mask"],
-                          output_names=["item_vector"], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(head.eval(), example, str(path), input_names=["hidden_states", ATTENTION_MASK],
+                          output_names=[ITEM_VECTOR], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
 
 
 def position_id_nodes(mask: str, out: str) -> tuple[list[Any], list[Any]]:
@@ -252,15 +254,15 @@ def splice(decoder: Any, head: Any, dim: int) -> Any:
 
     graph = decoder.graph
     inputs = [i.name for i in graph.input]
-    if inputs != ["input_ids", "attention_mask", "position_ids"] or graph.output[0].name != "last_hidden_state":
+    if inputs != [INPUT_IDS, ATTENTION_MASK, "position_ids"] or graph.output[0].name != "last_hidden_state":
         raise RuntimeError(f"unexpected decoder graph: inputs {inputs}, outputs {[o.name for o in graph.output]}")
-    nodes, constants = position_id_nodes("attention_mask", "position_ids")
+    nodes, constants = position_id_nodes(ATTENTION_MASK, "position_ids")
     kept = [i for i in graph.input if i.name != "position_ids"]
     del graph.input[:]
     graph.input.extend(kept)
     head = compose.add_prefix(head, "head/")
-    rename = {"head/hidden_states": "last_hidden_state", "head/attention_mask": "attention_mask",
-              "head/item_vector": "item_vector"}
+    rename = {"head/hidden_states": "last_hidden_state", f"head/{ATTENTION_MASK}": ATTENTION_MASK,
+              f"head/{ITEM_VECTOR}": ITEM_VECTOR}
     for node in head.graph.node:
         node.input[:] = [rename.get(n, n) for n in node.input]
         node.output[:] = [rename.get(n, n) for n in node.output]
@@ -269,7 +271,7 @@ def splice(decoder: Any, head: Any, dim: int) -> Any:
     graph.node.extend(nodes + old_nodes + list(head.graph.node))
     graph.initializer.extend(constants + list(head.graph.initializer))
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info("item_vector", TensorProto.FLOAT, ["batch_size", dim]))
+    graph.output.append(helper.make_tensor_value_info(ITEM_VECTOR, TensorProto.FLOAT, ["batch_size", dim]))
     known = {o.domain for o in decoder.opset_import}
     decoder.opset_import.extend(o for o in head.opset_import if o.domain not in known)
     return decoder
@@ -390,8 +392,8 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "kind": KIND,
-            "inputs": [tensor_spec("input_ids", "int64", [-1, -1]), tensor_spec("attention_mask", "int64", [-1, -1])],
-            "outputs": [tensor_spec("item_vector", "float32", [-1, dim])],
+            "inputs": [tensor_spec(INPUT_IDS, "int64", [-1, -1]), tensor_spec(ATTENTION_MASK, "int64", [-1, -1])],
+            "outputs": [tensor_spec(ITEM_VECTOR, "float32", [-1, dim])],
             "dim": dim,
             "hidden_size": embedder.hidden_size,
             "pooling": config.pooling,

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmrec.names import ATTENTION_MASK, ITEM_VECTORS, USER_ENCODER, USER_VECTOR
+
 from .artifact import (
     EXPORT_FILE,
     FORMAT,
@@ -57,7 +59,7 @@ from .artifact import (
 
 logger = logging.getLogger("llmrec.export")
 
-KIND = "user_encoder"
+KIND = USER_ENCODER
 OPSET = 18
 
 
@@ -151,13 +153,13 @@ def export_graph(model: Any, path: Path) -> None:
     length = max_len + 3
     example = (torch.randn(3, length, hidden), torch.ones(3, length, dtype=torch.long))
     example[1][0, :2] = 0
-    dynamic = {"item_vectors": {0: "batch", 1: "history"}, "attention_mask": {0: "batch", 1: "history"},
-               "user_vector": {0: "batch"}}
+    dynamic = {ITEM_VECTORS: {0: "batch", 1: "history"}, ATTENTION_MASK: {0: "batch", 1: "history"},
+               USER_VECTOR: {0: "batch"}}
     torch._dynamo.reset()  # state left by an earlier export in the same process can pin the history axis
     with export_friendly_alignment(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, example, str(path), input_names=["item_vectors", "attention_mask"],
-                          output_names=["user_vector"], dynamic_axes=dynamic, opset_version=OPSET, dynamo=True,
+        torch.onnx.export(graph, example, str(path), input_names=[ITEM_VECTORS, ATTENTION_MASK],
+                          output_names=[USER_VECTOR], dynamic_axes=dynamic, opset_version=OPSET, dynamo=True,
                           external_data=False, verbose=False)
 
 
@@ -224,9 +226,9 @@ def export_user_encoder(checkpoint: str | Path, out: str | Path, min_cosine: flo
         manifest = {
             "format": FORMAT,
             "kind": KIND,
-            "inputs": [tensor_spec("item_vectors", "float32", [-1, -1, srs.hidden_size]),
-                       tensor_spec("attention_mask", "int64", [-1, -1])],
-            "outputs": [tensor_spec("user_vector", "float32", [-1, srs.hidden_size])],
+            "inputs": [tensor_spec(ITEM_VECTORS, "float32", [-1, -1, srs.hidden_size]),
+                       tensor_spec(ATTENTION_MASK, "int64", [-1, -1])],
+            "outputs": [tensor_spec(USER_VECTOR, "float32", [-1, srs.hidden_size])],
             "dim": srs.hidden_size,
             "hidden_size": srs.hidden_size,
             "max_len": srs.max_len,

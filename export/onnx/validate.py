@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.names import ATTENTION_MASK, INPUT_IDS, ITEM_VECTOR, ITEM_VECTORS, USER_VECTOR
+
 DEFAULT_MIN_COSINE = 0.9999
 TOP_K = 10
 
@@ -141,7 +143,7 @@ def embed_texts_onnx(session_or_path: Any, tokenizer_dir: str | Path, texts: Seq
     for start in range(0, len(rows), batch_size):
         input_ids, mask = pad_batch(rows[start : start + batch_size], int(manifest["pad_token_id"]), side)
         out[start : start + len(input_ids)] = session.run(
-            ["item_vector"], {"input_ids": input_ids, "attention_mask": mask})[0]
+            [ITEM_VECTOR], {INPUT_IDS: input_ids, ATTENTION_MASK: mask})[0]
     return out
 
 
@@ -277,7 +279,7 @@ def validate_user_encoder(model_path: str | Path, model: Any, table: np.ndarray,
     for name, history in cases_in:
         with torch.no_grad():
             expected = model.user_vectors(torch.from_numpy(history)).float().numpy()
-        got = session.run(["user_vector"], {"item_vectors": table[history].astype(np.float32),
-                                            "attention_mask": (history != 0).astype(np.int64)})[0]
+        got = session.run([USER_VECTOR], {ITEM_VECTORS: table[history].astype(np.float32),
+                                          ATTENTION_MASK: (history != 0).astype(np.int64)})[0]
         cases.append({"case": name, **compare(expected, got, items=items, metric="inner_product")})
     return summarise(cases, min_cosine)

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-TEXT_INPUT = "text"
-
 
 @dataclass(frozen=True)
 class TensorSpec:

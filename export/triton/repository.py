@@ -57,9 +57,20 @@ from export.onnx.artifact import (
     sha256_file,
 )
 from llmrec.cli import HelpFormatter
+from llmrec.names import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    ITEM_EMBEDDER,
+    ITEM_ENCODER,
+    ITEM_VECTOR,
+    ITEM_VECTORS,
+    TEXT,
+    TOKENIZER,
+    USER_ENCODER,
+    USER_VECTOR,
+)
 
 from .config import (
-    TEXT_INPUT,
     Serving,
     TensorSpec,
     WarmupInput,
@@ -79,7 +90,6 @@ MANIFEST_FILE = "llmrec.json"
 FLAVOURS = ("python", "native")
 # the Python models that run inside Triton (copied into the repository as <model>/<version>/model.py)
 TEMPLATES = Path(__file__).resolve().parents[2] / "serving" / "triton" / "models"
-ITEM_ENCODER, TOKENIZER, ITEM_EMBEDDER, USER_ENCODER = "item_encoder", "tokenizer", "item_embedder", "user_encoder"
 KEPT_FILES = ("README.md", ".gitignore")  # checked-in files of a repository folder, kept when it is rewritten
 WARMUP_LENGTH = 8  # tokens / history items in the warm-up requests
 
@@ -224,20 +234,20 @@ def _write_graph(folder: Path, manifest: dict[str, Any], version_dir: Path, shap
 
 
 def tokenizer_config(options: RepositoryOptions) -> str:
-    tokens = [TensorSpec("input_ids", "TYPE_INT64", [-1]), TensorSpec("attention_mask", "TYPE_INT64", [-1])]
-    config = model_config(TOKENIZER, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])], tokens,
+    tokens = [TensorSpec(INPUT_IDS, "TYPE_INT64", [-1]), TensorSpec(ATTENTION_MASK, "TYPE_INT64", [-1])]
+    config = model_config(TOKENIZER, [TensorSpec(TEXT, "TYPE_STRING", [1])], tokens,
                           _serving(options, "KIND_CPU", options.tokenizer_instances), backend="python")
-    add_warmup(config, {TEXT_INPUT: WarmupInput("TYPE_STRING", [1])})
+    add_warmup(config, {TEXT: WarmupInput("TYPE_STRING", [1])})
     return to_text(config)
 
 
 def item_encoder_config(vector: TensorSpec, options: RepositoryOptions) -> str:
     """The ensemble: text -> tokenizer -> item_embedder; intermediate tensors are internal names."""
-    config = model_config(ITEM_ENCODER, [TensorSpec(TEXT_INPUT, "TYPE_STRING", [1])], [vector],
+    config = model_config(ITEM_ENCODER, [TensorSpec(TEXT, "TYPE_STRING", [1])], [vector],
                           _serving(options, "KIND_CPU"), platform="ensemble")
-    add_ensemble_step(config, TOKENIZER, {TEXT_INPUT: TEXT_INPUT},
-                      {"input_ids": "token_ids", "attention_mask": "token_mask"})
-    add_ensemble_step(config, ITEM_EMBEDDER, {"input_ids": "token_ids", "attention_mask": "token_mask"},
+    add_ensemble_step(config, TOKENIZER, {TEXT: TEXT},
+                      {INPUT_IDS: "token_ids", ATTENTION_MASK: "token_mask"})
+    add_ensemble_step(config, ITEM_EMBEDDER, {INPUT_IDS: "token_ids", ATTENTION_MASK: "token_mask"},
                       {vector.name: vector.name})
     return to_text(config)
 
@@ -320,9 +330,9 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     manifest = read_manifest(folder, kind="embedder")
     inputs, outputs = graph_io(folder / MODEL_FILE)
     check_graph(folder, manifest, inputs, outputs)
-    ids = _tensor(folder, inputs, "input_ids")
-    _tensor(folder, inputs, "attention_mask")
-    vector = _tensor(folder, outputs, "item_vector")
+    ids = _tensor(folder, inputs, INPUT_IDS)
+    _tensor(folder, inputs, ATTENTION_MASK)
+    vector = _tensor(folder, outputs, ITEM_VECTOR)
     if not (folder / TOKENIZER_DIR / "tokenizer.json").is_file():
         raise ExportInputError(f"{folder}: {TOKENIZER_DIR}/tokenizer.json is missing (the tokenizer model needs it)")
     version = str(options.version)
@@ -333,12 +343,12 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     max_length = int(manifest.get("max_length") or 512)
     token_shapes = ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1],
                     [options.max_batch_size, max_length])
-    shapes = {ids.name: token_shapes, "attention_mask": token_shapes}
+    shapes = {ids.name: token_shapes, ATTENTION_MASK: token_shapes}
     trt = _trt_profile(shapes)
     warmup = {ids.name: WarmupInput(ids.data_type, [length]),
-              "attention_mask": WarmupInput("TYPE_INT64", [length], "attention_mask")}
+              ATTENTION_MASK: WarmupInput("TYPE_INT64", [length], ATTENTION_MASK)}
     _write_text(model_dir / "config.pbtxt", _onnx_model_config(ITEM_EMBEDDER, inputs, [vector], options, warmup, trt))
-    _ones_int64(model_dir / "warmup" / "attention_mask", length)
+    _ones_int64(model_dir / "warmup" / ATTENTION_MASK, length)
     _write_graph(folder, manifest, model_dir / version, shapes, options)
     if options.flavour == "python":
         shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
@@ -364,12 +374,12 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
 
 
 def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptions) -> dict[str, Any]:
-    manifest = read_manifest(folder, kind="user_encoder")
+    manifest = read_manifest(folder, kind=USER_ENCODER)
     inputs, outputs = graph_io(folder / MODEL_FILE)
     check_graph(folder, manifest, inputs, outputs)
-    items = _tensor(folder, inputs, "item_vectors")
-    _tensor(folder, inputs, "attention_mask")
-    user = _tensor(folder, outputs, "user_vector")
+    items = _tensor(folder, inputs, ITEM_VECTORS)
+    _tensor(folder, inputs, ATTENTION_MASK)
+    user = _tensor(folder, outputs, USER_VECTOR)
     hidden = items.dims[-1]
     if hidden < 1:
         raise ExportInputError(f"{folder}: item_vectors has no fixed hidden size (dims {items.dims})")
@@ -380,13 +390,13 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
     shapes = {
         items.name: ([1, 1, hidden], [options.preferred_batch_sizes[-1], max_len, hidden],
                      [options.max_batch_size, max_len, hidden]),
-        "attention_mask": ([1, 1], [options.preferred_batch_sizes[-1], max_len], [options.max_batch_size, max_len]),
+        ATTENTION_MASK: ([1, 1], [options.preferred_batch_sizes[-1], max_len], [options.max_batch_size, max_len]),
     }
     trt = _trt_profile(shapes)
     warmup = {items.name: WarmupInput(items.data_type, [length, hidden]),
-              "attention_mask": WarmupInput("TYPE_INT64", [length], "attention_mask")}
+              ATTENTION_MASK: WarmupInput("TYPE_INT64", [length], ATTENTION_MASK)}
     _write_text(model_dir / "config.pbtxt", _onnx_model_config(USER_ENCODER, inputs, [user], options, warmup, trt))
-    _ones_int64(model_dir / "warmup" / "attention_mask", length)
+    _ones_int64(model_dir / "warmup" / ATTENTION_MASK, length)
     _write_graph(folder, manifest, model_dir / version, shapes, options)
     if options.flavour == "python":
         shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
@@ -437,7 +447,7 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
         if embedder is not None:
             sources["embedder"] = _write_embedder_models(tmp, Path(embedder), options)
         if user_encoder is not None:
-            sources["user_encoder"] = _write_user_encoder_model(tmp, Path(user_encoder), options)
+            sources[USER_ENCODER] = _write_user_encoder_model(tmp, Path(user_encoder), options)
         models = sorted(p.name for p in tmp.iterdir() if (p / "config.pbtxt").is_file())
         manifest = {
             "format": REPOSITORY_FORMAT,

@@ -22,13 +22,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from llmrec.itemtext import ItemText
+from llmrec.names import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    ITEM_EMBEDDER,
+    ITEM_VECTOR,
+    ITEM_VECTORS,
+    TOKENIZER,
+    USER_ENCODER,
+    USER_VECTOR,
+)
 
 from ..repository import repository_manifest
-
-USER_INPUTS = ("item_vectors", "attention_mask")
-USER_OUTPUT = "user_vector"
-TEXT_INPUT = "text"
-ITEM_OUTPUT = "item_vector"
 
 
 class EncoderBackend(Protocol):
@@ -48,7 +53,7 @@ class EncoderBackend(Protocol):
 
 def history_length(repository: str | Path) -> int | None:
     """The user encoder's history window (the SRS max_len) recorded in the repository, or None."""
-    source = (repository_manifest(repository).get("sources") or {}).get("user_encoder") or {}
+    source = (repository_manifest(repository).get("sources") or {}).get(USER_ENCODER) or {}
     value = source.get("max_len")
     return int(value) if value else None
 
@@ -82,8 +87,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, repository: str | Path, user_model: str = "user_encoder", item_model: str = "item_embedder",
-                 tokenizer_model: str = "tokenizer", threads: int = 1) -> None:
+    def __init__(self, repository: str | Path, user_model: str = USER_ENCODER, item_model: str = ITEM_EMBEDDER,
+                 tokenizer_model: str = TOKENIZER, threads: int = 1) -> None:
         import onnxruntime as ort
 
         root = Path(repository)
@@ -111,9 +116,9 @@ class OnnxRuntimeBackend:
 
     def encode_users(self, item_vectors: np.ndarray, attention_mask: np.ndarray,
                      timeout_s: float | None = None) -> np.ndarray:
-        feed = {USER_INPUTS[0]: np.ascontiguousarray(item_vectors, dtype=np.float32),
-                USER_INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
-        return np.asarray(self.user_session.run([USER_OUTPUT], feed)[0], dtype=np.float32)
+        feed = {ITEM_VECTORS: np.ascontiguousarray(item_vectors, dtype=np.float32),
+                ATTENTION_MASK: np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        return np.asarray(self.user_session.run([USER_VECTOR], feed)[0], dtype=np.float32)
 
     def encode_texts(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray:
         from .errors import GatewayError
@@ -121,7 +126,7 @@ class OnnxRuntimeBackend:
         if self.item_session is None or self.tokenizer is None:
             raise GatewayError("FAILED_PRECONDITION", "this deployment has no item encoder")
         ids, mask = self.tokenizer(list(texts))
-        return np.asarray(self.item_session.run([ITEM_OUTPUT], {"input_ids": ids, "attention_mask": mask})[0],
+        return np.asarray(self.item_session.run([ITEM_VECTOR], {INPUT_IDS: ids, ATTENTION_MASK: mask})[0],
                           dtype=np.float32)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrec.cli import read_yaml_mapping
+from llmrec.names import ITEM_ENCODER, USER_ENCODER
 
 DEFAULT_TOKEN_ENV = "LLMREC_GATEWAY_TOKEN"
 BACKENDS = ("triton", "onnxruntime")
@@ -29,8 +30,8 @@ class TritonConfig:
     """Where the models run: an external Triton (`url`) or the bundled one started on `model_repository`."""
 
     url: str | None = None  # host:port of Triton's gRPC endpoint; None = start the bundled tritonserver
-    user_encoder: str = "user_encoder"
-    item_encoder: str = "item_encoder"
+    user_encoder: str = USER_ENCODER
+    item_encoder: str = ITEM_ENCODER
     timeout_s: float = 10.0  # per Triton call (shortened to the caller's deadline)
     startup_timeout_s: float = 120.0  # managed server: how long to wait for readiness
     # managed server (url: null) only: when the tritonserver process dies on its own (crash, kill -9, OOM) the

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.logs import log_event
+from llmrec.names import ITEM_ENCODER, USER_ENCODER
 
 from ..index.catalog import Catalog, IdsExhausted, NotDurable
 from ..index.item_index import ItemIndex
@@ -81,7 +82,7 @@ def _remaining(deadline: float | None) -> float | None:
 class RecommendationPipeline:
     def __init__(self, backend: EncoderBackend, index: ItemIndex, store: ItemStore, *, max_len: int,
                  batching: BatchingConfig | None = None, metrics: GatewayMetrics | None = None,
-                 user_model: str = "user_encoder", item_model: str = "item_encoder",
+                 user_model: str = USER_ENCODER, item_model: str = ITEM_ENCODER,
                  durable: DurableCatalog | None = None) -> None:
         """`durable`: when given (persist), every write is logged and fsynced before it is applied and answered,
         and the catalogue is compacted into a snapshot in the background (serving/index/wal.py)."""

@@ -38,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmrec.logs import log_event
+from llmrec.names import USER_ENCODER
 
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
@@ -240,7 +241,7 @@ def check_pairing(index: ItemIndex, provenance: dict[str, Any], repository: Path
     recommendations. Export records the table's sha256 in both llmrec.json and the index manifest; an
     index or repository without that record (built by hand) is accepted on its dimensions with a warning."""
     sources = repository_manifest(repository).get("sources") or {}
-    user = sources.get("user_encoder") or {}
+    user = sources.get(USER_ENCODER) or {}
     hidden = user.get("hidden_size")
     if hidden is not None and int(hidden) != index.dim:
         raise StartupError(f"the item index holds {index.dim}-d vectors but the user encoder reads {hidden}-d ones "

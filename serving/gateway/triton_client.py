@@ -21,8 +21,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from llmrec.logs import log_event
+from llmrec.names import ATTENTION_MASK, ITEM_ENCODER, ITEM_VECTOR, ITEM_VECTORS, TEXT, USER_ENCODER, USER_VECTOR
 
-from .backends import ITEM_OUTPUT, TEXT_INPUT, USER_INPUTS, USER_OUTPUT
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 
 logger = logging.getLogger("llmrec.gateway")
@@ -56,7 +56,7 @@ class TritonBackend:
 
     name = "triton"
 
-    def __init__(self, url: str, user_model: str = "user_encoder", item_model: str = "item_encoder",
+    def __init__(self, url: str, user_model: str = USER_ENCODER, item_model: str = ITEM_ENCODER,
                  timeout_s: float = 10.0) -> None:
         self.url = url
         self.user_model = user_model
@@ -105,11 +105,11 @@ class TritonBackend:
         for start in range(0, len(item_vectors), step):
             vectors = np.ascontiguousarray(item_vectors[start:start + step], dtype=np.float32)
             mask = np.ascontiguousarray(attention_mask[start:start + step], dtype=np.int64)
-            inputs = [grpcclient.InferInput(USER_INPUTS[0], list(vectors.shape), "FP32"),
-                      grpcclient.InferInput(USER_INPUTS[1], list(mask.shape), "INT64")]
+            inputs = [grpcclient.InferInput(ITEM_VECTORS, list(vectors.shape), "FP32"),
+                      grpcclient.InferInput(ATTENTION_MASK, list(mask.shape), "INT64")]
             inputs[0].set_data_from_numpy(vectors)
             inputs[1].set_data_from_numpy(mask)
-            parts.append(self._infer(self.user_model, inputs, USER_OUTPUT, timeout_s))
+            parts.append(self._infer(self.user_model, inputs, USER_VECTOR, timeout_s))
         return np.concatenate(parts) if parts else np.zeros((0, item_vectors.shape[-1]), np.float32)
 
     def encode_texts(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray:
@@ -117,9 +117,9 @@ class TritonBackend:
         parts = []
         for start in range(0, len(texts), step):
             chunk = np.array([t.encode("utf-8") for t in texts[start:start + step]], dtype=np.object_).reshape(-1, 1)
-            text = grpcclient.InferInput(TEXT_INPUT, list(chunk.shape), "BYTES")
+            text = grpcclient.InferInput(TEXT, list(chunk.shape), "BYTES")
             text.set_data_from_numpy(chunk)
-            parts.append(self._infer(self.item_model, [text], ITEM_OUTPUT, timeout_s))
+            parts.append(self._infer(self.item_model, [text], ITEM_VECTOR, timeout_s))
         return np.concatenate(parts)
 
     def close(self) -> None:
