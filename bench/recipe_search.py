@@ -10,10 +10,13 @@ A documented grid, one seed (2024), read on validation only (the test split is n
   C. the residual fusion with B's ID dropout, cold-start split: frozen embedding {raw SmolLM2, the
      co-occurrence stage} x adapter {mlp, linear} x adapter input dropout {0, 0.3}: what lets the text
      path rank items it never saw (a linear map and input dropout memorise fewer items than an MLP)
+  D. LLM-initialised IDs (fusion "init": the ID table starts on the text's principal components), standard
+     split: frozen embedding {raw SmolLM2, the co-occurrence stage}, against ID-SASRec's random start
 (a bounded grid: one SASRec run takes 4-8 minutes on one core here; --jobs runs settings side by side)
 The choice rules: A by validation NDCG@10; B by cold_valid R@10 among settings whose overall validation
 R@10 is within 2% of the best; C by cold_valid R@10 among settings whose overall validation R@10 is within
-2% of ID-SASRec's on the same split and seed (the cold-split bar of the quality table). Every setting trains
+2% of ID-SASRec's on the same split and seed (the cold-split bar of the quality table); D by validation NDCG@10,
+kept only when above ID-SASRec's. Every setting trains
 SASRec with bench/srs_baselines.py's profile.
 Writes bench/results/recipe_search.{json,md,png}; finished runs are reused (runs/bench/search).
 """
@@ -144,7 +147,16 @@ def main() -> None:
     floor = 0.98 * ids_c["valid"]["recall@10"]
     admissible = [r for r in stage_c if r["valid"]["recall@10"] >= floor]
     best_c = max(admissible, key=lambda r: r["valid"][f"{COLD_VALID}/recall@10"]) if admissible else None
-    rows = stage_a + stage_b + [ids_c] + stage_c
+    ids_d, *stage_d = run_all(
+        [spec(ID_BASELINE, "standard", None, runs / "srs" / "sasrec-ids")]
+        + [spec(f"D ID init from {e} ({text})", "standard", items(e, text),
+                runs / "search" / f"D ID init from {e} ({text})", fusion="init") for e in EMBEDDINGS_C], args.jobs)
+    for r, e in zip(stage_d, EMBEDDINGS_C, strict=True):
+        r["settings"]["embedding"] = e
+    best_d = max(stage_d, key=lambda r: r["valid"]["ndcg@10"])
+    if best_d["valid"]["ndcg@10"] <= ids_d["valid"]["ndcg@10"]:
+        best_d = None
+    rows = stage_a + stage_b + [ids_c] + stage_c + [ids_d] + stage_d
     lines = ["| setting | valid R@10 | valid N@10 | cold_valid R@10 | cold_valid N@10 | epochs | chosen |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -153,17 +165,20 @@ def main() -> None:
         cold_n = v.get(f"{COLD_VALID}/ndcg@10")
         lines.append(f"| {r['name']} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | "
                      + (f"{cold_r:.4f} | {cold_n:.4f}" if cold_r is not None else "- | -")
-                     + f" | {r['epochs']} | {'yes' if r in (best_a, best_b, best_c) else ''} |")
+                     + f" | {r['epochs']} | {'yes' if r in (best_a, best_b, best_c, best_d) else ''} |")
     table = "\n".join(lines)
     verdict = (f"C's floor: valid R@10 >= {floor:.4f} (0.98 x {ID_BASELINE}); "
-               + (f"chosen: {best_c['name']}" if best_c else "no setting of C reaches it"))
+               + (f"chosen: {best_c['name']}" if best_c else "no setting of C reaches it")
+               + f". D: {best_d['name'] if best_d else f'no ID start from text beats the random one ({ID_BASELINE})'}")
     print(table + "\n\n" + verdict)
     chosen_c = None if best_c is None else {k: best_c["settings"][k] for k in ("embedding", "adapter", "input_dropout")}
     write_result("recipe_search", {"seed": SEED, "profile": PROFILE, "grid": {
         "text": TEXTS, "input_dropout": INPUT_DROPOUTS, "id_dropout": ID_DROPOUTS,
-        "c": {"embedding": EMBEDDINGS_C, "adapter": ADAPTERS_C, "input_dropout": INPUT_DROPOUTS_C}},
+        "c": {"embedding": EMBEDDINGS_C, "adapter": ADAPTERS_C, "input_dropout": INPUT_DROPOUTS_C},
+        "d": {"embedding": EMBEDDINGS_C}},
         "rows": rows, "c_floor": floor, "chosen": {"text": text, "input_dropout": dropout, "id_dropout": id_dropout,
-                                                  "c": chosen_c}})
+                                                  "c": chosen_c,
+                                                  "d": best_d["settings"]["embedding"] if best_d else None}})
     (RESULTS / "recipe_search.md").write_text(f"Recipe search on validation (seed {SEED})\n\n{table}\n\n{verdict}\n")
     plot(rows, RESULTS / "recipe_search.png")
 

@@ -7,21 +7,10 @@ that export recorded, so a half-copied or edited model is refused, not served.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from llmrec.files import sha256_file
-
-REPOSITORY_MANIFEST = "llmrec.json"
-
-
-def repository_manifest(repository: str | Path) -> dict[str, Any]:
-    """The repository's llmrec.json (what export wrote: sources, max_len, dims); {} when absent."""
-    path = Path(repository) / REPOSITORY_MANIFEST
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+from llmrec.manifests import REPOSITORY_MANIFEST, RepositoryManifest
 
 
 def verify_repository(repository: str | Path) -> int:
@@ -31,7 +20,8 @@ def verify_repository(repository: str | Path) -> int:
     raises ValueError naming it, so a half-copied or edited model is refused instead of served.
     """
     root = Path(repository)
-    files = repository_manifest(root).get("files") or {}
+    manifest = RepositoryManifest.read(root)
+    files = manifest.files if manifest is not None else {}
     problems = []
     for name, digest in sorted(files.items()):
         path = root / name

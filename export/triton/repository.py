@@ -57,6 +57,7 @@ from export.onnx.artifact import (
     sha256_file,
 )
 from llmrec.cli import HelpFormatter
+from llmrec.manifests import REPOSITORY_MANIFEST, EmbedderSource, RepositoryManifest, UserEncoderSource
 from llmrec.names import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -85,8 +86,7 @@ from .tensorrt import PLAN_FILE, Shapes, build_plan, shape_list
 
 logger = logging.getLogger("llmrec.export")
 
-REPOSITORY_FORMAT = "llmrec.triton-repository/1"
-MANIFEST_FILE = "llmrec.json"
+MANIFEST_FILE = REPOSITORY_MANIFEST
 FLAVOURS = ("python", "native")
 # the Python models that run inside Triton (copied into the repository as <model>/<version>/model.py)
 TEMPLATES = Path(__file__).resolve().parents[2] / "serving" / "triton" / "models"
@@ -326,7 +326,7 @@ def _hash_tree(root: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- writer
-def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions) -> dict[str, Any]:
+def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions) -> EmbedderSource:
     manifest = read_manifest(folder, kind="embedder")
     inputs, outputs = graph_io(folder / MODEL_FILE)
     check_graph(folder, manifest, inputs, outputs)
@@ -368,12 +368,12 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     # item_encoder (ensemble; its version folder stays empty, as Triton expects)
     (root / ITEM_ENCODER / version).mkdir(parents=True, exist_ok=True)
     _write_text(root / ITEM_ENCODER / "config.pbtxt", item_encoder_config(vector, options))
-    return {"path": str(folder.resolve()), "export_sha256": sha256_file(folder / EXPORT_FILE),
-            "dim": manifest.get("dim"), "tokenization": settings, "item_text": manifest.get("item_text"),
-            "source": manifest.get("source") or manifest.get("checkpoint")}
+    return EmbedderSource(path=str(folder.resolve()), export_sha256=sha256_file(folder / EXPORT_FILE),
+                          dim=manifest.get("dim"), tokenization=settings, item_text=manifest.get("item_text"),
+                          source=manifest.get("source") or manifest.get("checkpoint"))
 
 
-def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptions) -> dict[str, Any]:
+def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptions) -> UserEncoderSource:
     manifest = read_manifest(folder, kind=USER_ENCODER)
     inputs, outputs = graph_io(folder / MODEL_FILE)
     check_graph(folder, manifest, inputs, outputs)
@@ -401,12 +401,13 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
     if options.flavour == "python":
         shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
     vectors = folder / ITEM_VECTORS_FILE
-    return {"path": str(folder.resolve()), "export_sha256": sha256_file(folder / EXPORT_FILE),
-            "hidden_size": hidden, "max_len": max_len,
-            # the item table the user encoder reads stays in the export (the gateway's item store loads it)
-            "item_vectors": {"path": str(vectors.resolve()), "sha256": manifest.get("files", {}).get(
-                ITEM_VECTORS_FILE)} if vectors.is_file() else None,
-            "source": manifest.get("source") or manifest.get("checkpoint")}
+    return UserEncoderSource(
+        path=str(folder.resolve()), export_sha256=sha256_file(folder / EXPORT_FILE), hidden_size=hidden,
+        max_len=max_len,
+        # the item table the user encoder reads stays in the export (the gateway's item store loads it)
+        item_vectors={"path": str(vectors.resolve()), "sha256": manifest.get("files", {}).get(ITEM_VECTORS_FILE)}
+        if vectors.is_file() else None,
+        source=manifest.get("source") or manifest.get("checkpoint"))
 
 
 def _replace(tmp: Path, out: Path) -> None:
@@ -443,22 +444,14 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        sources: dict[str, Any] = {}
-        if embedder is not None:
-            sources["embedder"] = _write_embedder_models(tmp, Path(embedder), options)
-        if user_encoder is not None:
-            sources[USER_ENCODER] = _write_user_encoder_model(tmp, Path(user_encoder), options)
+        embedder_source = None if embedder is None else _write_embedder_models(tmp, Path(embedder), options)
+        user_source = None if user_encoder is None else _write_user_encoder_model(tmp, Path(user_encoder), options)
         models = sorted(p.name for p in tmp.iterdir() if (p / "config.pbtxt").is_file())
-        manifest = {
-            "format": REPOSITORY_FORMAT,
-            "flavour": options.flavour,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "options": asdict(options),
-            "models": models,
-            "sources": sources,
-            "files": _hash_tree(tmp),
-        }
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest = RepositoryManifest(flavour=options.flavour, created=created, options=asdict(options),
+                                      models=models, files=_hash_tree(tmp), embedder=embedder_source,
+                                      user_encoder=user_source)
+        manifest.write(tmp)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp is private (0700); Triton may run as another user
             path.chmod(0o755 if path.is_dir() else 0o644)
         _replace(tmp, out)
@@ -467,7 +460,7 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
         raise
     logger.info(json.dumps({"event": "repository_written", "out": str(out), "flavour": options.flavour,
                             "models": models, "seconds": round(time.perf_counter() - t0, 3)}))
-    return manifest
+    return manifest.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from llmrec.itemtext import ItemText
+from llmrec.manifests import RepositoryManifest
 from llmrec.names import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -32,8 +33,6 @@ from llmrec.names import (
     USER_ENCODER,
     USER_VECTOR,
 )
-
-from ..repository import repository_manifest
 
 
 class EncoderBackend(Protocol):
@@ -53,15 +52,14 @@ class EncoderBackend(Protocol):
 
 def history_length(repository: str | Path) -> int | None:
     """The user encoder's history window (the SRS max_len) recorded in the repository, or None."""
-    source = (repository_manifest(repository).get("sources") or {}).get(USER_ENCODER) or {}
-    value = source.get("max_len")
-    return int(value) if value else None
+    manifest = RepositoryManifest.read(repository)
+    return manifest.user_encoder.max_len if manifest and manifest.user_encoder else None
 
 
 def item_text_recipe(repository: str | Path) -> ItemText | None:
     """The item-text recipe the served item encoder was trained with (llmrec.json), or None (texts as sent)."""
-    source = (repository_manifest(repository).get("sources") or {}).get("embedder") or {}
-    recipe = source.get("item_text")
+    manifest = RepositoryManifest.read(repository)
+    recipe = manifest.embedder.item_text if manifest and manifest.embedder else None
     return ItemText.from_dict(recipe) if recipe else None
 
 

@@ -38,7 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmrec.logs import log_event
-from llmrec.names import USER_ENCODER
+from llmrec.manifests import RepositoryManifest
 
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
@@ -46,7 +46,7 @@ from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
 from ..proto.llmrec.v1 import recommend_pb2 as pb
-from ..repository import repository_manifest, verify_repository
+from ..repository import verify_repository
 from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, item_text_recipe
 from .config import ConfigError, GatewayConfig, config_to_dict
@@ -240,13 +240,13 @@ def check_pairing(index: ItemIndex, provenance: dict[str, Any], repository: Path
     Two runs' artifacts of the same size would otherwise be served together and give confident but wrong
     recommendations. Export records the table's sha256 in both llmrec.json and the index manifest; an
     index or repository without that record (built by hand) is accepted on its dimensions with a warning."""
-    sources = repository_manifest(repository).get("sources") or {}
-    user = sources.get(USER_ENCODER) or {}
-    hidden = user.get("hidden_size")
-    if hidden is not None and int(hidden) != index.dim:
+    manifest = RepositoryManifest.read(repository)
+    user = manifest.user_encoder if manifest is not None else None
+    if user is not None and user.hidden_size != index.dim:
+        hidden = user.hidden_size
         raise StartupError(f"the item index holds {index.dim}-d vectors but the user encoder reads {hidden}-d ones "
                            f"({repository}/llmrec.json): build the index from this user encoder's item table")
-    expected = (user.get("item_vectors") or {}).get("sha256")
+    expected = ((user.item_vectors or {}) if user is not None else {}).get("sha256")
     found = provenance.get("item_vectors_sha256")
     if expected and found and expected != found:
         raise StartupError(f"item index: item_vectors_sha256 is {found[:12]}... but the user encoder of "
@@ -255,7 +255,7 @@ def check_pairing(index: ItemIndex, provenance: dict[str, Any], repository: Path
     if not (expected and found):
         log_event(logger, "index_pairing_unchecked", logging.WARNING,
                   message="the index or the repository records no item-table sha256: only dimensions checked")
-    dim = (sources.get("embedder") or {}).get("dim")
+    dim = manifest.embedder.dim if manifest is not None and manifest.embedder is not None else None
     if dim is not None and int(dim) != index.dim:
         log_event(logger, "item_encoder_dim", logging.WARNING, item_encoder_dim=dim, index_dim=index.dim,
                   message="the item encoder was exported without the SRS adapter: UpsertItems will be refused")
@@ -327,6 +327,10 @@ class Gateway:
         config = self.config
         token = load_token(config.auth)
         repository = Path(config.model_repository)
+        try:  # read once up front: a manifest this version cannot read stops the start with its reason
+            RepositoryManifest.read(repository)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         max_len = config.max_len or history_length(repository)
         if max_len is None:
             raise ConfigError(f"max_len is not set and {repository}/llmrec.json does not record the user encoder's "

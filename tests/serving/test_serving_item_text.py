@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from llmrec.itemtext import ItemText
+from llmrec.manifests import EmbedderSource, RepositoryManifest
 from serving.gateway.backends import item_text_recipe
 from serving.gateway.config import LimitsConfig
 from serving.gateway.validation import NewItem, check_new_items
@@ -27,9 +29,13 @@ def test_an_item_without_a_text_is_embedded_by_the_recipe() -> None:
 
 def test_the_recipe_is_read_from_the_repository(tmp_path) -> None:
     assert item_text_recipe(tmp_path) is None  # no llmrec.json
-    (tmp_path / "llmrec.json").write_text(json.dumps(
-        {"sources": {"embedder": {"item_text": {"kind": "attributes", "domain": "book"}}}}))
+    embedder = EmbedderSource(path="e", export_sha256="0" * 64, dim=8, tokenization={},
+                              item_text={"kind": "attributes", "domain": "book"})
+    RepositoryManifest(flavour="python", created="", options={}, models=[], files={}, embedder=embedder).write(tmp_path)
     assert item_text_recipe(tmp_path) == ItemText("attributes", "book")
+    (tmp_path / "llmrec.json").write_text(json.dumps({"sources": {}}))  # no format: not guessed at
+    with pytest.raises(ValueError, match="llmrec.json: format None, expected 'llmrec.triton-repository/1'"):
+        item_text_recipe(tmp_path)
 
 
 def test_export_records_the_recipe_of_the_srs_embeddings(tmp_path) -> None:
