@@ -68,3 +68,19 @@ def test_stage_help_lists_each_profile_value():
     text = stages["stages csft"].format_help()
     expected = ", ".join(f"{p} {CSFTConfig.profile(p).steps}" for p in ("paper", "cpu-small", "demo"))
     assert "".join(expected.split()) in "".join(text.split())  # wrapped lines joined
+
+
+def test_every_console_script_is_installed_and_answers_help():
+    """pyproject's [project.scripts] are the `python -m` entry points under a name; each is on the venv's PATH."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"llmrec-train", "llmrec-export", "llmrec-index", "llmrec-serve"}
+    for name in scripts:
+        run = subprocess.run([str(Path(sys.executable).parent / name), "--help"], capture_output=True, text=True,
+                             timeout=120)
+        out = run.stdout + run.stderr
+        assert run.returncode == 0 and ("usage" in out.lower() or "COMMAND" in out), (name, out)
