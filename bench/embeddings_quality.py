@@ -79,6 +79,8 @@ COLD_SAFE_STAGES = ("co-occurrence",)
 # no adapter input dropout; the residual fusion's ID dropout 0.25
 TEXT_SRS = (("input_dropout", 0.0),)
 RESIDUAL_SRS = (("fusion", "residual"), ("id_dropout", 0.25), ("input_dropout", 0.0))
+# LLM-initialised IDs (bench/results/recipe_search.md, stage D): the text shapes where the ID table starts
+INIT_SRS = (("fusion", "init"),)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ WARM = [
     Row("co-occurrence", f"SASRec, + co-occurrence stage ({TEXT})", "co-occurrence"),
     Row("hybrid-co-occurrence", f"SASRec, hybrid: ID + co-occurrence stage ({TEXT}), residual + ID dropout",
         "co-occurrence", srs=RESIDUAL_SRS),
+    Row("id-init", f"SASRec, IDs started from raw SmolLM2 ({TEXT}) principal components", "raw-bidir-mean",
+        srs=INIT_SRS),
+    Row("id-init-co-occurrence", f"SASRec, IDs started from the co-occurrence stage ({TEXT}) principal components",
+        "co-occurrence", srs=INIT_SRS),
     Row("csft", "SASRec, + CSFT (titles)", "csft", srs=()),
     Row("mntp", "SASRec, + CSFT + MNTP (titles)", "mntp", srs=()),
     Row("llm2rec", "SASRec, + CSFT + MNTP + item contrastive (LLM2Rec, titles)", "llm2rec", srs=()),
@@ -116,9 +122,10 @@ WARM = [
     Row("gru4rec-id", "GRU4Rec, ID embeddings", backbone="gru4rec"),
 ]
 COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
-        if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "co-occurrence", "hybrid-co-occurrence", "llmemb")]
+        if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "co-occurrence", "hybrid-co-occurrence", "llmemb",
+                     "id-init", "id-init-co-occurrence")]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
-          if r.key in ("id", "raw-bidir-mean", "hybrid")]
+          if r.key in ("id", "raw-bidir-mean", "hybrid", "id-init")]
 ROWS = {r.key: r for r in WARM + COLD + SPARSE}
 
 COLUMNS = [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10"), ("R@20", "full/recall@20"),
