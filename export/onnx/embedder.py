@@ -151,7 +151,7 @@ class ItemHead(nn.Module):
 
 def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapter, dict[str, Any]]:
     """The item adapter of an SRS checkpoint trained on frozen LLM embeddings, and its description."""
-    from train.srs.items import FrozenItemEmbedding, HybridItemEmbedding, ResidualItemEmbedding
+    from train.srs.items import FrozenItemEmbedding, HybridItemEmbedding, InitItemEmbedding, ResidualItemEmbedding
 
     from .user_encoder import checkpoint_sha256, load_srs
 
@@ -161,7 +161,7 @@ def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapt
     except ExportInputError as exc:
         raise ExportInputError(str(exc).replace("--checkpoint", "--adapter", 1)) from None
     items = model.items
-    if isinstance(items, HybridItemEmbedding | ResidualItemEmbedding):  # a cold item's vector is the text path
+    if isinstance(items, HybridItemEmbedding | ResidualItemEmbedding | InitItemEmbedding):  # a cold item's: text path
         frozen_items = items.text
     elif isinstance(items, FrozenItemEmbedding):
         frozen_items = items
@@ -185,7 +185,7 @@ def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapt
     info = {
         "checkpoint": str(path.resolve()),
         "sha256": checkpoint_sha256(path),
-        "kind": model.config.adapter,
+        "kind": "linear" if model.config.fusion == "init" else model.config.adapter,
         "standardize": bool(model.config.standardize),
         "pca": int(pca["components"].shape[0]) if pca is not None else None,
         "fusion": model.config.fusion,

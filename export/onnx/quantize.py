@@ -456,7 +456,7 @@ def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str 
     For a residual ID + text SRS the vectors are the text path; warm items add their trained ID part."""
     import torch
 
-    from train.srs.items import ResidualItemEmbedding
+    from train.srs.items import InitItemEmbedding, ResidualItemEmbedding
     from train.srs.trainer import evaluate_test
 
     if vectors.shape[0] != model.num_items:
@@ -466,6 +466,9 @@ def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str 
     if isinstance(model.items, ResidualItemEmbedding):
         with torch.no_grad():
             table = table + model.items.ids.all_items() * model.items.warm.unsqueeze(-1)
+    elif isinstance(model.items, InitItemEmbedding):  # warm items are their trained IDs, only cold ones text
+        with torch.no_grad():
+            table = torch.where(model.items.warm.unsqueeze(-1), model.items.ids.all_items(), table)
     model.item_vectors = lambda: table  # shadows the method for this evaluation only
     try:
         return float(evaluate_test(model, data, model.config, torch.device("cpu"))["full"][metric])

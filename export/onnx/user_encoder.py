@@ -235,9 +235,9 @@ def export_user_encoder(checkpoint: str | Path, out: str | Path, min_cosine: flo
             "padding_side": srs.padding,
             "backbone": srs.backbone,
             "items": {
-                "kind": "ids" if srs.items == "ids" or srs.fusion == "init" else "frozen",
+                "kind": "ids" if srs.items == "ids" else "frozen",
                 "fusion": srs.fusion,
-                "adapter": None if srs.items == "ids" or srs.fusion == "init" else srs.adapter,
+                "adapter": None if srs.items == "ids" else "linear" if srs.fusion == "init" else srs.adapter,
                 "standardize": srs.standardize,
                 "num_items": int(model.num_items),
                 "rows": int(table.shape[0]),

@@ -75,7 +75,8 @@ def srs_checkpoint():
 
 
 def save_srs(folder: Path, backbone: str = "sasrec", num_items: int = 30, hidden: int = 16, max_len: int = 8,
-             frozen: torch.Tensor | None = None, seed: int = 0, dataset: dict | None = None, **config_fields):
+             frozen: torch.Tensor | None = None, seed: int = 0, dataset: dict | None = None,
+             warm: torch.Tensor | None = None, **config_fields):
     """A randomly initialised SRS checkpoint (ID items, or frozen vectors + adapter) in `folder`; returns the
     model (eval mode) as saved."""
     from train.srs.checkpoint import save_checkpoint
@@ -86,7 +87,7 @@ def save_srs(folder: Path, backbone: str = "sasrec", num_items: int = 30, hidden
     items = "ids" if frozen is None else "embeddings.safetensors"
     config = SRSConfig(backbone=backbone, hidden_size=hidden, max_len=max_len, ffn_size=hidden, num_heads=2,
                        items=items, **config_fields)
-    model = SequentialRecommender(config, num_items if frozen is None else frozen.shape[0] - 1, frozen)
+    model = SequentialRecommender(config, num_items if frozen is None else frozen.shape[0] - 1, frozen, warm)
     with torch.no_grad():  # trained-looking adapter and positions (not the near-zero initialisation)
         for name, param in model.named_parameters():
             if "ln" not in name:

@@ -173,6 +173,29 @@ def test_adapter_gives_the_srs_item_vectors_and_normalize(embedder_checkpoint, s
     np.testing.assert_allclose(got, F.normalize(torch.from_numpy(expected), dim=-1).numpy(), atol=ATOL)
 
 
+def test_an_upserted_item_gets_the_vector_of_a_cold_item_of_llm_initialised_ids(embedder_checkpoint, srs_checkpoint,
+                                                                                 tmp_path):
+    """fusion "init": warm items are trained IDs, a cold one keeps its text projection; the exported item
+    encoder computes that projection from the text, so a new item lands where the SRS puts a cold one."""
+    from export.onnx.embedder import export_embedder
+
+    checkpoint, embedder = embedder_checkpoint("llama")
+    frozen = torch.zeros(len(TEXTS) + 1, 32)
+    frozen[1:] = torch.from_numpy(embedder.encode(TEXTS, progress=False))
+    warm = torch.ones(len(TEXTS) + 1, dtype=torch.bool)
+    warm[[3, 7]] = False
+    srs = srs_checkpoint(tmp_path / "srs", frozen=frozen, warm=warm, fusion="init", hidden=6)
+    manifest = export_embedder(checkpoint, tmp_path / "onnx", adapter=tmp_path / "srs")
+    assert manifest["adapter"]["kind"] == "linear" and manifest["adapter"]["fusion"] == "init"
+    got = onnx_vectors(tmp_path / "onnx", manifest)
+    with torch.no_grad():
+        table = srs.item_vectors().numpy()
+        text = srs.items.text(torch.arange(1, len(TEXTS) + 1)).numpy()
+    np.testing.assert_allclose(got, text, atol=ATOL)
+    np.testing.assert_allclose(got[[2, 6]], table[[3, 7]], atol=ATOL)  # the cold items' rows of the SRS table
+    assert np.abs(got[0] - table[1]).max() > 10 * ATOL  # a warm item has moved away from its start
+
+
 def test_normalize_without_adapter(exported):
     folder, manifest, embedder = exported("qwen2", normalize=True)
     got = onnx_vectors(folder, manifest)

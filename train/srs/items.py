@@ -42,10 +42,12 @@ class IDItemEmbedding(nn.Module):
         return self.table.weight
 
 
-def text_init(embeddings: torch.Tensor, warm: torch.Tensor, hidden_size: int) -> torch.Tensor:
+def text_init(embeddings: torch.Tensor, warm: torch.Tensor, hidden_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An ID table's starting point from text (LLM-initialised IDs): every row projected on the first
     `hidden_size` principal components of the standardised warm rows, scaled to the random start's
-    standard deviation, so only the geometry of the start changes, not its size."""
+    standard deviation, so only the geometry of the start changes, not its size.
+    Returns the table [rows, hidden] and the projection [dim, hidden] (scale included) that maps a
+    standardised text to its row."""
     x = embeddings.detach().to(torch.float64)
     rows = x[warm.to(torch.bool) & (torch.arange(len(x)) > 0)]
     mean, std = rows.mean(0), rows.std(0).clamp_min(1e-6)
@@ -53,9 +55,10 @@ def text_init(embeddings: torch.Tensor, warm: torch.Tensor, hidden_size: int) ->
     if vt.shape[0] < hidden_size:
         raise ValueError(f"text_init needs at least {hidden_size} warm items and dimensions, got {tuple(rows.shape)}")
     projected = ((x - mean) / std) @ vt[:hidden_size].T
-    projected = projected * (ID_INIT_STD / projected[1:].std().clamp_min(1e-12))
+    scale = ID_INIT_STD / projected[1:].std().clamp_min(1e-12)
+    projected = projected * scale
     projected[0] = 0
-    return projected.to(torch.float32)
+    return projected.to(torch.float32), (vt[:hidden_size].T * scale).to(torch.float32)
 
 
 class Adapter(nn.Module):
@@ -182,6 +185,35 @@ class ResidualItemEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.all_items()[ids]
+
+
+class InitItemEmbedding(nn.Module):
+    """LLM-initialised IDs: an ID table that starts on the text's principal components (text_init) and then
+    trains as ID-SASRec's does. An item never trained (cold, or upserted later) keeps exactly its starting
+    point, the text's projection; `text` holds that fixed map (standardisation + a linear layer that never
+    trains) so the exported item encoder computes the same vector from the item's text."""
+
+    def __init__(self, embeddings: torch.Tensor, hidden_size: int, warm: torch.Tensor) -> None:
+        super().__init__()
+        warm = warm.to(torch.bool).clone()
+        warm[0] = False
+        table, projection = text_init(embeddings, warm, hidden_size)
+        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size, table)
+        with torch.random.fork_rng(devices=[]):  # the fixed map draws no random numbers: training is that of IDs
+            self.text = FrozenItemEmbedding(embeddings, hidden_size, "linear", standardize=True, fit_rows=warm)
+        with torch.no_grad():
+            self.text.adapter.net.weight.copy_(projection.T)
+            self.text.adapter.net.bias.zero_()
+        self.text.requires_grad_(False)
+        self.register_buffer("warm", warm)
+
+    def all_items(self) -> torch.Tensor:
+        out = torch.where(self.warm.unsqueeze(-1), self.ids.all_items(), self.text.all_items())
+        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = torch.where(self.warm[ids].unsqueeze(-1), self.ids(ids), self.text(ids))
+        return out * (ids != 0).unsqueeze(-1).to(out.dtype)
 
 
 def read_embedding_file(path: str | Path) -> tuple[np.ndarray, list[str] | None]:

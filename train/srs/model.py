@@ -12,7 +12,13 @@ from torch import nn
 
 from .config import SRSConfig
 from .gru4rec import GRU4Rec
-from .items import FrozenItemEmbedding, HybridItemEmbedding, IDItemEmbedding, ResidualItemEmbedding, text_init
+from .items import (
+    FrozenItemEmbedding,
+    HybridItemEmbedding,
+    IDItemEmbedding,
+    InitItemEmbedding,
+    ResidualItemEmbedding,
+)
 from .sasrec import SASRec
 
 
@@ -26,7 +32,7 @@ def build_encoder(config: SRSConfig) -> nn.Module:
 class SequentialRecommender(nn.Module):
     def __init__(self, config: SRSConfig, num_items: int, frozen_embeddings: torch.Tensor | None = None,
                  warm_items: torch.Tensor | None = None) -> None:
-        """`warm_items` [num_items + 1] bool (items seen in training) is needed by the gated and residual fusions."""
+        """`warm_items` [num_items + 1] bool (items seen in training) is needed by every fusion."""
         super().__init__()
         self.config = config
         self.num_items = num_items
@@ -43,8 +49,7 @@ class SequentialRecommender(nn.Module):
                 self.items = HybridItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
                                                  config.standardize)
             elif config.fusion == "init":  # the text only shapes where training starts
-                self.items = IDItemEmbedding(num_items, config.hidden_size,
-                                             text_init(frozen_embeddings, warm_items, config.hidden_size))
+                self.items = InitItemEmbedding(frozen_embeddings, config.hidden_size, warm_items)
             elif config.fusion == "residual":
                 self.items = ResidualItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
                                                    config.standardize, config.id_dropout, config.input_dropout)

@@ -1,5 +1,7 @@
 """Behaviour of the sequence encoders and item representations."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -244,7 +246,7 @@ def test_standardisation_statistics_come_from_warm_items_only():
 
 def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
     from train.srs.checkpoint import load_checkpoint, save_checkpoint
-    from train.srs.items import ID_INIT_STD, IDItemEmbedding, text_init
+    from train.srs.items import ID_INIT_STD, InitItemEmbedding, text_init
 
     # items 1..8 on a line along (3, 4), dimension 2 a pattern uncorrelated with it; item 9 is cold, far out
     t = torch.tensor([-4.0, -3, -2, -1, 1, 2, 3, 4, 8])
@@ -253,7 +255,7 @@ def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
     frozen[1:, 2] = 1e-3 * torch.tensor([1.0, -1, -1, 1, 1, -1, -1, 1, 0])
     warm = torch.ones(10, dtype=torch.bool)
     warm[9] = False
-    init = text_init(frozen, warm, 1)
+    init, projection = text_init(frozen, warm, 1)
     # standardised warm rows: axes 0 and 1 are both t / std(t) (mean 0) and axis 2 has unit variance too, so the
     # first component is (1, 1, 0) / sqrt(2) and reads sqrt(2) t / std(t); the cold item is projected with the
     # warm statistics (8, not re-centred), then every row is scaled to std 0.02
@@ -261,15 +263,32 @@ def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
     expected = expected * ID_INIT_STD / expected.std()
     sign = torch.sign(init[1, 0] * expected[0])
     torch.testing.assert_close(init[1:, 0] * sign, expected, rtol=1e-4, atol=1e-6)
-    assert init[0].abs().sum() == 0
+    assert init[0].abs().sum() == 0 and projection.shape == (3, 1)
     with pytest.raises(ValueError, match="at least 4 warm items"):
         text_init(frozen, warm, 4)
 
+    # the fusion: warm items train from that start; a cold item keeps it, computed from its text by a fixed map
+    items = InitItemEmbedding(frozen, 1, warm)
+    torch.testing.assert_close(items.all_items(), init, rtol=1e-4, atol=1e-7)
+    assert not any(p.requires_grad for p in items.text.parameters())
+    with torch.no_grad():
+        items.ids.table.weight.add_(1.0)  # training moves every ID row it sees
+    table = items.all_items()
+    torch.testing.assert_close(table[1:9], init[1:9] + 1.0)
+    torch.testing.assert_close(table[9], init[9], rtol=1e-4, atol=1e-7)  # the cold item did not move
+    assert table[0].abs().sum() == 0
+
     config = SRSConfig(items="x.npy", fusion="init", hidden_size=2, num_heads=1, ffn_size=4)
     frozen2 = torch.randn(NUM_ITEMS + 1, 6)
-    model = SequentialRecommender(config, NUM_ITEMS, frozen2, torch.ones(NUM_ITEMS + 1, dtype=torch.bool))
-    assert isinstance(model.items, IDItemEmbedding)  # no text path after the start, no frozen buffer
-    torch.testing.assert_close(model.item_vectors(), text_init(frozen2, torch.ones(NUM_ITEMS + 1, dtype=torch.bool), 2))
+    all_warm = torch.ones(NUM_ITEMS + 1, dtype=torch.bool)
+    torch.manual_seed(3)
+    model = SequentialRecommender(config, NUM_ITEMS, frozen2, all_warm)
+    torch.testing.assert_close(model.item_vectors(), text_init(frozen2, all_warm, 2)[0])
+    # the start draws the random numbers of a random ID table, no more: the encoder starts as ID-SASRec's
+    torch.manual_seed(3)
+    ids_model = SequentialRecommender(replace(config, items="ids", fusion="none"), NUM_ITEMS)
+    for a, b in zip(model.encoder.parameters(), ids_model.encoder.parameters(), strict=True):
+        assert torch.equal(a, b)
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
