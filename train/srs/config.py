@@ -13,7 +13,7 @@ LOSSES = ("ce", "bce")
 ADAPTERS = ("linear", "mlp")
 PADDINGS = ("left", "right")
 TRAIN_TARGETS = ("all", "last")
-FUSIONS = ("none", "gated", "residual", "init")
+FUSIONS = ("none", "gated", "residual", "init", "residual-init")
 
 
 # one line per field, for --help (the comments in SRSConfig say why)
@@ -29,7 +29,7 @@ FIELD_HELP = {
     "adapter": f"frozen embeddings -> hidden_size: {', '.join(ADAPTERS)}",
     "fusion": f"with frozen embeddings: {', '.join(FUSIONS)} (gated: + an ID embedding for warm items through a "
               "learned gate; residual: ID + text with the text starting at zero, see id_dropout; init: an ID table "
-              "initialised from the text's principal components, no text path after)",
+              "initialised from the text's principal components; residual-init: residual with that ID start)",
     "id_dropout": "fusion residual: probability a warm item's ID part is dropped per batch (DropoutNet), so the "
                   "text path learns to rank cold items",
     "input_dropout": "dropout on the standardised frozen embeddings before the adapter",
@@ -63,7 +63,8 @@ class SRSConfig:
     adapter: str = "linear"
     # with frozen items: "none" = adapted text vectors only; "gated" = + an ID embedding for items seen in
     # training, fused by a learned gate (cold items fall back to text); "residual" = ID + text, the text
-    # starting at zero; "init" = an ID table whose starting point is the text's principal components
+    # starting at zero; "init" = an ID table whose starting point is the text's principal components;
+    # "residual-init" = "residual" whose ID part starts there
     fusion: str = "none"
     standardize: bool = False  # per-dimension standardisation of frozen embeddings before the adapter
     id_dropout: float = 0.0  # fusion="residual": warm items train text-only with this probability per batch
@@ -96,8 +97,9 @@ class SRSConfig:
             ("train_targets", self.train_targets in TRAIN_TARGETS, f"one of {TRAIN_TARGETS}"),
             ("fusion", self.fusion in FUSIONS and (self.fusion == "none" or self.items != "ids"),
              f"one of {FUSIONS}, and other than 'none' only with an embedding file as items"),
-            ("id_dropout", 0.0 <= self.id_dropout < 1.0 and (self.id_dropout == 0 or self.fusion == "residual"),
-             "in [0, 1), and > 0 only with fusion 'residual'"),
+            ("id_dropout", 0.0 <= self.id_dropout < 1.0
+             and (self.id_dropout == 0 or self.fusion in ("residual", "residual-init")),
+             "in [0, 1), and > 0 only with fusion 'residual' or 'residual-init'"),
             ("input_dropout", 0.0 <= self.input_dropout < 1.0, "in [0, 1)"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),

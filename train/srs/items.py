@@ -160,7 +160,9 @@ class ResidualItemEmbedding(nn.Module):
     """
 
     def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor,
-                 standardize: bool = False, id_dropout: float = 0.0, input_dropout: float = 0.0) -> None:
+                 standardize: bool = False, id_dropout: float = 0.0, input_dropout: float = 0.0,
+                 id_start: torch.Tensor | None = None) -> None:
+        """`id_start`: the ID table's starting point instead of a random one (text_init)."""
         super().__init__()
         warm = warm.to(torch.bool).clone()
         warm[0] = False
@@ -169,7 +171,7 @@ class ResidualItemEmbedding(nn.Module):
         last = self.text.adapter.net if adapter == "linear" else self.text.adapter.net[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size)
+        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size, id_start)
         self.register_buffer("warm", warm)
         self.id_dropout = float(id_dropout)
 

@@ -18,6 +18,7 @@ from .items import (
     IDItemEmbedding,
     InitItemEmbedding,
     ResidualItemEmbedding,
+    text_init,
 )
 from .sasrec import SASRec
 
@@ -50,9 +51,12 @@ class SequentialRecommender(nn.Module):
                                                  config.standardize)
             elif config.fusion == "init":  # the text only shapes where training starts
                 self.items = InitItemEmbedding(frozen_embeddings, config.hidden_size, warm_items)
-            elif config.fusion == "residual":
+            elif config.fusion in ("residual", "residual-init"):
+                start = (text_init(frozen_embeddings, warm_items, config.hidden_size)[0]
+                         if config.fusion == "residual-init" else None)
                 self.items = ResidualItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
-                                                   config.standardize, config.id_dropout, config.input_dropout)
+                                                   config.standardize, config.id_dropout, config.input_dropout,
+                                                   id_start=start)
             else:
                 self.items = FrozenItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter,
                                                  config.standardize, fit_rows=warm_items,

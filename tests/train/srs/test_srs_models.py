@@ -295,3 +295,8 @@ def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
         save_checkpoint(model, d, {})
         loaded, _ = load_checkpoint(d)
     torch.testing.assert_close(loaded.item_vectors(), model.item_vectors())
+    # residual-init: the residual fusion, its ID part started there (the text part still starts at zero)
+    residual = SequentialRecommender(replace(config, fusion="residual-init", id_dropout=0.2), NUM_ITEMS, frozen2,
+                                     all_warm)
+    torch.testing.assert_close(residual.items.ids.all_items(), text_init(frozen2, all_warm, 2)[0])
+    torch.testing.assert_close(residual.eval().item_vectors(), residual.items.ids.all_items())  # no ID dropout
