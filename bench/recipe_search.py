@@ -12,11 +12,14 @@ A documented grid, one seed (2024), read on validation only (the test split is n
      path rank items it never saw (a linear map and input dropout memorise fewer items than an MLP)
   D. LLM-initialised IDs (fusion "init": the ID table starts on the text's principal components), standard
      split: frozen embedding {raw SmolLM2, the co-occurrence stage}, against ID-SASRec's random start
+  E. the residual fusion with D's ID start ("residual-init") and C's other settings: cold-start split for
+     both embeddings, standard split for D's embedding
 (a bounded grid: one SASRec run takes 4-8 minutes on one core here; --jobs runs settings side by side)
 The choice rules: A by validation NDCG@10; B by cold_valid R@10 among settings whose overall validation
 R@10 is within 2% of the best; C by cold_valid R@10 among settings whose overall validation R@10 is within
 2% of ID-SASRec's on the same split and seed (the cold-split bar of the quality table); D by validation NDCG@10,
-kept only when above ID-SASRec's. Every setting trains
+kept only when above ID-SASRec's; E by C's rule on the cold split (against C's choice) and by validation
+NDCG@10 on the standard split (against D's choice). Every setting trains
 SASRec with bench/srs_baselines.py's profile.
 Writes bench/results/recipe_search.{json,md,png}; finished runs are reused (runs/bench/search).
 """
@@ -156,7 +159,22 @@ def main() -> None:
     best_d = max(stage_d, key=lambda r: r["valid"]["ndcg@10"])
     if best_d["valid"]["ndcg@10"] <= ids_d["valid"]["ndcg@10"]:
         best_d = None
-    rows = stage_a + stage_b + [ids_c] + stage_c + [ids_d] + stage_d
+    e_embedding = (best_d or max(stage_d, key=lambda r: r["valid"]["ndcg@10"]))["settings"]["embedding"]
+    specs_e = [(f"E residual-init {e} ({text}) cold split", "cold", e) for e in EMBEDDINGS_C]
+    specs_e.append((f"E residual-init {e_embedding} ({text}) standard split", "standard", e_embedding))
+    stage_e = run_all([spec(n, split, items(e, text), runs / "search" / n, fusion="residual-init",
+                            id_dropout=id_dropout, input_dropout=0.0) for n, split, e in specs_e], args.jobs)
+    for r, (_, split, e) in zip(stage_e, specs_e, strict=True):
+        r["settings"].update(embedding=e, split=split)
+    cold_e = [r for r in stage_e if r["settings"]["split"] == "cold" and r["valid"]["recall@10"] >= floor]
+    best_e_cold = max(cold_e, key=lambda r: r["valid"][f"{COLD_VALID}/recall@10"], default=None)
+    if best_c and best_e_cold and best_e_cold["valid"][f"{COLD_VALID}/recall@10"] <= \
+            best_c["valid"][f"{COLD_VALID}/recall@10"]:
+        best_e_cold = None
+    standard_e = stage_e[-1]
+    d_top = best_d or ids_d
+    best_e_standard = standard_e if standard_e["valid"]["ndcg@10"] > d_top["valid"]["ndcg@10"] else None
+    rows = stage_a + stage_b + [ids_c] + stage_c + [ids_d] + stage_d + stage_e
     lines = ["| setting | valid R@10 | valid N@10 | cold_valid R@10 | cold_valid N@10 | epochs | chosen |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -165,20 +183,24 @@ def main() -> None:
         cold_n = v.get(f"{COLD_VALID}/ndcg@10")
         lines.append(f"| {r['name']} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | "
                      + (f"{cold_r:.4f} | {cold_n:.4f}" if cold_r is not None else "- | -")
-                     + f" | {r['epochs']} | {'yes' if r in (best_a, best_b, best_c, best_d) else ''} |")
+                     + f" | {r['epochs']} | {'yes' if r in (best_a, best_b, best_c, best_d, best_e_cold, best_e_standard) else ''} |")
     table = "\n".join(lines)
     verdict = (f"C's floor: valid R@10 >= {floor:.4f} (0.98 x {ID_BASELINE}); "
                + (f"chosen: {best_c['name']}" if best_c else "no setting of C reaches it")
-               + f". D: {best_d['name'] if best_d else f'no ID start from text beats the random one ({ID_BASELINE})'}")
+               + f". D: {best_d['name'] if best_d else f'no ID start from text beats the random one ({ID_BASELINE})'}"
+               + f". E, cold split: {best_e_cold['name'] if best_e_cold else 'no better than C'}"
+               + f"; standard split: {best_e_standard['name'] if best_e_standard else 'no better than D'}")
     print(table + "\n\n" + verdict)
     chosen_c = None if best_c is None else {k: best_c["settings"][k] for k in ("embedding", "adapter", "input_dropout")}
     write_result("recipe_search", {"seed": SEED, "profile": PROFILE, "grid": {
         "text": TEXTS, "input_dropout": INPUT_DROPOUTS, "id_dropout": ID_DROPOUTS,
         "c": {"embedding": EMBEDDINGS_C, "adapter": ADAPTERS_C, "input_dropout": INPUT_DROPOUTS_C},
-        "d": {"embedding": EMBEDDINGS_C}},
+        "d": {"embedding": EMBEDDINGS_C}, "e": {"embedding": EMBEDDINGS_C, "fusion": "residual-init"}},
         "rows": rows, "c_floor": floor, "chosen": {"text": text, "input_dropout": dropout, "id_dropout": id_dropout,
                                                   "c": chosen_c,
-                                                  "d": best_d["settings"]["embedding"] if best_d else None}})
+                                                  "d": best_d["settings"]["embedding"] if best_d else None,
+                                                  "e_cold": best_e_cold["name"] if best_e_cold else None,
+                                                  "e_standard": best_e_standard["name"] if best_e_standard else None}})
     (RESULTS / "recipe_search.md").write_text(f"Recipe search on validation (seed {SEED})\n\n{table}\n\n{verdict}\n")
     plot(rows, RESULTS / "recipe_search.png")
 
