@@ -175,6 +175,7 @@ def main() -> None:
     d_top = best_d or ids_d
     best_e_standard = standard_e if standard_e["valid"]["ndcg@10"] > d_top["valid"]["ndcg@10"] else None
     rows = stage_a + stage_b + [ids_c] + stage_c + [ids_d] + stage_d + stage_e
+    chosen = [r for r in (best_a, best_b, best_c, best_d, best_e_cold, best_e_standard) if r is not None]
     lines = ["| setting | valid R@10 | valid N@10 | cold_valid R@10 | cold_valid N@10 | epochs | chosen |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -183,7 +184,7 @@ def main() -> None:
         cold_n = v.get(f"{COLD_VALID}/ndcg@10")
         lines.append(f"| {r['name']} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | "
                      + (f"{cold_r:.4f} | {cold_n:.4f}" if cold_r is not None else "- | -")
-                     + f" | {r['epochs']} | {'yes' if r in (best_a, best_b, best_c, best_d, best_e_cold, best_e_standard) else ''} |")
+                     + f" | {r['epochs']} | {'yes' if r in chosen else ''} |")
     table = "\n".join(lines)
     verdict = (f"C's floor: valid R@10 >= {floor:.4f} (0.98 x {ID_BASELINE}); "
                + (f"chosen: {best_c['name']}" if best_c else "no setting of C reaches it")
