@@ -9,6 +9,9 @@ A screen that takes seconds. It reads the cold-split residual rows that bench/em
     that shortfall, rather than what the text says, keeps cold items out of the top 10;
   - ID transfer: text(x) + the softmax(cos / tau)-weighted mean of the ID parts of its k nearest warm items,
     by cosine of the standardised frozen embedding or of the adapted text vector (a text -> ID mapping).
+For the LLM-initialised ID rows (fusion init: a cold item keeps its untrained start) it tries instead a
+text -> trained ID map fitted on the warm items (ridge regression of the ID rows on the standardised frozen
+embedding, lambda in RIDGE) and the ID transfer from the nearest warm items.
 For each it reports validation R@10 over all targets and over cold targets (cold_valid), mean of the seeds.
 Writes bench/results/cold_vectors.{json,md}.
 """
@@ -30,8 +33,10 @@ from train.data import load_dataset  # noqa: E402
 from train.data.cold import COLD_VALID, cold_start_split  # noqa: E402
 from train.eval.ranking import full_ranking  # noqa: E402
 from train.srs.checkpoint import load_checkpoint  # noqa: E402
+from train.srs.items import load_item_embeddings  # noqa: E402
 
-ROWS = ("hybrid", "hybrid-co-occurrence")
+ROWS = ("hybrid", "hybrid-co-occurrence", "id-init", "id-init-co-occurrence")
+RIDGE = (10.0, 30.0, 100.0, 300.0, 1000.0)
 SCALES = (1.05, 1.1, 1.2, 1.3)
 NEIGHBOURS = ((10, 0.05), (10, 0.2), (50, 0.2))
 
@@ -44,6 +49,35 @@ def recall10(model, table: torch.Tensor, examples, num_items: int) -> float:
         return model.user_vectors(torch.from_numpy(hist), table) @ table.T
 
     return float(full_ranking(scores, examples, num_items, (10,), config.exclude_history, 1024).metrics["recall@10"])
+
+
+@torch.no_grad()
+def init_variants(model, cold: torch.Tensor, frozen: torch.Tensor) -> dict[str, torch.Tensor]:
+    table = model.item_vectors()
+    warm = ~cold
+    warm[0] = False
+    x = frozen.to(torch.float64)
+    mean, std = x[warm].mean(0), x[warm].std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    target = table.to(torch.float64)
+    out = {"as trained (the untrained start)": table}
+    centre = target[warm].mean(0)
+    for lam in RIDGE:
+        gram = z[warm].T @ z[warm] + lam * torch.eye(z.shape[1], dtype=torch.float64)
+        for intercept in (False, True):
+            offset = centre if intercept else torch.zeros_like(centre)
+            mapped = (z @ torch.linalg.solve(gram, z[warm].T @ (target[warm] - offset)) + offset).to(torch.float32)
+            name = f"ridge text -> ID, lambda={lam:g}{' + intercept' if intercept else ''}"
+            out[name] = torch.where(cold[:, None], mapped, table)
+    unit = torch.nn.functional.normalize(z, dim=1).to(torch.float32)
+    sims = unit @ unit[warm].T
+    for k, tau in NEIGHBOURS:
+        top = sims.topk(k, dim=1)
+        moved = (torch.softmax(top.values / tau, dim=1)[..., None] * table[warm][top.indices]).sum(1)
+        out[f"ID transfer, frozen k={k} tau={tau}"] = torch.where(cold[:, None], moved, table)
+    for t in out.values():
+        t[0] = 0
+    return out
 
 
 @torch.no_grad()
@@ -75,14 +109,19 @@ def main() -> None:
     sets = {"valid": data.valid, COLD_VALID: data.extra_eval[COLD_VALID]}
     results: dict[str, dict] = {}
     for row in ROWS:
-        seeds = sorted((Path(args.runs) / "cold" / row).glob("seed-*"))
+        seeds = sorted(p for p in (Path(args.runs) / "cold" / row).glob("seed-*") if (p / "metrics.json").is_file())
         if not seeds:
             raise SystemExit(f"no trained seeds of {row!r} under {args.runs}/cold: run bench/embeddings_quality.py "
                              f"--rows cold-{row} first")
         per: dict[str, list[dict[str, float]]] = {}
         for seed_dir in seeds:
-            model, _ = load_checkpoint(seed_dir)
-            for name, table in variants(model, cold).items():
+            model, meta = load_checkpoint(seed_dir)
+            if model.config.fusion == "init":
+                frozen, _ = load_item_embeddings(meta["items"]["path"], data.item_ids)
+                tables = init_variants(model, cold, frozen)
+            else:
+                tables = variants(model, cold)
+            for name, table in tables.items():
                 per.setdefault(name, []).append({s: recall10(model, table, ex, data.num_items)
                                                  for s, ex in sets.items()})
         results[row] = {name: {s: float(np.mean([r[s] for r in rs])) for s in sets} for name, rs in per.items()}

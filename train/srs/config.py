@@ -33,6 +33,8 @@ FIELD_HELP = {
     "id_dropout": "fusion residual: probability a warm item's ID part is dropped per batch (DropoutNet), so the "
                   "text path learns to rank cold items",
     "input_dropout": "dropout on the standardised frozen embeddings before the adapter",
+    "cold_map": "fusion init: ridge lambda of a text -> ID map fitted on the warm items after training, which "
+                "places cold and new items (0: they keep the text's starting point)",
     "standardize": "standardise frozen embeddings per dimension before the adapter",
     "train_targets": "all: a loss at every position of max_len windows; last: one prefix per example",
     "loss": f"{', '.join(LOSSES)}: full-softmax cross-entropy or BCE with sampled negatives",
@@ -69,6 +71,8 @@ class SRSConfig:
     standardize: bool = False  # per-dimension standardisation of frozen embeddings before the adapter
     id_dropout: float = 0.0  # fusion="residual": warm items train text-only with this probability per batch
     input_dropout: float = 0.0  # on the adapter's input (frozen embeddings)
+    # fusion="init": after training, cold (and upserted) items get ridge(text -> trained ID rows of warm items)
+    cold_map: float = 0.0
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
     # training; every training prefix is still a target exactly once), "last": one prefix per
@@ -101,6 +105,8 @@ class SRSConfig:
              and (self.id_dropout == 0 or self.fusion in ("residual", "residual-init")),
              "in [0, 1), and > 0 only with fusion 'residual' or 'residual-init'"),
             ("input_dropout", 0.0 <= self.input_dropout < 1.0, "in [0, 1)"),
+            ("cold_map", self.cold_map >= 0 and (self.cold_map == 0 or self.fusion == "init"),
+             ">= 0, and > 0 only with fusion 'init'"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),
             ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

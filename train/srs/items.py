@@ -191,9 +191,10 @@ class ResidualItemEmbedding(nn.Module):
 
 class InitItemEmbedding(nn.Module):
     """LLM-initialised IDs: an ID table that starts on the text's principal components (text_init) and then
-    trains as ID-SASRec's does. An item never trained (cold, or upserted later) keeps exactly its starting
-    point, the text's projection; `text` holds that fixed map (standardisation + a linear layer that never
-    trains) so the exported item encoder computes the same vector from the item's text."""
+    trains as ID-SASRec's does. An item never trained (cold, or upserted later) gets its vector from its text
+    through `text` (standardisation + a linear layer that never trains by gradient): the starting point, or,
+    after `fit_cold_map`, a text -> ID map fitted on the warm items; the exported item encoder computes the
+    same vector from the item's text."""
 
     def __init__(self, embeddings: torch.Tensor, hidden_size: int, warm: torch.Tensor) -> None:
         super().__init__()
@@ -208,6 +209,17 @@ class InitItemEmbedding(nn.Module):
             self.text.adapter.net.bias.zero_()
         self.text.requires_grad_(False)
         self.register_buffer("warm", warm)
+
+    @torch.no_grad()
+    def fit_cold_map(self, ridge: float) -> None:
+        """Replace the start by a text -> ID map: ridge regression (no intercept) of the trained ID rows of the
+        warm items on their standardised text, so a cold item lands where items with its text were trained to."""
+        z = ((self.text.frozen - self.text.mean) / self.text.std).to(torch.float64)
+        target = self.ids.all_items().to(torch.float64)
+        zw, tw = z[self.warm], target[self.warm]
+        weight = torch.linalg.solve(zw.T @ zw + ridge * torch.eye(z.shape[1], dtype=torch.float64), zw.T @ tw)
+        self.text.adapter.net.weight.copy_(weight.T.to(torch.float32))
+        self.text.adapter.net.bias.zero_()
 
     def all_items(self) -> torch.Tensor:
         out = torch.where(self.warm.unsqueeze(-1), self.ids.all_items(), self.text.all_items())

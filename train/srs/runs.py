@@ -43,6 +43,9 @@ def finished_seed(seed_dir: Path, expected: dict) -> dict | None:
     if not (done.is_file() and config_path.is_file()):
         return None
     previous = json.loads(config_path.read_text())
+    if "srs" in previous and "srs" in expected:  # a field added since that run, at its default: what that run did
+        defaults = SRSConfig().to_dict()
+        previous["srs"] = {**{k: v for k, v in defaults.items() if k in expected["srs"]}, **previous["srs"]}
     if any(previous.get(k) != json.loads(json.dumps(v)) for k, v in expected.items()):
         return None
     log.info(json.dumps({"event": "seed_reused", "seed_dir": str(seed_dir)}))

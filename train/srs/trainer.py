@@ -216,6 +216,9 @@ def train_one_seed(
     train_seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)
+    if config.cold_map > 0:  # fusion init: place cold items by their text; the validation the map is read on
+        model.items.fit_cold_map(config.cold_map)
+        best_valid = validate(model, data, config, device)
     test = evaluate_test(model, data, config, device)
     result = TrainResult(seed, best_epoch, epoch, best_valid, test, train_seconds, out_dir)
     if out_dir is not None:

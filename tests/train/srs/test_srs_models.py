@@ -295,6 +295,19 @@ def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
         save_checkpoint(model, d, {})
         loaded, _ = load_checkpoint(d)
     torch.testing.assert_close(loaded.item_vectors(), model.item_vectors())
+    # after training, a cold item can be placed by a ridge map text -> trained IDs fitted on the warm items:
+    # with ID rows that are exactly linear in the standardised text, a small ridge recovers that map
+    warm3 = torch.ones(NUM_ITEMS + 1, dtype=torch.bool)
+    warm3[[4, 9]] = False
+    items3 = InitItemEmbedding(frozen2, 2, warm3)
+    z = (frozen2 - items3.text.mean) / items3.text.std
+    truth = torch.randn(6, 2)
+    with torch.no_grad():
+        items3.ids.table.weight.copy_(z @ truth)
+    items3.fit_cold_map(1e-6)
+    torch.testing.assert_close(items3.all_items()[[4, 9]], (z @ truth)[[4, 9]], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="cold_map"):
+        SRSConfig(items="x.npy", fusion="residual", cold_map=10.0)  # only with fusion init
     # residual-init: the residual fusion, its ID part started there (the text part still starts at zero)
     residual = SequentialRecommender(replace(config, fusion="residual-init", id_dropout=0.2), NUM_ITEMS, frozen2,
                                      all_warm)

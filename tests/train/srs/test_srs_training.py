@@ -135,3 +135,17 @@ def test_residual_hybrid_trains_reloads_and_writes_per_example_ranks(planted_dat
     hits = np.mean(np.asarray(ranks["test"]) < 10)
     assert len(ranks["test"]) == len(planted_data.test)
     assert hits == pytest.approx(summary["test"]["full/recall@10"]["mean"])
+
+
+def test_a_run_from_before_a_new_config_field_is_reused_when_the_field_is_at_its_default(tmp_path):
+    import json
+
+    from train.srs.runs import finished_seed
+
+    config = SRSConfig(items="e.npy", fusion="init").to_dict()
+    old = {k: v for k, v in config.items() if k != "cold_map"}  # written before cold_map existed
+    (tmp_path / "config.json").write_text(json.dumps({"srs": old, "items": {"kind": "frozen"}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"seed": 1}))
+    assert finished_seed(tmp_path, {"srs": config, "items": {"kind": "frozen"}}) == {"seed": 1}
+    changed = SRSConfig(items="e.npy", fusion="init", cold_map=100.0).to_dict()
+    assert finished_seed(tmp_path, {"srs": changed, "items": {"kind": "frozen"}}) is None
