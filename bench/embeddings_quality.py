@@ -81,6 +81,7 @@ TEXT_SRS = (("input_dropout", 0.0),)
 RESIDUAL_SRS = (("fusion", "residual"), ("id_dropout", 0.25), ("input_dropout", 0.0))
 # LLM-initialised IDs (bench/results/recipe_search.md, stage D): the text shapes where the ID table starts
 INIT_SRS = (("fusion", "init"),)
+COLD_MAP = 100.0  # the ridge lambda of the cold split's text -> ID map
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,11 @@ WARM = [
 COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
         if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "co-occurrence", "hybrid-co-occurrence", "llmemb",
                      "id-init", "id-init-co-occurrence")]
+# LLM-initialised IDs whose cold items are placed by a ridge text -> ID map (lambda chosen on the cold split's
+# validation: bench/results/cold_vectors.md); on the standard split nothing is cold and these equal id-init*
+COLD += [replace(r, key=f"cold-{r.key}-map", label=f"{r.label}, cold items by a text -> ID map",
+                 srs=INIT_SRS + (("cold_map", COLD_MAP),))
+         for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
           if r.key in ("id", "raw-bidir-mean", "hybrid", "id-init")]
 ROWS = {r.key: r for r in WARM + COLD + SPARSE}
