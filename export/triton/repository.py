@@ -326,6 +326,25 @@ def _hash_tree(root: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- writer
+def _write_onnx_model(model_dir: Path, folder: Path, manifest: dict[str, Any], inputs: list[TensorSpec],
+                      output: TensorSpec, shapes: Shapes, sample: tuple[TensorSpec, list[int]],
+                      options: RepositoryOptions) -> None:
+    """One exported graph as a Triton model: config.pbtxt, a warm-up request (zeros of `sample`'s tensor and
+    dims, an all-ones attention mask of the same length), the version folder's graph (+ model.py for the python
+    flavour)."""
+    tensor, dims = sample
+    length = dims[0]
+    warmup = {tensor.name: WarmupInput(tensor.data_type, dims),
+              ATTENTION_MASK: WarmupInput("TYPE_INT64", [length], ATTENTION_MASK)}
+    config = _onnx_model_config(model_dir.name, inputs, [output], options, warmup, _trt_profile(shapes))
+    _write_text(model_dir / "config.pbtxt", config)
+    _ones_int64(model_dir / "warmup" / ATTENTION_MASK, length)
+    version_dir = model_dir / str(options.version)
+    _write_graph(folder, manifest, version_dir, shapes, options)
+    if options.flavour == "python":
+        shutil.copy2(TEMPLATES / "onnx_model.py", version_dir / "model.py")
+
+
 def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions) -> EmbedderSource:
     manifest = read_manifest(folder, kind="embedder")
     inputs, outputs = graph_io(folder / MODEL_FILE)
@@ -344,14 +363,7 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     token_shapes = ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1],
                     [options.max_batch_size, max_length])
     shapes = {ids.name: token_shapes, ATTENTION_MASK: token_shapes}
-    trt = _trt_profile(shapes)
-    warmup = {ids.name: WarmupInput(ids.data_type, [length]),
-              ATTENTION_MASK: WarmupInput("TYPE_INT64", [length], ATTENTION_MASK)}
-    _write_text(model_dir / "config.pbtxt", _onnx_model_config(ITEM_EMBEDDER, inputs, [vector], options, warmup, trt))
-    _ones_int64(model_dir / "warmup" / ATTENTION_MASK, length)
-    _write_graph(folder, manifest, model_dir / version, shapes, options)
-    if options.flavour == "python":
-        shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
+    _write_onnx_model(model_dir, folder, manifest, inputs, vector, shapes, (ids, [length]), options)
 
     # tokenizer
     tok_dir = root / TOKENIZER
@@ -383,7 +395,6 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
     hidden = items.dims[-1]
     if hidden < 1:
         raise ExportInputError(f"{folder}: item_vectors has no fixed hidden size (dims {items.dims})")
-    version = str(options.version)
     max_len = int(manifest.get("max_len") or 50)
     length = min(WARMUP_LENGTH, max_len)
     model_dir = root / USER_ENCODER
@@ -392,14 +403,7 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
                      [options.max_batch_size, max_len, hidden]),
         ATTENTION_MASK: ([1, 1], [options.preferred_batch_sizes[-1], max_len], [options.max_batch_size, max_len]),
     }
-    trt = _trt_profile(shapes)
-    warmup = {items.name: WarmupInput(items.data_type, [length, hidden]),
-              ATTENTION_MASK: WarmupInput("TYPE_INT64", [length], ATTENTION_MASK)}
-    _write_text(model_dir / "config.pbtxt", _onnx_model_config(USER_ENCODER, inputs, [user], options, warmup, trt))
-    _ones_int64(model_dir / "warmup" / ATTENTION_MASK, length)
-    _write_graph(folder, manifest, model_dir / version, shapes, options)
-    if options.flavour == "python":
-        shutil.copy2(TEMPLATES / "onnx_model.py", model_dir / version / "model.py")
+    _write_onnx_model(model_dir, folder, manifest, inputs, user, shapes, (items, [length, hidden]), options)
     vectors = folder / ITEM_VECTORS_FILE
     return UserEncoderSource(
         path=str(folder.resolve()), export_sha256=sha256_file(folder / EXPORT_FILE), hidden_size=hidden,
