@@ -127,7 +127,7 @@ COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
                      "id-init", "id-init-co-occurrence")]
 # LLM-initialised IDs whose cold items are placed by a ridge text -> ID map (lambda chosen on the cold split's
 # validation: bench/results/cold_vectors.md); on the standard split nothing is cold and these equal id-init*
-COLD += [replace(r, key=f"cold-{r.key}-map", label=f"{r.label}, cold items by a text -> ID map",
+COLD += [replace(r, key=f"cold-{r.key}-map", split="cold", label=f"{r.label}, cold items by a text -> ID map",
                  srs=INIT_SRS + (("cold_map", COLD_MAP),))
          for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
