@@ -36,7 +36,8 @@ STATS      := $(RUN)/data/stats.txt
 SAMPLES    := $(RUN)/data/sample-histories.json
 SRS_IDS    := $(RUN)/srs/sasrec-ids
 # The recipe bench/results/embeddings_quality.md measured best on a 2-core budget: SmolLM2 as it is (bidirectional
-# attention, mean pooling) over LLMEmb's attribute sentence, and a residual ID + text SASRec with ID dropout.
+# attention, mean pooling) over LLMEmb's attribute sentence, and SASRec with LLM-initialised IDs (the ID table
+# starts on the text's principal components) whose cold and new items are placed by a ridge text -> ID map.
 # The LLM2Rec / LLMEmb stages are `python -m train stages ...` (README); at CPU scale they did not help.
 EMBEDDER   := $(RUN)/embedder/base
 ITEM_TEXT  := attributes
@@ -45,7 +46,7 @@ SRS_TEXT   := $(RUN)/srs/sasrec-text
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
 # chosen on validation: bench/results/recipe_search.md
 TEXT_SRS   := --adapter mlp --standardize --input-dropout 0.0
-HYBRID_SRS := $(TEXT_SRS) --fusion residual --id-dropout 0.25
+HYBRID_SRS := --fusion init --cold-map 100
 INT8_RECIPE   := nbits8-w
 REPOSITORY := model_repository
 INDEX      := $(RUN)/index
@@ -66,8 +67,8 @@ $(EMBEDDINGS)/manifest.json: | $(STAMP)
 	$(PY) -m train embed --embedder smollm2 --attention bidirectional --pooling mean --text $(ITEM_TEXT) \
 		--dataset $(DATASET) --save-embedder $(EMBEDDER) --out $(EMBEDDINGS)
 
-# 5. SASRec on the frozen embeddings: the residual ID + text hybrid (what is served: warm items get ID + text,
-#    a new item the text path the exported item encoder computes); `make srs-text`: text only, for comparison
+# 5. SASRec on the frozen embeddings: LLM-initialised IDs (what is served: warm items get their trained IDs, a
+#    new item the text -> ID map the exported item encoder computes); `make srs-text`: text only, for comparison
 #    (the report shows it when present; the 3-seed comparison is bench/embeddings_quality.py)
 $(SRS_TEXT)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
 	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(TEXT_SRS) \

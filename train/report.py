@@ -51,7 +51,7 @@ BASE_EMBEDDER = "base"  # RUN/embedder/base: the untrained base model as a check
 MODELS = (
     ("ids", "ID-SASRec", "srs/sasrec-ids", "--srs-ids", "`make demo` step 2"),
     ("text", "SASRec on SmolLM2 item embeddings", "srs/sasrec-text", "--srs-text", "`make srs-text`, not in make demo"),
-    ("hybrid", "hybrid (IDs + SmolLM2, residual)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
+    ("hybrid", "hybrid (IDs + SmolLM2)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
 )
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 METRIC_NAMES = {"recall@10": "Recall@10", "recall@20": "Recall@20", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20"}

@@ -225,16 +225,16 @@ def test_full_run_tables_hold_the_numbers_of_the_files(full_run, capsys):
         "SASRec on SmolLM2 item embeddings", "text (mlp, standardized)", "2", "0.2500 ± 0.0100", "0.3300 ± 0.0200",
         "0.1200 ± 0.0000", "0.1500 ± 0.0050", "4, 5", "2 min 30 s"]
     quality = out.split("## Quality", 1)[1].split("## ", 1)[0]
-    assert _row(quality, "hybrid (IDs + SmolLM2, residual)") == [
-        "hybrid (IDs + SmolLM2, residual)", "ids + text, gated (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
+    assert _row(quality, "hybrid (IDs + SmolLM2)") == [
+        "hybrid (IDs + SmolLM2)", "ids + text, gated (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
         "90.0 s"]
     assert ("SASRec on SmolLM2 item embeddings: Recall@10 +25.0%, Recall@20 +10.0%, NDCG@10 +20.0%, NDCG@20 +20.0%; "
-            "hybrid (IDs + SmolLM2, residual): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, "
+            "hybrid (IDs + SmolLM2): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, "
             "NDCG@20 +20.0%.") in out
     # cold items: only the hybrid's summary has the breakdown
     cold = out.split("## Cold items", 1)[1].split("## ", 1)[0]
-    assert _row(cold, "hybrid (IDs + SmolLM2, residual)") == [
-        "hybrid (IDs + SmolLM2, residual)", "8", "5", "0.1250", "0.2500", "0.0500", "0.0625"]
+    assert _row(cold, "hybrid (IDs + SmolLM2)") == [
+        "hybrid (IDs + SmolLM2)", "8", "5", "0.1250", "0.2500", "0.0500", "0.0625"]
     assert "| ID-SASRec |" not in cold
     # stages: stage.json's wall time, load time and final loss; log.jsonl's first and last logged loss
     assert _row(out, "csft") == ["csft", "finished", "10", "100.0 s", "2.5 s", "3.0000", "6.0000 → 3.5000", "80", "8"]
