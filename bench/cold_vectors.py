@@ -51,6 +51,13 @@ def recall10(model, table: torch.Tensor, examples, num_items: int) -> float:
     return float(full_ranking(scores, examples, num_items, (10,), config.exclude_history, 1024).metrics["recall@10"])
 
 
+def transferred(feats: torch.Tensor, warm: torch.Tensor, rows: torch.Tensor, k: int, tau: float) -> torch.Tensor:
+    """Per item, the softmax(cos / tau)-weighted mean of `rows` of its k nearest warm items by cosine of `feats`."""
+    unit = torch.nn.functional.normalize(feats, dim=1)
+    top = (unit @ unit[warm].T).topk(k, dim=1)
+    return (torch.softmax(top.values / tau, dim=1)[..., None] * rows[warm][top.indices]).sum(1)
+
+
 @torch.no_grad()
 def init_variants(model, cold: torch.Tensor, frozen: torch.Tensor) -> dict[str, torch.Tensor]:
     table = model.item_vectors()
@@ -69,11 +76,8 @@ def init_variants(model, cold: torch.Tensor, frozen: torch.Tensor) -> dict[str, 
             mapped = (z @ torch.linalg.solve(gram, z[warm].T @ (target[warm] - offset)) + offset).to(torch.float32)
             name = f"ridge text -> ID, lambda={lam:g}{' + intercept' if intercept else ''}"
             out[name] = torch.where(cold[:, None], mapped, table)
-    unit = torch.nn.functional.normalize(z, dim=1).to(torch.float32)
-    sims = unit @ unit[warm].T
     for k, tau in NEIGHBOURS:
-        top = sims.topk(k, dim=1)
-        moved = (torch.softmax(top.values / tau, dim=1)[..., None] * table[warm][top.indices]).sum(1)
+        moved = transferred(z.to(torch.float32), warm, table, k, tau)
         out[f"ID transfer, frozen k={k} tau={tau}"] = torch.where(cold[:, None], moved, table)
     for t in out.values():
         t[0] = 0
@@ -86,12 +90,10 @@ def variants(model, cold: torch.Tensor) -> dict[str, torch.Tensor]:
     text, ids, table, warm = items.text.all_items(), items.ids.all_items(), model.item_vectors(), items.warm
     out = {"as trained (text path)": table}
     out.update({f"scaled x{s}": torch.where(cold[:, None], table * s, table) for s in SCALES})
-    frozen = torch.nn.functional.normalize((items.text.frozen - items.text.mean) / items.text.std, dim=1)
-    for space, feats in (("frozen", frozen), ("adapted", torch.nn.functional.normalize(text, dim=1))):
-        sims = feats @ feats[warm].T
+    frozen = (items.text.frozen - items.text.mean) / items.text.std
+    for space, feats in (("frozen", frozen), ("adapted", text)):
         for k, tau in NEIGHBOURS:
-            top = sims.topk(k, dim=1)
-            moved = (torch.softmax(top.values / tau, dim=1)[..., None] * ids[warm][top.indices]).sum(1)
+            moved = transferred(feats, warm, ids, k, tau)
             out[f"ID transfer, {space} k={k} tau={tau}"] = torch.where(cold[:, None], text + moved, table)
     for t in out.values():
         t[0] = 0

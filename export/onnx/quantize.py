@@ -453,7 +453,7 @@ def srs_recall(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall
 def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall@10") -> float:
     """Test `metric` of the trained SRS scoring with `vectors` [num_items, H] as its item table: the SRS item
     space, i.e. what an embedder exported with the SRS adapter inside returns and what the index holds.
-    For a residual ID + text SRS the vectors are the text path; warm items add their trained ID part."""
+    For an ID + text SRS the vectors are the text path, composed with the warm items' IDs as the SRS does."""
     import torch
 
     from train.srs.items import InitItemEmbedding, ResidualItemEmbedding
@@ -463,12 +463,10 @@ def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str 
         raise ValueError(f"expected {model.num_items} item vectors, got {vectors.shape[0]}")
     table = torch.zeros((vectors.shape[0] + 1, vectors.shape[1]))
     table[1:] = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    if isinstance(model.items, ResidualItemEmbedding):
+    if isinstance(model.items, ResidualItemEmbedding | InitItemEmbedding):  # the ID part of warm items
+        model.eval()
         with torch.no_grad():
-            table = table + model.items.ids.all_items() * model.items.warm.unsqueeze(-1)
-    elif isinstance(model.items, InitItemEmbedding):  # warm items are their trained IDs, only cold ones text
-        with torch.no_grad():
-            table = torch.where(model.items.warm.unsqueeze(-1), model.items.ids.all_items(), table)
+            table = model.items.with_text(table)
     model.item_vectors = lambda: table  # shadows the method for this evaluation only
     try:
         return float(evaluate_test(model, data, model.config, torch.device("cpu"))["full"][metric])

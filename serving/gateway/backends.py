@@ -50,17 +50,15 @@ class EncoderBackend(Protocol):
     def close(self) -> None: ...
 
 
-def history_length(repository: str | Path) -> int | None:
-    """The user encoder's history window (the SRS max_len) recorded in the repository, or None."""
-    manifest = RepositoryManifest.read(repository)
-    return manifest.user_encoder.max_len if manifest and manifest.user_encoder else None
+def item_text_of(manifest: RepositoryManifest | None) -> ItemText | None:
+    """The item-text recipe the served item encoder was trained with, or None (texts are embedded as sent)."""
+    recipe = manifest.embedder.item_text if manifest and manifest.embedder else None
+    return ItemText.from_dict(recipe) if recipe else None
 
 
 def item_text_recipe(repository: str | Path) -> ItemText | None:
-    """The item-text recipe the served item encoder was trained with (llmrec.json), or None (texts as sent)."""
-    manifest = RepositoryManifest.read(repository)
-    recipe = manifest.embedder.item_text if manifest and manifest.embedder else None
-    return ItemText.from_dict(recipe) if recipe else None
+    """item_text_of the repository's llmrec.json."""
+    return item_text_of(RepositoryManifest.read(repository))
 
 
 def latest_version(model_dir: Path) -> Path:

@@ -37,6 +37,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from llmrec.itemtext import ItemText
 from llmrec.logs import log_event
 from llmrec.manifests import RepositoryManifest
 
@@ -48,7 +49,7 @@ from ..index.wal import DurableCatalog
 from ..proto.llmrec.v1 import recommend_pb2 as pb
 from ..repository import verify_repository
 from .auth import AuthInterceptor, load_token
-from .backends import EncoderBackend, OnnxRuntimeBackend, history_length, item_text_recipe
+from .backends import EncoderBackend, OnnxRuntimeBackend, item_text_of
 from .config import ConfigError, GatewayConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 from .metrics import GatewayMetrics
@@ -78,9 +79,10 @@ class RecommenderServicer:
     """The five methods of llmrec.v1.Recommender over a RecommendationPipeline."""
 
     def __init__(self, pipeline: RecommendationPipeline, config: GatewayConfig, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool]) -> None:
+                 is_ready: Callable[[], bool], item_text: ItemText | None) -> None:
+        """`item_text`: the recipe the served item encoder was trained with (None: texts are embedded as sent)."""
         self.pipeline = pipeline
-        self.item_text = item_text_recipe(config.model_repository)
+        self.item_text = item_text
         self.limits = config.limits
         self.read_only = config.read_only
         self.metrics = metrics
@@ -234,13 +236,13 @@ def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
     return catalog
 
 
-def check_pairing(index: ItemIndex, provenance: dict[str, Any], repository: Path) -> None:
+def check_pairing(index: ItemIndex, provenance: dict[str, Any], manifest: RepositoryManifest | None,
+                  repository: Path) -> None:
     """The index must hold the item table of the deployed user encoder, not merely vectors of its size.
 
     Two runs' artifacts of the same size would otherwise be served together and give confident but wrong
     recommendations. Export records the table's sha256 in both llmrec.json and the index manifest; an
     index or repository without that record (built by hand) is accepted on its dimensions with a warning."""
-    manifest = RepositoryManifest.read(repository)
     user = manifest.user_encoder if manifest is not None else None
     if user is not None and user.hidden_size != index.dim:
         hidden = user.hidden_size
@@ -327,11 +329,11 @@ class Gateway:
         config = self.config
         token = load_token(config.auth)
         repository = Path(config.model_repository)
-        try:  # read once up front: a manifest this version cannot read stops the start with its reason
-            RepositoryManifest.read(repository)
+        try:  # a manifest this version cannot read stops the start with its reason
+            manifest = RepositoryManifest.read(repository)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        max_len = config.max_len or history_length(repository)
+        max_len = config.max_len or (manifest.user_encoder.max_len if manifest and manifest.user_encoder else None)
         if max_len is None:
             raise ConfigError(f"max_len is not set and {repository}/llmrec.json does not record the user encoder's "
                               "max_len: set max_len (the SRS history length) in the config")
@@ -351,7 +353,7 @@ class Gateway:
                           message="persist: false: acknowledged upserts and deletes live in memory only and are "
                                   "lost when the gateway stops")
         try:
-            check_pairing(index, provenance, repository)
+            check_pairing(index, provenance, manifest, repository)
             self.backend = self._make_backend()
         except BaseException:
             if catalog is not None:
@@ -374,7 +376,8 @@ class Gateway:
             futures.ThreadPoolExecutor(max_workers=config.grpc_workers, thread_name_prefix="grpc"),
             interceptors=interceptors, options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs or 4 * config.grpc_workers)
-        servicer = RecommenderServicer(self.pipeline, config, self.metrics, self.is_ready)
+        servicer = RecommenderServicer(self.pipeline, config, self.metrics, self.is_ready,
+                                       item_text_of(manifest))
         self.server.add_generic_rpc_handlers((method_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)

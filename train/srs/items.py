@@ -181,9 +181,13 @@ class ResidualItemEmbedding(nn.Module):
             return self.warm & (torch.rand(self.warm.shape, device=self.warm.device) >= self.id_dropout)
         return self.warm
 
-    def all_items(self) -> torch.Tensor:
-        out = self.text.all_items() + self.ids.all_items() * self.keep().unsqueeze(-1).to(torch.float32)
+    def with_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The item table when the text path gives `text` [rows, hidden]: warm items add their ID part."""
+        out = text + self.ids.all_items() * self.keep().unsqueeze(-1).to(torch.float32)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+    def all_items(self) -> torch.Tensor:
+        return self.with_text(self.text.all_items())
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.all_items()[ids]
@@ -221,13 +225,20 @@ class InitItemEmbedding(nn.Module):
         self.text.adapter.net.weight.copy_(weight.T.to(torch.float32))
         self.text.adapter.net.bias.zero_()
 
-    def all_items(self) -> torch.Tensor:
-        out = torch.where(self.warm.unsqueeze(-1), self.ids.all_items(), self.text.all_items())
+    def with_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The item table when the text path gives `text` [rows, hidden]: warm items are their trained IDs."""
+        out = torch.where(self.warm.unsqueeze(-1), self.ids.all_items(), text)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
 
+    def all_items(self) -> torch.Tensor:
+        return self.with_text(self.text.all_items())
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out = torch.where(self.warm[ids].unsqueeze(-1), self.ids(ids), self.text(ids))
-        return out * (ids != 0).unsqueeze(-1).to(out.dtype)
+        out = self.ids(ids)  # training sees warm items only: the text path runs when a history holds a cold one
+        cold = ~self.warm[ids] & (ids != 0)
+        if bool(cold.any()):
+            out = torch.where(cold.unsqueeze(-1), self.text(ids), out)
+        return out
 
 
 def read_embedding_file(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
