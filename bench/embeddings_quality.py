@@ -65,11 +65,11 @@ EMBEDDINGS = {
     "minilm": Embedding("minilm"),
     "raw-causal-last": Embedding("smollm2", "causal", "last", text="prompt"),
     "raw-bidir-mean": Embedding("smollm2", "bidirectional", "mean"),
-    # the cpu-small stages as trained so far: on bare titles (their rows say so)
-    "csft": Embedding("csft", text="title"),
-    "mntp": Embedding("mntp", text="title"),
-    "llm2rec": Embedding("item-contrastive", text="title"),
-    "scft": Embedding("scft", text="attributes"),
+    # the cpu-small stages, each trained on the item text it is extracted with
+    "csft": Embedding("csft"),
+    "mntp": Embedding("mntp"),
+    "llm2rec": Embedding("item-contrastive"),
+    "scft": Embedding("scft"),
     "co-occurrence": Embedding("co-occurrence"),
 }
 # a stage that learns from interactions alone is trained on the cold split's training parts, so that no row of
@@ -115,11 +115,12 @@ WARM = [
         srs=INIT_SRS),
     Row("id-init-co-occurrence", f"SASRec, IDs started from the co-occurrence stage ({TEXT}) principal components",
         "co-occurrence", srs=INIT_SRS),
-    Row("csft", "SASRec, + CSFT (titles)", "csft", srs=()),
-    Row("mntp", "SASRec, + CSFT + MNTP (titles)", "mntp", srs=()),
-    Row("llm2rec", "SASRec, + CSFT + MNTP + item contrastive (LLM2Rec, titles)", "llm2rec", srs=()),
-    Row("llmemb", "SASRec, LLMEmb (SCFT + RAT, attributes)", "scft", rat=True, srs=()),
-    Row("hybrid-gated", "SASRec, hybrid: ID + LLM2Rec (titles), gated", "llm2rec", srs=(("fusion", "gated"),)),
+    Row("csft", f"SASRec, + CSFT ({TEXT})", "csft"),
+    Row("mntp", f"SASRec, + CSFT + MNTP ({TEXT})", "mntp"),
+    Row("llm2rec", f"SASRec, + CSFT + MNTP + item contrastive (LLM2Rec, {TEXT})", "llm2rec"),
+    Row("scft", f"SASRec, + SCFT (LLMEmb's stage 1, {TEXT})", "scft"),
+    Row("llmemb", f"SASRec, LLMEmb (SCFT + RAT, {TEXT})", "scft", rat=True, srs=()),
+    Row("hybrid-gated", f"SASRec, hybrid: ID + LLM2Rec ({TEXT}), gated", "llm2rec", srs=(("fusion", "gated"),)),
     Row("gru4rec-id", "GRU4Rec, ID embeddings", backbone="gru4rec"),
 ]
 COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM

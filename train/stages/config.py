@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
+from llmrec.itemtext import DEFAULT_KIND, ItemText
+
+from ..data.text import recipe_texts
+
 PROFILE_NAMES = ("paper", "cpu-small", "demo")
 
 
@@ -79,3 +83,20 @@ class StageConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}")
         return cls(**d)
+
+
+@dataclass
+class TextStageConfig(StageConfig):
+    """A stage that reads items as text: through the item-text recipe (llmrec/itemtext.py) extraction and
+    serving use, so an item is read in training as it is embedded afterwards."""
+
+    item_text: str = DEFAULT_KIND
+    domain: str = "movie"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ItemText(self.item_text, self.domain)  # validates both
+
+    def item_texts(self, data: Any) -> list[str]:
+        """Every item's text under this recipe (row 0 empty)."""
+        return recipe_texts(data, ItemText(self.item_text, self.domain))

@@ -1,16 +1,18 @@
-"""LLM2Rec stage 2b, item-level contrastive learning (unsupervised SimCSE) on item titles.
+"""LLM2Rec stage 2b, item-level contrastive learning (unsupervised SimCSE) on item texts.
 
 Bidirectional attention and mean pooling (both kept afterwards: LLM2Rec's
-embedding mode). A batch of B distinct titles is encoded twice in one forward
-pass of 2B rows; dropout makes the two views differ. The positive of view i is
-the other view of the same title, the other B-1 titles are negatives; logits are
+embedding mode). A batch of B distinct item texts (the item-text recipe's,
+`item_text`; LLM2Rec's is the title) is encoded twice in one forward pass of 2B
+rows; dropout makes the two views differ. The positive of view i is the other
+view of the same item, the other B-1 items are negatives; logits are
 cosine similarities / tau and the loss InfoNCE (`symmetric` averages both directions).
 
 Dropout: Llama/Qwen2 configs ship attention_dropout 0.0 and have no other dropout,
 so the two views would be identical (and the loss trivial) in full fine-tuning. The
 stage sets the attention-probability dropout of every layer to `dropout` (default
-0.1, SimCSE's value) while training, and restores the model's own value before
-saving, so the saved config is unchanged. With LoRA, LoRA dropout adds noise too.
+0.2, LLM2Rec's published value) while training, and restores the model's own value
+before saving, so the saved config is unchanged. LoRA dropout adds no noise at the
+start (B = 0), so this is the source of the two views.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import torch
 from ..data.dataset import SequenceData
 from ..embedder import ItemEmbedder
 from .common import StageError, info_nce, set_attention_dropout
-from .config import StageConfig
-from .mntp import unique_titles
+from .config import TextStageConfig
+from .mntp import unique_texts
 
 
 @dataclass
-class ContrastiveConfig(StageConfig):
+class ContrastiveConfig(TextStageConfig):
     """Paper: batch 256, lr 2e-4, 1,000 steps (LLM2Vec's SimCSE length), full fine-tuning; LLM2Rec's published
     config: similarity scale 10 (tau 0.1) and dropout 0.2 (with LoRA B = 0 at the start, attention dropout is
     the only source of two different views)."""
@@ -43,8 +45,8 @@ class ContrastiveConfig(StageConfig):
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~2.5 s per step (LoRA r16, batch 32 titles = 64
-        # rows of ~12 tokens); 200 steps ~ 8 min
+        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~2.5 s per step (LoRA r16, batch 32 bare titles =
+        # 64 rows of ~12 tokens); 200 steps ~ 8 min
         "cpu-small": {"steps": 200, "batch_size": 32, "lr": 2e-4, "lora": True, "save_every": 40, "log_every": 10},
         # measured: ~1.1 s per step (batch 16); 80 steps ~ 1.5 min
         "demo": {"steps": 80, "batch_size": 16, "lr": 2e-4, "lora": True, "save_every": 20, "log_every": 5},
@@ -69,12 +71,12 @@ class ContrastiveStage:
         self.old_dropout = 0.0
 
     def setup(self, embedder: ItemEmbedder, data: SequenceData) -> None:
-        titles = unique_titles(data)
-        if len(titles) < 2:
-            raise StageError(f"dataset {data.name!r} has fewer than 2 distinct item titles")
+        texts = unique_texts(self.config.item_texts(data))
+        if len(texts) < 2:
+            raise StageError(f"dataset {data.name!r} has fewer than 2 distinct item texts")
         embedder.config.attention = "bidirectional"
         embedder.config.pooling = "mean"
-        self.ids = embedder.token_ids(titles)
+        self.ids = embedder.token_ids(texts)
         self.collate_fn = embedder.collate
         self.old_dropout = set_attention_dropout(embedder, self.config.dropout)
 
@@ -83,7 +85,7 @@ class ContrastiveStage:
 
     def collate(self, indices: np.ndarray, seed: list[int]) -> dict[str, torch.Tensor]:
         rows = [self.ids[i] for i in indices]
-        return self.collate_fn(rows + rows)  # two views of every title, dropout differs per row
+        return self.collate_fn(rows + rows)  # two views of every item, dropout differs per row
 
     def loss(self, embedder: ItemEmbedder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         vectors = embedder(batch["input_ids"], batch["attention_mask"])

@@ -23,17 +23,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from llmrec.itemtext import DEFAULT_KIND, ItemText
-
 from ..data.dataset import SequenceData
-from ..data.text import recipe_texts
 from ..embedder import ItemEmbedder
 from .common import StageError, info_nce
-from .config import StageConfig
+from .config import TextStageConfig
 
 
 @dataclass
-class CooccurrenceConfig(StageConfig):
+class CooccurrenceConfig(TextStageConfig):
     """No paper default (this stage is ours): sized like the item-contrastive stage it complements."""
 
     steps: int = 1000
@@ -42,8 +39,6 @@ class CooccurrenceConfig(StageConfig):
     temperature: float = 0.1
     window: int = 3
     num_samples: int = 50_000  # pairs drawn (with replacement, by co-occurrence count) per run
-    item_text: str = DEFAULT_KIND
-    domain: str = "movie"
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -53,7 +48,6 @@ class CooccurrenceConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        ItemText(self.item_text, self.domain)  # validates both
         checks = [("temperature", self.temperature > 0, "> 0"), ("window", self.window >= 1, ">= 1"),
                   ("num_samples", self.num_samples >= 2, ">= 2"), ("batch_size", self.batch_size >= 2,
                                                                    ">= 2 (in-batch negatives)")]
@@ -94,7 +88,7 @@ class CooccurrenceStage:
         self.samples = pairs[rng.choice(len(pairs), size=cfg.num_samples, p=counts / counts.sum())]
         embedder.config.attention = "bidirectional"
         embedder.config.pooling = "mean"
-        texts = recipe_texts(data, ItemText(cfg.item_text, cfg.domain))
+        texts = cfg.item_texts(data)
         self.ids = [[]] + embedder.token_ids(texts[1:])
         self.collate_fn = embedder.collate
 

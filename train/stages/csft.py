@@ -1,16 +1,17 @@
-"""LLM2Rec stage 1, collaborative supervised fine-tuning (CSFT): learn to write the next item's title.
+"""LLM2Rec stage 1, collaborative supervised fine-tuning (CSFT): learn to write the next item's text.
 
 A sample is one *training* example of the dataset (`data.train`: the target is a
 training position, its history the items before it in the same sequence, so no
 validation or test target is ever seen):
-  prompt = the titles of the last `history` items, joined by ", ", followed by ","
-  target = " " + the next item's title, then EOS
+  prompt = the texts of the last `history` items, joined by ", ", followed by ","
+  target = " " + the next item's text, then EOS
+An item's text is the item-text recipe's (`item_text`; LLM2Rec writes titles: `title`).
 Prompt and target are tokenised separately (prompt with the tokenizer's special
 tokens, i.e. BOS; target without) and concatenated, so the boundary is exact;
 the labels are -100 on the prompt (and padding) and the token ids on the target,
 and the loss is plain causal-LM cross-entropy on the target tokens (token i
 predicted from position i-1). The separator "," ends the prompt and the target
-starts with a space so the target tokens are those the title has inside a list.
+starts with a space so the target tokens are those the text has inside a list.
 Too long a sample drops prompt tokens from the left (after BOS), keeping the most
 recent items; the target is cut to at most `max_length - 2` tokens.
 
@@ -28,14 +29,13 @@ import numpy as np
 import torch
 
 from ..data.dataset import SequenceData
-from ..data.text import title_texts
 from ..embedder import ItemEmbedder
 from .common import IGNORE, StageError, shifted_token_loss
-from .config import StageConfig
+from .config import TextStageConfig
 
 
 @dataclass
-class CSFTConfig(StageConfig):
+class CSFTConfig(TextStageConfig):
     """Paper: full fine-tuning, lr 3e-4, effective batch 128 (here 32 x 4 accumulation on one GPU), one pass
     over all training examples (steps 0)."""
 
@@ -44,13 +44,14 @@ class CSFTConfig(StageConfig):
     grad_accum: int = 4
     lr: float = 3e-4
     warmup_ratio: float = 0.03
-    history: int = 10  # titles in the prompt
+    history: int = 10  # items in the prompt
     max_length: int = 256  # tokens of prompt + target
     num_samples: int = 0  # 0: every training example; else a seeded random subset of that size
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~10 s per step (LoRA r16, batch 16 of ~100 tokens);
+        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~10 s per step (LoRA r16, batch 16 of ~100 tokens,
+        # bare titles);
         # 100 steps ~ 17 min
         "cpu-small": {"steps": 100, "batch_size": 16, "grad_accum": 1, "lr": 5e-4, "lora": True, "lora_r": 16,
                       "num_samples": 4096, "max_length": 128, "warmup_ratio": 0.05, "save_every": 20,
@@ -71,10 +72,10 @@ class CSFTConfig(StageConfig):
             raise ValueError(f"CSFTConfig.num_samples must be an int >= 0, got {self.num_samples!r}")
 
 
-def csft_texts(data: SequenceData, history: int, num_samples: int = 0, seed: int = 0,
-               titles: list[str] | None = None) -> list[tuple[str, str]]:
-    """(prompt, target) texts from the training examples only (a seeded subset when num_samples > 0)."""
-    titles = titles if titles is not None else title_texts(data)
+def csft_texts(data: SequenceData, history: int, texts: list[str], num_samples: int = 0,
+               seed: int = 0) -> list[tuple[str, str]]:
+    """(prompt, target) texts from the training examples only (a seeded subset when num_samples > 0);
+    `texts` holds every item's text (row 0 empty)."""
     train = data.train
     chosen = np.arange(len(train))
     if num_samples and num_samples < len(train):
@@ -85,7 +86,7 @@ def csft_texts(data: SequenceData, history: int, num_samples: int = 0, seed: int
         if len(items) == 0:
             continue
         target = int(train.sequences[int(train.seq_index[i])][int(train.position[i])])
-        out.append((", ".join(titles[int(x)] for x in items) + ",", " " + titles[target]))
+        out.append((", ".join(texts[int(x)] for x in items) + ",", " " + texts[target]))
     return out
 
 
@@ -122,7 +123,7 @@ class CSFTStage:
 
     def setup(self, embedder: ItemEmbedder, data: SequenceData) -> None:
         cfg = self.config
-        pairs = csft_texts(data, cfg.history, cfg.num_samples, cfg.seed)
+        pairs = csft_texts(data, cfg.history, cfg.item_texts(data), cfg.num_samples, cfg.seed)
         if not pairs:
             raise StageError(f"dataset {data.name!r} has no training example with a history")
         tok = embedder.tokenizer

@@ -1,7 +1,7 @@
-"""LLM2Rec stage 2a, masked next-token prediction (MNTP, the LLM2Vec recipe) on single item titles.
+"""LLM2Rec stage 2a, masked next-token prediction (MNTP, the LLM2Vec recipe) on single item texts.
 
-Attention is bidirectional (kept afterwards: it is the embedding mode). Each title
-is tokenised as the embedder reads it (`ItemEmbedder.token_ids`: template, BOS,
+Attention is bidirectional (kept afterwards: it is the embedding mode). Each item's
+text (the item-text recipe's, `item_text`; LLM2Rec's is the title) is tokenised as the embedder reads it (`ItemEmbedder.token_ids`: template, BOS,
 truncation); among its non-special tokens, round(`mask_ratio` x n) (at least one)
 are chosen at random and replaced by the mask token. Labels hold the original id
 at masked positions and -100 elsewhere; the loss predicts the token at position i
@@ -13,7 +13,7 @@ here `mask_token` (default "_") is used when it is a single token of the vocabul
 (recorded in stage.json). Always replacing by the mask token (no 80/10/10 split)
 is a simplification of BERT's recipe that LLM2Vec's ablations found harmless.
 
-Samples are the distinct titles of all items: item texts, not interactions, so no
+Samples are the distinct texts of all items: item texts, not interactions, so no
 validation/test information is involved.
 """
 
@@ -26,14 +26,13 @@ import numpy as np
 import torch
 
 from ..data.dataset import SequenceData
-from ..data.text import title_texts
 from ..embedder import ItemEmbedder
 from .common import IGNORE, StageError, shifted_token_loss
-from .config import StageConfig
+from .config import TextStageConfig
 
 
 @dataclass
-class MNTPConfig(StageConfig):
+class MNTPConfig(TextStageConfig):
     """Paper: 1,000 steps; batch 32 and lr 5e-5 follow LLM2Vec's MNTP; full fine-tuning as in LLM2Rec."""
 
     steps: int = 1000
@@ -44,8 +43,8 @@ class MNTPConfig(StageConfig):
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~3.5 s per step (LoRA r16, batch 32 titles of
-        # ~12 tokens); 150 steps ~ 9 min
+        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~3.5 s per step (LoRA r16, batch 32 bare titles
+        # of ~12 tokens); 150 steps ~ 9 min
         "cpu-small": {"steps": 150, "batch_size": 32, "lr": 2e-4, "lora": True, "save_every": 50, "log_every": 10},
         # measured: ~0.7 s per step (batch 16); 80 steps ~ 1 min
         "demo": {"steps": 80, "batch_size": 16, "lr": 2e-4, "lora": True, "save_every": 25, "log_every": 5},
@@ -59,13 +58,10 @@ class MNTPConfig(StageConfig):
             raise ValueError(f"MNTPConfig.mask_token must be a non-empty string, got {self.mask_token!r}")
 
 
-def unique_titles(data: SequenceData) -> list[str]:
-    """Distinct non-empty item titles, in item order (duplicates would be false negatives in a batch)."""
-    seen: dict[str, None] = {}
-    for title in title_texts(data)[1:]:
-        if title and title not in seen:
-            seen[title] = None
-    return list(seen)
+def unique_texts(texts: list[str]) -> list[str]:
+    """Distinct non-empty item texts (row 0 skipped), in item order (duplicates would be false negatives in
+    a batch)."""
+    return list(dict.fromkeys(t for t in texts[1:] if t))
 
 
 def mask_token_id(tokenizer: Any, token: str) -> int:
@@ -111,11 +107,11 @@ class MNTPStage:
         self.ids: list[list[int]] = []
 
     def setup(self, embedder: ItemEmbedder, data: SequenceData) -> None:
-        titles = unique_titles(data)
-        if not titles:
-            raise StageError(f"dataset {data.name!r} has no item titles")
+        texts = unique_texts(self.config.item_texts(data))
+        if not texts:
+            raise StageError(f"dataset {data.name!r} has no item text")
         embedder.config.attention = "bidirectional"
-        self.ids = embedder.token_ids(titles)
+        self.ids = embedder.token_ids(texts)
         tok = embedder.tokenizer
         # control tokens (BOS, EOS, pad) are never masked; <unk> stands for text, so it may be
         self.special = ({int(i) for i in tok.all_special_ids} | {embedder.eos_token_id, embedder.pad_token_id}) - {

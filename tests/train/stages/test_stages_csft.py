@@ -40,7 +40,7 @@ def test_long_prompts_lose_their_oldest_tokens_but_keep_bos(toks):
 def test_samples_come_from_training_positions_only(planted_data):
     data = planted_data
     titles = [""] + [f"#{i}" for i in range(1, data.num_items + 1)]
-    pairs = csft_texts(data, history=10, titles=titles)
+    pairs = csft_texts(data, history=10, texts=titles)
     parse = lambda text: tuple(int(t.strip(" ,#")) for t in text.split(",") if t.strip(" ,"))  # noqa: E731
     got = Counter((parse(p), parse(t)[0]) for p, t in pairs)
     train = data.train
@@ -53,9 +53,9 @@ def test_samples_come_from_training_positions_only(planted_data):
     held_out = {(int(ex.seq_index[i]), int(ex.position[i])) for ex in (data.valid, data.test) for i in range(len(ex))}
     used = {(int(train.seq_index[i]), int(train.position[i])) for i in range(len(train))}
     assert not used & held_out
-    subset = csft_texts(data, history=10, num_samples=20, seed=3, titles=titles)
+    subset = csft_texts(data, history=10, num_samples=20, seed=3, texts=titles)
     assert len(subset) == 20 and set(subset) <= set(pairs)
-    assert subset == csft_texts(data, history=10, num_samples=20, seed=3, titles=titles)
+    assert subset == csft_texts(data, history=10, num_samples=20, seed=3, texts=titles)
 
 
 def test_fast_loss_equals_full_logits_loss(tiny_dir, toks):
