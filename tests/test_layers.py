@@ -40,3 +40,39 @@ def test_the_rule_reader_sees_lazy_and_dotted_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("import os.path\nfrom . import sibling\n\ndef f():\n    from serving.index import x\n")
     assert imported_packages(module) == {"os", "serving"}
+
+
+# the modules of train that export may read trained artifacts through; only the names in their __all__
+TRAIN_SURFACE = ("train.data", "train.embed", "train.embedder", "train.srs", "train.stages")
+
+
+def declared_names(module: str) -> set[str]:
+    """The `__all__` of a module, read from its source (a package's __init__.py)."""
+    path = ROOT.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+def train_imports(path: Path) -> list[tuple[str, str | None]]:
+    """(module, name) of every import of train in a module; name None for `import train.x`."""
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names if a.name.split(".")[0] == "train"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "train":
+            out += [(node.module, a.name) for a in node.names]
+    return out
+
+
+def test_export_reads_train_only_through_its_public_surface():
+    surface = {module: declared_names(module) for module in TRAIN_SURFACE}
+    assert all(surface.values()), {m: sorted(n) for m, n in surface.items()}
+    outside = {}
+    for path in sorted((ROOT / "export").rglob("*.py")):
+        bad = [f"{m}.{n}" if n else m for m, n in train_imports(path) if n is None or n not in surface.get(m, ())]
+        if bad:
+            outside[str(path.relative_to(ROOT))] = bad
+    assert outside == {}

@@ -32,6 +32,8 @@ from llmrec.logs import setup_logging
 from .data import DataConfig, SequenceData, load_dataset
 from .data.text import recipe_texts
 
+__all__ = ["extract", "item_texts", "write_embeddings"]
+
 logger = logging.getLogger("llmrec.stages")
 
 FORMAT = "llmrec.embeddings/1"

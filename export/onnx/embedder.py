@@ -141,7 +141,7 @@ class ItemHead(nn.Module):
         return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from train.embedder.pooling import pool
+        from train.embedder import pool
 
         vectors = pool(hidden_states, attention_mask, self.pooling)
         if self.embedder_normalize:
@@ -151,8 +151,6 @@ class ItemHead(nn.Module):
 
 def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapter, dict[str, Any]]:
     """The item adapter of an SRS checkpoint trained on frozen LLM embeddings, and its description."""
-    from train.srs.items import FrozenItemEmbedding, HybridItemEmbedding, InitItemEmbedding, ResidualItemEmbedding
-
     from .user_encoder import checkpoint_sha256, load_srs
 
     path = Path(srs_checkpoint)
@@ -160,19 +158,15 @@ def load_adapter(srs_checkpoint: str | Path, llm_dim: int) -> tuple[SRSItemAdapt
         model, config = load_srs(path)
     except ExportInputError as exc:
         raise ExportInputError(str(exc).replace("--checkpoint", "--adapter", 1)) from None
-    items = model.items
-    if isinstance(items, HybridItemEmbedding | ResidualItemEmbedding | InitItemEmbedding):  # a cold item's: text path
-        frozen_items = items.text
-    elif isinstance(items, FrozenItemEmbedding):
-        frozen_items = items
-    else:
+    frozen_items = model.text_path()  # with IDs fused in, a cold item's vector: the text path alone
+    if frozen_items is None:
         raise ExportInputError(f"--adapter {str(srs_checkpoint)!r}: the SRS uses ID embeddings "
                                f"(items={model.config.items!r}, fusion={model.config.fusion!r}); only an SRS "
                                "whose items keep a text path has an item adapter")
     items_info = config.get("items") or {}
     pca = None
     if items_info.get("pca"):
-        from train.srs.rat import load_pca
+        from train.srs import load_pca
 
         pca_path = path / items_info["pca"].get("file", "pca.safetensors")
         if not pca_path.is_file():
@@ -322,7 +316,7 @@ def build_graph(decoder_path: Path, head_path: Path, dim: int, out_dir: Path) ->
 def load_embedder(checkpoint: str | Path, cache_dir: str | Path | None = None) -> tuple[Any, Path]:
     """The checkpoint as an fp32 CPU `ItemEmbedder` with LoRA merged, and the checkpoint folder."""
     from train.embedder import ItemEmbedder
-    from train.stages.common import embedder_checkpoint_dir
+    from train.stages import embedder_checkpoint_dir
 
     folder = embedder_checkpoint_dir(checkpoint)
     if folder is None:
@@ -351,7 +345,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
     Raises ExportInputError / ExportValidationError.
     """
     from llmrec.files import replace_folder
-    from train.stages.common import embedder_hash
+    from train.stages import embedder_hash
 
     from .validate import print_report, validate_embedder
 

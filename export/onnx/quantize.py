@@ -397,9 +397,7 @@ def load_srs(checkpoint: str | Path):
     import torch
     from safetensors.torch import load_file
 
-    from train.srs.checkpoint import load_checkpoint
-    from train.srs.config import SRSConfig
-    from train.srs.model import SequentialRecommender
+    from train.srs import SequentialRecommender, SRSConfig, load_checkpoint
 
     try:
         model, meta = load_checkpoint(checkpoint)
@@ -412,20 +410,16 @@ def load_srs(checkpoint: str | Path):
         if unexpected or set(missing) - {"items.mean", "items.std"}:
             raise
         model.eval()
-    if not hasattr(model.items, "frozen") and not hasattr(getattr(model.items, "text", None), "frozen"):
+    if model.text_path() is None:
         raise ValueError(f"{checkpoint}: the SRS has no frozen item embeddings to swap")
     return model, meta
-
-
-def _frozen_owner(model: Any) -> Any:
-    return model.items.text if hasattr(model.items, "text") else model.items
 
 
 def srs_item_space(model: Any, vectors: np.ndarray) -> np.ndarray:
     """The SRS item vectors (standardisation + adapter) of LLM item vectors [N, D] (rows = items 1..N)."""
     import torch
 
-    owner = _frozen_owner(model)
+    owner = model.text_path()
     with torch.no_grad():
         x = (torch.from_numpy(vectors) - owner.mean) / owner.std
         return owner.adapter(x).numpy()
@@ -436,9 +430,9 @@ def srs_recall(model: Any, data: Any, vectors: np.ndarray, metric: str = "recall
     `vectors` [num_items, D] (rows = items 1..N): the same trained recommender, served from a variant."""
     import torch
 
-    from train.srs.trainer import evaluate_test
+    from train.srs import evaluate_test
 
-    owner = _frozen_owner(model)
+    owner = model.text_path()
     if vectors.shape != (owner.frozen.shape[0] - 1, owner.frozen.shape[1]):
         raise ValueError(f"expected {owner.frozen.shape[0] - 1} x {owner.frozen.shape[1]} vectors, got {vectors.shape}")
     saved = owner.frozen.clone()
@@ -456,17 +450,15 @@ def srs_recall_of_table(model: Any, data: Any, vectors: np.ndarray, metric: str 
     For an ID + text SRS the vectors are the text path, composed with the warm items' IDs as the SRS does."""
     import torch
 
-    from train.srs.items import InitItemEmbedding, ResidualItemEmbedding
-    from train.srs.trainer import evaluate_test
+    from train.srs import evaluate_test
 
     if vectors.shape[0] != model.num_items:
         raise ValueError(f"expected {model.num_items} item vectors, got {vectors.shape[0]}")
     table = torch.zeros((vectors.shape[0] + 1, vectors.shape[1]))
     table[1:] = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    if isinstance(model.items, ResidualItemEmbedding | InitItemEmbedding):  # the ID part of warm items
-        model.eval()
-        with torch.no_grad():
-            table = model.items.with_text(table)
+    model.eval()
+    with torch.no_grad():
+        table = model.items_with_text(table)  # the ID part of warm items, where the fusion keeps IDs
     model.item_vectors = lambda: table  # shadows the method for this evaluation only
     try:
         return float(evaluate_test(model, data, model.config, torch.device("cpu"))["full"][metric])

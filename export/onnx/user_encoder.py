@@ -11,9 +11,8 @@ The graph is the checkpoint's own encoder module traced by torch's dynamo
 exporter (`dynamo=True`): the older TorchScript exporter emits a boolean
 EyeLike for SASRec's mask that onnxruntime cannot run, and a GRU whose result
 differs. GRU4Rec moves the valid steps of every history to the front with a
-stable sort, which neither exporter supports; during export it is replaced by
-an equivalent unstable sort over distinct keys (`export_friendly_alignment`),
-checked by the validation against the unpatched torch model. Dropout is inactive
+sort over distinct keys (`train.srs.gru4rec.alignment`), which exports as it is.
+Dropout is inactive
 (the model is in eval mode; `FastDropout` is the identity there).
 
 Histories longer than the trained `max_len` are not refused by the graph, but
@@ -27,14 +26,12 @@ checkpoint names is in the llmrec cache; the same layout `train.embed` writes, s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,32 +71,9 @@ class UserEncoderGraph(nn.Module):
         return self.encoder(item_vectors, attention_mask != 0)
 
 
-def _alignment_unstable(mask: torch.Tensor) -> torch.Tensor:
-    """Same result as `gru4rec.alignment` (valid steps in order, then padding) without a stable sort:
-    every key is distinct (padding gets + length), so any sort gives the same order."""
-    mask = mask.to(torch.bool)
-    length = mask.shape[1]
-    steps = torch.arange(length, device=mask.device).unsqueeze(0)
-    key = (~mask).to(torch.int64) * length + steps
-    return torch.argsort(key, dim=1)
-
-
-@contextlib.contextmanager
-def export_friendly_alignment() -> Iterator[None]:
-    """Swap GRU4Rec's stable-sort alignment for the exportable equivalent while the graph is traced."""
-    from train.srs import gru4rec
-
-    original = gru4rec.alignment
-    gru4rec.alignment = _alignment_unstable
-    try:
-        yield
-    finally:
-        gru4rec.alignment = original
-
-
 def load_srs(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     """An SRS checkpoint (eval mode, CPU) and its config.json; ExportInputError naming --checkpoint otherwise."""
-    from train.srs.checkpoint import load_checkpoint
+    from train.srs import load_checkpoint
 
     path = Path(checkpoint)
     if not path.is_dir():
@@ -121,7 +95,7 @@ def checkpoint_sha256(checkpoint: Path) -> str:
 def dataset_item_ids(config: dict[str, Any], rows: int, cache_dir: str | Path | None = None) -> list[str] | None:
     """The raw item id of every row, from the processed dataset the checkpoint names (name + key) in the llmrec
     cache; None when that dataset is not cached or its size differs."""
-    from train.data.cache import cache_folder, default_cache_dir
+    from train.data import cache_folder, default_cache_dir
 
     dataset = config.get("dataset") or {}
     key = (dataset.get("manifest") or {}).get("key")
@@ -156,7 +130,7 @@ def export_graph(model: Any, path: Path) -> None:
     dynamic = {ITEM_VECTORS: {0: "batch", 1: "history"}, ATTENTION_MASK: {0: "batch", 1: "history"},
                USER_VECTOR: {0: "batch"}}
     torch._dynamo.reset()  # state left by an earlier export in the same process can pin the history axis
-    with export_friendly_alignment(), warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, example, str(path), input_names=[ITEM_VECTORS, ATTENTION_MASK],
                           output_names=[USER_VECTOR], dynamic_axes=dynamic, opset_version=OPSET, dynamo=True,

@@ -1,5 +1,6 @@
 """Datasets for sequential recommendation: reading, processing, caching, item texts."""
 
+from .cache import cache_folder, default_cache_dir
 from .dataset import PAD_ID, PAD_TOKEN, Examples, SequenceData
 from .load import build_dataset, load_dataset
 from .processing import DataConfig
@@ -14,6 +15,8 @@ __all__ = [
     "SequenceData",
     "attribute_texts",
     "build_dataset",
+    "cache_folder",
+    "default_cache_dir",
     "format_attributes",
     "item_attributes",
     "load_dataset",

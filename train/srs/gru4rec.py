@@ -13,9 +13,14 @@ def alignment(mask: torch.Tensor) -> torch.Tensor:
     """Per row, the positions of the valid steps in order, then the padding positions.
 
     A recurrent network reads padding as input; gathering every history to the
-    front makes left- and right-padded batches produce the same states.
+    front makes left- and right-padded batches produce the same states. Every sort
+    key is distinct (padding is offset by the length), so the order needs no stable
+    sort, which ONNX does not have: the exported graph sorts the same way.
     """
-    return torch.argsort((~mask.to(torch.bool)).to(torch.int64), dim=1, stable=True)
+    mask = mask.to(torch.bool)
+    length = mask.shape[1]
+    key = (~mask).to(torch.int64) * length + torch.arange(length, device=mask.device).unsqueeze(0)
+    return torch.argsort(key, dim=1)
 
 
 def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,19 @@ class SequentialRecommender(nn.Module):
                                                  input_dropout=config.input_dropout)
         self.encoder = build_encoder(config)
 
+    def text_path(self) -> FrozenItemEmbedding | None:
+        """The part of the item representation that reads frozen text embeddings: what gives a cold or newly
+        upserted item its vector, and what an exported item encoder carries after the LLM. None for IDs only."""
+        if isinstance(self.items, FrozenItemEmbedding):
+            return self.items
+        return getattr(self.items, "text", None)
+
+    def items_with_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The item table [num_items + 1, D] when the text path gives `text` for every row: a fusion that keeps
+        IDs composes them for the warm items (as `item_vectors` does); otherwise the table is `text`."""
+        compose = getattr(self.items, "with_text", None)
+        return compose(text) if compose is not None else text
+
     def item_vectors(self) -> torch.Tensor:
         """All item vectors [num_items + 1, D]; row 0 (padding) is zero."""
         return self.items.all_items()

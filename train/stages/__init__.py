@@ -1,4 +1,5 @@
-"""LLM2Rec's embedder training stages: CSFT, MNTP and item-level contrastive learning.
+"""The embedder training stages: LLM2Rec's CSFT, MNTP and item-level contrastive learning, LLMEmb's SCFT and
+the item co-occurrence stage.
 
 Each stage is a resumable command (`python -m train.stages {csft,mntp,item-contrastive,llm2rec}`)
 with a dataclass config holding the paper's defaults and `cpu-small` / `demo` profiles; all of
@@ -9,7 +10,8 @@ them run through the same loop (`loop.run_stage`). Out folder layout of a stage:
   stage.json     stage, config, input embedder, dataset key, steps, final loss, wall time
 """
 
-from .config import PROFILE_NAMES, StageConfig
+from .common import embedder_checkpoint_dir, embedder_hash
+from .config import PROFILE_NAMES, StageConfig, TextStageConfig
 from .contrastive import ContrastiveConfig, ContrastiveStage
 from .csft import CSFTConfig, CSFTStage
 from .loop import run_stage
@@ -27,6 +29,9 @@ __all__ = [
     "MNTPConfig",
     "MNTPStage",
     "StageConfig",
+    "TextStageConfig",
+    "embedder_checkpoint_dir",
+    "embedder_hash",
     "make_stage",
     "run_llm2rec",
     "run_stage",
