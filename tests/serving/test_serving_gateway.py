@@ -287,3 +287,66 @@ def test_cli_gateway_and_client_print_titles(deployment, gateway_triton, srs, tm
         code = process.wait(timeout=30)
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "state").iterdir())[-1].startswith("wal-")  # persisted by default
+
+
+# ---------------------------------------------------------------------------------------------- structure
+class FileTracer:
+    """Records the project modules (generated protocol stubs aside) whose code runs in this process while
+    `recording`: installed as the profile hook of every thread started after `install` (the gateway's)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.recording = False
+        self.roots = tuple(str(ROOT / name) for name in ("serving", "llmrec"))
+
+    def __call__(self, frame, event, arg):
+        if self.recording and event == "call":
+            path = frame.f_code.co_filename
+            if path.startswith(self.roots) and not path.endswith(("_pb2.py", "_pb2_grpc.py")):
+                self.seen.add(str(Path(path).relative_to(ROOT)))
+
+    def files_of(self, call) -> list[str]:
+        self.seen, self.recording = set(), True
+        try:
+            call()
+        finally:
+            self.recording = False
+        return sorted(self.seen)
+
+
+# every project file whose code runs in the gateway for one call, as README ("Where things are") lists them
+CALL_PATHS = {
+    "Recommend": ["serving/gateway/batching.py", "serving/gateway/metrics.py", "serving/gateway/pipeline.py",
+                  "serving/gateway/server.py", "serving/gateway/triton_client.py", "serving/gateway/validation.py",
+                  "serving/index/item_index.py", "serving/index/item_store.py"],
+    "UpsertItems": ["llmrec/itemtext.py", "llmrec/logs.py", "serving/gateway/batching.py", "serving/gateway/metrics.py",
+                    "serving/gateway/pipeline.py", "serving/gateway/server.py", "serving/gateway/triton_client.py",
+                    "serving/gateway/validation.py", "serving/index/catalog.py", "serving/index/item_index.py",
+                    "serving/index/item_store.py", "serving/index/wal.py"],
+}
+
+
+def test_a_call_runs_through_the_files_readme_lists(deployment, gateway_triton, tmp_path):
+    """What a reader follows from the wire to FAISS and back, measured: every project file a call's code runs in
+    (with Triton as the backend and the write-ahead log on)."""
+    import shutil
+
+    index = tmp_path / "index"
+    shutil.copytree(deployment.index, index)
+    config = gateway_config(deployment, index=str(index), persist=True, health_interval_s=3600.0,
+                            triton={"url": gateway_triton.grpc_url})
+    tracer = FileTracer()
+    threading.setprofile(tracer)
+    try:
+        with Gateway(config) as running, grpc.insecure_channel(running.address) as ch:
+            stub = pb_grpc.RecommenderStub(ch)
+            recommend = pb.RecommendRequest(history=[1, 2, 3], k=5)
+            upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title="a new item")])
+            stub.Recommend(recommend, timeout=30)  # first calls: lazy imports and thread start-up
+            stub.UpsertItems(upsert, timeout=60)
+            paths = {"Recommend": tracer.files_of(lambda: stub.Recommend(recommend, timeout=30)),
+                     "UpsertItems": tracer.files_of(lambda: stub.UpsertItems(upsert, timeout=60))}
+    finally:
+        threading.setprofile(None)
+    print(json.dumps(paths, indent=1))
+    assert paths == CALL_PATHS
