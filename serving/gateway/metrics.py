@@ -1,8 +1,11 @@
 """Prometheus metrics of the gateway, served on their own port (never on the gRPC port).
 
 Each gateway owns a registry (so several gateways in one process, as in tests,
-do not collide). Exposed (prefix `llmrec_gateway_`):
-  requests_total{method, code}        calls answered, by gRPC method and status code
+do not collide). Label values come from a fixed set only (the service's own
+method names, status codes, queue/model/operation names of the code), never
+from what a caller sends: a call to an invented method counts as `unknown`, so
+no caller can grow the registry. Exposed (prefix `llmrec_gateway_`):
+  requests_total{method, code}        calls answered, by gRPC method (or "unknown") and status code
   request_seconds{method}             latency histogram of answered calls
   batch_size{queue}                   requests per coalesced batch ("recommend", "embed")
   batch_wait_seconds{queue}           time the oldest request of a batch waited in the queue
@@ -29,8 +32,17 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
+UNKNOWN_METHOD = "unknown"
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def method_label(path: str, known: frozenset[str]) -> str:
+    """The label of a call's gRPC method path ("/llmrec.v1.Recommender/Recommend" -> "Recommend"): its name when
+    it is one of `known`, else UNKNOWN_METHOD."""
+    name = path.rsplit("/", 1)[-1]
+    return name if name in known else UNKNOWN_METHOD
 
 
 class GatewayMetrics:

@@ -52,7 +52,7 @@ from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, item_text_of
 from .config import ConfigError, GatewayConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
-from .metrics import GatewayMetrics
+from .metrics import GatewayMetrics, method_label
 from .pipeline import RecommendationPipeline
 from .validation import (
     NewItem,
@@ -66,6 +66,7 @@ from .validation import (
 logger = logging.getLogger("llmrec.gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "llmrec.v1.Recommender"
+METHODS = frozenset(m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods)  # metric label values
 LIVENESS_SERVICE = "liveness"  # health-check name that is SERVING while the process answers calls
 RESERVED_MANIFEST_KEYS = set(INDEX_FIELDS)  # the index's own manifest fields (shards too), not provenance
 
@@ -367,7 +368,7 @@ class Gateway:
         interceptors = []
         if token is not None:
             interceptors.append(AuthInterceptor(
-                token, on_refused=lambda method: self.metrics.requests.labels(method.rsplit("/", 1)[-1],
+                token, on_refused=lambda method: self.metrics.requests.labels(method_label(method, METHODS),
                                                                               "UNAUTHENTICATED").inc()))
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes),

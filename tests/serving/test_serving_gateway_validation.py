@@ -199,6 +199,30 @@ def test_auth_missing_or_wrong_token_is_unauthenticated(stub, channel, caplog):
     assert TOKEN not in caplog.text
 
 
+def test_invented_method_names_do_not_grow_the_metrics(gateway, channel):
+    """Refused calls are counted under the service's own method names or one `unknown` label, whatever the
+    caller sends: 1,000 invented method paths add one series, not 1,000."""
+
+    def series() -> set[tuple]:
+        return {(s.name, tuple(sorted(s.labels.items()))) for m in gateway.metrics.registry.collect()
+                for s in m.samples}
+
+    before = series()
+    for n in range(1000):
+        call = channel.unary_unary(f"/llmrec.v1.Recommender/Invented{n}", request_serializer=None,
+                                   response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as info:
+            call(b"", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused(_raw_call(channel, "GetItems"), b"", grpc.StatusCode.UNAUTHENTICATED, metadata=None)
+    grown = series() - before
+    labels = {dict(labels).get("method") for _, labels in grown}
+    assert labels <= {"unknown", "GetItems"} and "unknown" in labels
+    assert len(grown) <= 4, grown  # requests_total{method=unknown|GetItems, code=UNAUTHENTICATED} (+ created)
+    assert gateway.metrics.registry.get_sample_value(
+        "llmrec_gateway_requests_total", {"method": "unknown", "code": "UNAUTHENTICATED"}) == 1000
+
+
 def test_auth_token_from_env_and_missing_token_refused(deployment, monkeypatch):
     monkeypatch.setenv("LLMREC_TEST_TOKEN", TOKEN)
     with Gateway(config(deployment, auth={"enabled": True, "token_env": "LLMREC_TEST_TOKEN"})) as running, \
