@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.cli import HelpFormatter
-from llmrec.files import sha256_file
+from llmrec.files import ForeignFolder, refuse_foreign_folder, sha256_file
 
 logger = logging.getLogger("llmrec.export")
 
@@ -113,16 +113,21 @@ def build_store(data: Any) -> Any:
 def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory: str = "Flat",
                 metric: str | None = None, k_core: int | None = None, cache_dir: str | Path | None = None,
                 use_gpu: bool | None = False, shards: int = 1, nprobe: int | None = None,
-                ef_search: int | None = None) -> dict[str, Any]:
-    """Build and save the snapshot; returns its manifest. Raises IndexBuildError on bad input.
+                ef_search: int | None = None, force: bool = False) -> dict[str, Any]:
+    """Build and save the snapshot; returns its manifest. Raises IndexBuildError on bad input, and for an `out`
+    that is a non-empty folder holding no index snapshot (unless `force`).
 
     `shards` > 1 splits the items by id % shards into that many FAISS indexes searched together (the snapshot and
     its manifest record it; the gateway loads it as it is)."""
     from serving.index import ItemIndex
     from serving.index.item_index import check_shards
+    from serving.index.snapshot import MANIFEST_FILE
 
     try:
         shards = check_shards(shards)
+        refuse_foreign_folder(out, (MANIFEST_FILE,), force)
+    except ForeignFolder as exc:
+        raise IndexBuildError(str(exc)) from None
     except ValueError as exc:
         raise IndexBuildError(f"--{exc}") from None
     from train.data import DataConfig, load_dataset
@@ -181,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--item-vectors", required=True, help="SRS item table (.safetensors) or a folder holding one")
     p.add_argument("--dataset", default="ml-100k", help="the dataset the table was trained on (titles, attributes)")
     p.add_argument("--out", required=True, help="snapshot folder to write (replaced atomically)")
+    p.add_argument("--force", action="store_true", help="replace --out even when it holds no index snapshot")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string: Flat, IVF256,Flat, HNSW32, ...")
     p.add_argument("--shards", type=int, default=1,
                    help="split the items by id %% SHARDS into that many FAISS indexes searched together (default 1)")
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = build_index(args.item_vectors, args.dataset, args.out, factory=args.factory, metric=args.metric,
                                k_core=args.k_core, cache_dir=args.cache_dir, use_gpu=True if args.gpu else False,
-                               shards=args.shards, nprobe=args.nprobe, ef_search=args.ef_search)
+                               shards=args.shards, nprobe=args.nprobe, ef_search=args.ef_search,
+                               force=args.force)
     except IndexBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

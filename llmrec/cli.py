@@ -67,3 +67,9 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     if unknown:
         parser.error(f"--config {known.config}: unknown key(s) {unknown}; known: {sorted(dests)}")
     parser.set_defaults(**values)
+
+
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    """--force: write into an --out folder this tool did not write (see llmrec.files.refuse_foreign_folder)."""
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even when it is a non-empty folder this tool did not write")

@@ -71,3 +71,25 @@ def replace_folder(new: Path, target: Path) -> None:
         logger.info(json.dumps({"event": "folder_written_concurrently", "folder": str(target)}))
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class ForeignFolder(ValueError):
+    """An output folder that holds files this project's tools did not write."""
+
+
+def refuse_foreign_folder(out: str | Path, markers: tuple[str, ...], force: bool = False, flag: str = "--out") -> None:
+    """Refuse to write into (or replace) `out` when it is a non-empty folder holding none of `markers` (the file
+    names, or glob patterns, that the tool writes in every folder it makes), unless `force`.
+
+    Why: every tool replaces or fills its output folder; pointed by mistake at a folder of other files (a home
+    directory, a dataset) it would delete or mix into them.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ForeignFolder(f"{flag} {out} exists and is not a folder")
+    if force or next(out.iterdir(), None) is None or any(next(out.glob(m), None) is not None for m in markers):
+        return
+    raise ForeignFolder(f"{flag} {out} is a non-empty folder this tool did not write (none of {list(markers)} in "
+                        f"it): not replacing it; pass --force to replace it anyway")

@@ -14,6 +14,9 @@ from typing import Any
 
 REPOSITORY_MANIFEST = "llmrec.json"
 REPOSITORY_FORMAT = "llmrec.triton-repository/1"
+# checked-in files of a repository folder (the project's model_repository/): kept when export rewrites it, not
+# listed in llmrec.json (Triton ignores files at the repository root)
+REPOSITORY_KEPT_FILES = ("README.md", ".gitignore")
 
 
 @dataclass(frozen=True)

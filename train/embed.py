@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.cli import HelpFormatter
+from llmrec.cli import HelpFormatter, add_force_option
+from llmrec.files import refuse_foreign_folder
 from llmrec.itemtext import DEFAULT_KIND, TEXT_KINDS, ItemText
 from llmrec.logs import setup_logging
 
@@ -110,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
                    help="an embedder checkpoint, a stage's out folder, smollm2 or a local HF causal-LM folder")
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--out", required=True, help="output folder (items.safetensors + manifest.json)")
+    add_force_option(p)
     p.add_argument("--text", default=DEFAULT_KIND, choices=TEXT_KINDS,
                    help="item-text recipe (llmrec/itemtext.py): the title alone, with year, with year and genres, "
                         "LLMEmb's attribute sentence, or a PromptEOL prompt for last-token pooling")
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size <= 0:
             raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+        refuse_foreign_folder(args.out, (MANIFEST_FILE, ITEMS_FILE), args.force)
         overrides = {k: v for k, v in (("pooling", args.pooling), ("attention", args.attention),
                                        ("max_length", args.max_length)) if v is not None}
         if not (embedder_checkpoint_dir(args.embedder) or args.embedder == "smollm2" or Path(args.embedder).is_dir()):

@@ -32,13 +32,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
                    help="fail the export when the minimum cosine between onnx and torch outputs is below this")
     p.add_argument("--quiet", action="store_true", default=False, help="log warnings only")
+    p.add_argument("--force", action="store_true", default=False,
+                   help="replace --out even when it is a non-empty folder no export wrote")
 
 
 def run_embedder(args: argparse.Namespace) -> int:
     from .embedder import export_embedder
 
     manifest = export_embedder(args.checkpoint, args.out, adapter=args.adapter, normalize=args.normalize,
-                               min_cosine=args.min_cosine, cache_dir=args.cache_dir)
+                               min_cosine=args.min_cosine, cache_dir=args.cache_dir, force=args.force)
     print(f"item embedder -> {args.out} (dim {manifest['dim']}, {manifest['attention']}, {manifest['pooling']} "
           f"pooling, min cosine {manifest['validation']['min_cosine']:.7f})")
     return 0
@@ -64,7 +66,7 @@ def run_user_encoder(args: argparse.Namespace) -> int:
     from .user_encoder import export_user_encoder
 
     manifest = export_user_encoder(args.checkpoint, args.out, min_cosine=args.min_cosine, cache_dir=args.cache_dir,
-                                   seed=args.seed)
+                                   seed=args.seed, force=args.force)
     print(f"user encoder -> {args.out} ({manifest['backbone']}, hidden {manifest['hidden_size']}, max_len "
           f"{manifest['max_len']}, {manifest['items']['rows']} item rows, min cosine "
           f"{manifest['validation']['min_cosine']:.7f})")

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from llmrec.files import sha256_file
+from llmrec.files import ForeignFolder, refuse_foreign_folder, sha256_file
 from llmrec.names import USER_ENCODER
 
 FORMAT = "llmrec.onnx/1"
@@ -42,6 +42,14 @@ class ExportInputError(ValueError):
 
 class ExportValidationError(RuntimeError):
     """The exported graph does not reproduce torch within the threshold; exit code 1."""
+
+
+def check_out(out: Path, force: bool, markers: tuple[str, ...] = (EXPORT_FILE,)) -> None:
+    """ExportInputError when `out` is a non-empty folder an export did not write (see refuse_foreign_folder)."""
+    try:
+        refuse_foreign_folder(out, markers, force)
+    except ForeignFolder as exc:
+        raise ExportInputError(str(exc)) from None
 
 
 def sha256_files(paths: list[Path]) -> str:

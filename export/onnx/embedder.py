@@ -58,6 +58,7 @@ from .artifact import (
     TOKENIZER_DIR,
     ExportInputError,
     ExportValidationError,
+    check_out,
     file_hashes,
     tensor_spec,
     write_manifest,
@@ -334,15 +335,15 @@ def load_embedder(checkpoint: str | Path, cache_dir: str | Path | None = None) -
 def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path | None = None,
                     normalize: bool = False, min_cosine: float = 0.9999, cache_dir: str | Path | None = None,
                     texts: Sequence[str] | None = None,
-                    transform: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+                    transform: Callable[[Any], dict[str, Any]] | None = None, force: bool = False) -> dict[str, Any]:
     """Export an embedder checkpoint (+ optional SRS adapter) into `out`, validate it; returns the manifest.
 
     `transform(embedder) -> description` rewrites the loaded (LoRA-merged, fp32) torch embedder in place
     before export, e.g. `export.onnx.smoothquant`'s exact rescaling; validation compares with the rewritten
     model and the description is recorded as "transform" in the manifest.
 
-    Written into a temporary sibling folder and renamed to `out` only when validation passes.
-    Raises ExportInputError / ExportValidationError.
+    Written into a temporary sibling folder and renamed to `out` only when validation passes; an existing `out`
+    is replaced only when an export wrote it (or `force`). Raises ExportInputError / ExportValidationError.
     """
     from llmrec.files import replace_folder
     from train.stages import embedder_hash
@@ -351,6 +352,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
 
     t0 = time.perf_counter()
     out = Path(out)
+    check_out(out, force)
     if not 0.0 < min_cosine <= 1.0:
         raise ExportInputError(f"--min-cosine must be in (0, 1], got {min_cosine}")
     if adapter is not None and not Path(adapter).is_dir():

@@ -48,6 +48,7 @@ from .artifact import (
     MODEL_FILE,
     ExportInputError,
     ExportValidationError,
+    check_out,
     file_hashes,
     sha256_files,
     tensor_spec,
@@ -165,11 +166,12 @@ def export_graph_isolated(model: Any, checkpoint: Path, path: Path) -> None:
 
 
 def export_user_encoder(checkpoint: str | Path, out: str | Path, min_cosine: float = 0.9999,
-                        cache_dir: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+                        cache_dir: str | Path | None = None, seed: int = 0, force: bool = False) -> dict[str, Any]:
     """Export an SRS checkpoint's user encoder and item table into `out`, validate it; returns the manifest.
 
     Everything is written into a temporary sibling folder and renamed to `out` only when validation passes,
-    so `out` never holds a half-written or failing export. Raises ExportInputError / ExportValidationError.
+    so `out` never holds a half-written or failing export; an existing `out` is replaced only when an export
+    wrote it (or `force`). Raises ExportInputError / ExportValidationError.
     """
     from llmrec.files import replace_folder
 
@@ -177,6 +179,7 @@ def export_user_encoder(checkpoint: str | Path, out: str | Path, min_cosine: flo
 
     t0 = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
+    check_out(out, force)
     if not 0.0 < min_cosine <= 1.0:
         raise ExportInputError(f"--min-cosine must be in (0, 1], got {min_cosine}")
     model, config = load_srs(checkpoint)

@@ -57,7 +57,13 @@ from export.onnx.artifact import (
     sha256_file,
 )
 from llmrec.cli import HelpFormatter
-from llmrec.manifests import REPOSITORY_MANIFEST, EmbedderSource, RepositoryManifest, UserEncoderSource
+from llmrec.manifests import (
+    REPOSITORY_KEPT_FILES,
+    REPOSITORY_MANIFEST,
+    EmbedderSource,
+    RepositoryManifest,
+    UserEncoderSource,
+)
 from llmrec.names import (
     ATTENTION_MASK,
     INPUT_IDS,
@@ -90,7 +96,7 @@ MANIFEST_FILE = REPOSITORY_MANIFEST
 FLAVOURS = ("python", "native")
 # the Python models that run inside Triton (copied into the repository as <model>/<version>/model.py)
 TEMPLATES = Path(__file__).resolve().parents[2] / "serving" / "triton" / "models"
-KEPT_FILES = ("README.md", ".gitignore")  # checked-in files of a repository folder, kept when it is rewritten
+KEPT_FILES = REPOSITORY_KEPT_FILES  # checked-in files of a repository folder, kept when it is rewritten
 WARMUP_LENGTH = 8  # tokens / history items in the warm-up requests
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32", 9: "TYPE_BOOL"}
@@ -269,13 +275,25 @@ def copy_hashed(src: Path, dst: Path, expected: str | None = None) -> str:
     return value
 
 
+def plain_file_name(location: str) -> bool:
+    """True for a file name that stays in its folder: no directory part, not absolute, not '.' or '..'."""
+    return bool(location) and location not in (".", "..") and "/" not in location and "\\" not in location \
+        and Path(location).name == location and "\x00" not in location
+
+
 def _graph_files(folder: Path) -> list[str]:
-    """model.onnx and its external-data files (names as the graph refers to them)."""
+    """model.onnx and its external-data files (names as the graph refers to them). A location must be a plain
+    file name inside the model folder: '../x' would be read from outside it, and an absolute path would make
+    the copy's source and destination the same file."""
     model = _load_structure(folder / MODEL_FILE)
     names = {MODEL_FILE}
     for tensor in model.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
+                if not plain_file_name(entry.value):
+                    raise ExportInputError(f"{folder / MODEL_FILE}: initializer {tensor.name!r} keeps its weights "
+                                           f"at {entry.value!r}; an external-data location must be a plain file "
+                                           "name inside the model folder")
                 names.add(entry.value)
     if (folder / DATA_FILE).is_file():
         names.add(DATA_FILE)
@@ -414,8 +432,8 @@ def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptio
         source=manifest.get("source") or manifest.get("checkpoint"))
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished repository into place; an existing `out` must be empty or one we wrote.
+def _replace(tmp: Path, out: Path, force: bool = False) -> None:
+    """Move the finished repository into place; an existing `out` must be empty or one we wrote (or `force`).
 
     `KEPT_FILES` (the checked-in README and .gitignore of the project's model_repository/) are the only
     foreign files allowed in `out`; they are carried into the new repository (Triton ignores files at the
@@ -423,9 +441,9 @@ def _replace(tmp: Path, out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise ExportInputError(f"--out {out} exists and is not a folder")
-        if any(p.name not in KEPT_FILES for p in out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+        if not force and any(p.name not in KEPT_FILES for p in out.iterdir()) and not (out / MANIFEST_FILE).is_file():
             raise ExportInputError(f"--out {out} is a non-empty folder without {MANIFEST_FILE}: not overwriting "
-                                   "something this tool did not write")
+                                   "something this tool did not write (pass --force to replace it anyway)")
         for name in KEPT_FILES:
             if (out / name).is_file():
                 shutil.copy2(out / name, tmp / name)
@@ -438,8 +456,9 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def write_repository(embedder: str | Path | None, user_encoder: str | Path | None, out: str | Path,
-                     options: RepositoryOptions | None = None) -> dict[str, Any]:
-    """Write the Triton repository at `out` (replacing one written before); returns its manifest (llmrec.json)."""
+                     options: RepositoryOptions | None = None, force: bool = False) -> dict[str, Any]:
+    """Write the Triton repository at `out` (replacing one written before, or any folder with `force`); returns
+    its manifest (llmrec.json)."""
     options = options or RepositoryOptions()
     if embedder is None and user_encoder is None:
         raise ExportInputError("give --embedder and/or --user-encoder")
@@ -458,7 +477,7 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
         manifest.write(tmp)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp is private (0700); Triton may run as another user
             path.chmod(0o755 if path.is_dir() else 0o644)
-        _replace(tmp, out)
+        _replace(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -481,6 +500,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--embedder", help="embedder export folder (model.onnx, tokenizer/, export.json)")
     parser.add_argument("--user-encoder", help="user-encoder export folder (model.onnx, export.json)")
     parser.add_argument("--out", required=True, help="repository folder to write (replaced if written by this tool)")
+    parser.add_argument("--force", action="store_true", help="replace --out even when this tool did not write it")
     parser.add_argument("--flavour", choices=FLAVOURS, default=defaults.flavour,
                         help="python: Python backend + onnxruntime on CPU (runs here); native: onnxruntime_onnx on GPU")
     parser.add_argument("--version", type=int, default=defaults.version, help="model version folder")
@@ -523,7 +543,8 @@ def options_from_args(args: argparse.Namespace) -> RepositoryOptions:
 def run(args: argparse.Namespace) -> int:
     """Handler of `repository`: bad input is one line on stderr and exit code 2."""
     try:
-        manifest = write_repository(args.embedder, args.user_encoder, args.out, options_from_args(args))
+        manifest = write_repository(args.embedder, args.user_encoder, args.out, options_from_args(args),
+                                    force=args.force)
     except ExportInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -88,6 +88,9 @@ class GatewayConfig:
     max_message_bytes: int = 4 * 1024 * 1024  # receive and send limit
     backend: str = "triton"  # "triton" or "onnxruntime" (the same models in-process, no Triton)
     model_repository: str = "model_repository"  # read for max_len; the managed Triton and onnxruntime run it
+    # serve a repository without llmrec.json, whose files cannot be verified (serving/repository.py); a
+    # repository with one is always verified, extra files included
+    allow_unverified: bool = False
     index: str = "runs/demo/index"  # folder written by `python -m export.index` (item index + item store)
     max_len: int | None = None  # history window of the user encoder; None = from the repository's llmrec.json
     # durable writes: every UpsertItems / DeleteItems is fsynced to a write-ahead log in `state_dir` before it is

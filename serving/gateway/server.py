@@ -47,7 +47,7 @@ from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
 from ..proto.llmrec.v1 import recommend_pb2 as pb
-from ..repository import verify_repository
+from ..repository import remove_bytecode, verify_repository
 from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, item_text_of
 from .config import ConfigError, GatewayConfig, config_to_dict
@@ -306,7 +306,8 @@ class Gateway:
             from ..triton import TritonError, TritonServer
             from ..triton.server import RestartPolicy, TritonSupervisor
 
-            self.triton = TritonServer(config.model_repository, startup_timeout=config.triton.startup_timeout_s)
+            self.triton = TritonServer(config.model_repository, startup_timeout=config.triton.startup_timeout_s,
+                                       allow_unverified=config.allow_unverified)
             try:
                 self.triton.start()
             except TritonError as exc:
@@ -340,7 +341,8 @@ class Gateway:
                               "max_len: set max_len (the SRS history length) in the config")
         if self._backend is None and config.backend == "onnxruntime":
             try:  # this process loads these files: verify them first (a Triton we start verifies them itself)
-                verify_repository(repository)
+                remove_bytecode(repository)  # left by a Triton that ran these models (serving/repository.py)
+                verify_repository(repository, config.allow_unverified)
             except ValueError as exc:
                 raise StartupError(str(exc)) from None
         catalog = None

@@ -42,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--restart-backoff", type=float, default=RestartPolicy.backoff_s,
                         help=f"seconds before the first restart, doubled for each further one in the window, "
                              f"capped at {RestartPolicy.backoff_max_s} (default {RestartPolicy.backoff_s})")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="serve a repository without llmrec.json (its files cannot be checked against export)")
     parser.add_argument("--quiet", action="store_true", help="forward only Triton's warnings and errors")
     parser.set_defaults(handler=run)
     return parser
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         server = TritonServer(args.model_repository, host=args.host, http_port=args.http_port,
                               grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                               startup_timeout=args.startup_timeout, exit_timeout=args.exit_timeout,
-                              log_verbose=args.log_verbose)
+                              log_verbose=args.log_verbose, allow_unverified=args.allow_unverified)
         supervisor: TritonSupervisor | None = None
         try:
             try:

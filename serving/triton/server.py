@@ -57,7 +57,7 @@ from typing import Any
 
 from llmrec.logs import log_event
 
-from ..repository import verify_repository
+from ..repository import remove_bytecode, verify_repository
 
 logger = logging.getLogger("llmrec.triton")
 
@@ -130,9 +130,9 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def check_repository(path: Path) -> list[str]:
+def check_repository(path: Path, allow_unverified: bool = False) -> list[str]:
     """Names of the models in a Triton repository folder (sub-folders with config.pbtxt); TritonError if none,
-    or if a file differs from the sha256 export recorded in llmrec.json (checked before every start)."""
+    or if its files are not those export recorded in llmrec.json (checked before every start)."""
     if not path.is_dir():
         raise TritonError(f"model repository {path} does not exist or is not a folder")
     models = sorted(p.name for p in path.iterdir() if (p / "config.pbtxt").is_file())
@@ -140,7 +140,8 @@ def check_repository(path: Path) -> list[str]:
         raise TritonError(f"model repository {path} holds no model (no <model>/config.pbtxt); write one with: "
                           "python -m export.onnx repository --embedder DIR --user-encoder DIR --out DIR")
     try:
-        verify_repository(path)
+        remove_bytecode(path)
+        verify_repository(path, allow_unverified)
     except ValueError as exc:
         raise TritonError(str(exc)) from None
     return models
@@ -184,8 +185,10 @@ class TritonServer:
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
         bundle: TritonBundle | None = None,
+        allow_unverified: bool = False,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
+        self.allow_unverified = allow_unverified  # serve a repository without llmrec.json (see serving/repository.py)
         self.host = host
         self._requested_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self.ports: dict[str, int] = {}
@@ -294,7 +297,7 @@ class TritonServer:
         """
         if self.is_running():
             raise TritonError(f"Triton is already running (pid {self.pid})")
-        models = check_repository(self.model_repository)
+        models = check_repository(self.model_repository, self.allow_unverified)
         bundle = self.bundle
         self._workdir = Path(tempfile.mkdtemp(prefix="llmrec-triton-"))
         backend_dir = self._workdir / "backends"

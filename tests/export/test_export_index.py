@@ -69,6 +69,15 @@ def test_refusals(tmp_path, planted_folder, planted_data, capsys):
     assert "contradicts" in capsys.readouterr().err
     assert main(["--item-vectors", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d"), "--quiet"]) == 2
     assert not any((tmp_path / n).exists() for n in "abcd")
+    foreign = tmp_path / "documents"  # a folder export.index did not write is not replaced without --force
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    args = ["--item-vectors", str(export_dir), "--dataset", str(planted_folder), "--out", str(foreign),
+            "--cache-dir", cache, "--quiet"]
+    assert main(args) == 2
+    assert "not replacing it" in capsys.readouterr().err and (foreign / "notes.txt").is_file()
+    assert main([*args, "--force"]) == 0 and (foreign / "manifest.json").is_file()
+    assert main(args) == 0  # now it holds a snapshot: replaced as any snapshot is
 
 
 @pytest.mark.slow

@@ -288,3 +288,25 @@ def torch_module():
     import torch
 
     return torch.nn.Identity()
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "/etc/passwd", "sub/w.bin", ".."])
+def test_an_external_data_location_outside_the_model_folder_is_refused(repo_exports, tmp_path, location):
+    """A graph's external weights are copied by name: '../x' would read outside the export, and an absolute
+    path would make the copy's source and destination the same file (truncating it)."""
+    from onnx.external_data_helper import set_external_data
+
+    changed = tmp_path / "changed"
+    shutil.copytree(repo_exports.user_encoder, changed)
+    model = onnx.load(str(changed / "model.onnx"))
+    tensor = model.graph.initializer[0]
+    set_external_data(tensor, location=location)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    onnx.save_model(model, str(changed / "model.onnx"))
+    manifest = json.loads((changed / "export.json").read_text())
+    manifest["files"]["model.onnx"] = sha256_file(changed / "model.onnx")
+    (changed / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportInputError, match="plain file name inside the model folder"):
+        write_repository(None, changed, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()

@@ -29,6 +29,29 @@ def test_tampered_model_file_is_refused_before_use(deployment, tmp_path):
         Gateway(config).start()
 
 
+def test_the_repository_check_fails_closed(deployment, tmp_path):
+    """No llmrec.json: refused unless allow_unverified; a file llmrec.json does not list: refused."""
+    repository = tmp_path / "model_repository"
+    shutil.copytree(deployment.repository, repository)
+    values = {"port": 0, "metrics_port": None, "backend": "onnxruntime", "model_repository": str(repository),
+              "index": str(deployment.index), "persist": False}
+    with Gateway(config_from_dict(values)):
+        pass
+    assert not list(repository.rglob("__pycache__"))  # loading model.py in-process wrote no bytecode
+    extra = repository / "user_encoder" / "1" / "evil.so"
+    extra.write_bytes(b"\x7fELF")
+    with pytest.raises(StartupError, match=r"user_encoder/1/evil.so is not listed in llmrec.json"):
+        Gateway(config_from_dict(values)).start()
+    extra.unlink()
+    manifest = json.loads((repository / "llmrec.json").read_text())
+    (repository / "llmrec.json").unlink()
+    with pytest.raises(StartupError, match="has no llmrec.json.*allow_unverified: true"):
+        Gateway(config_from_dict({**values, "max_len": manifest["sources"]["user_encoder"]["max_len"]})).start()
+    with Gateway(config_from_dict({**values, "allow_unverified": True,
+                                   "max_len": manifest["sources"]["user_encoder"]["max_len"]})) as running:
+        assert running.is_ready()
+
+
 def test_index_built_for_other_models_is_refused(index_copy, make_config):
     manifest_path = index_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())

@@ -27,6 +27,7 @@ import tritonclient.http as httpclient
 from export.onnx.validate import embed_texts_onnx
 from serving.triton import TritonError, TritonServer, find_bundle
 from serving.triton import server as server_module
+from serving.triton.server import check_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 ATOL = 1e-5
@@ -155,7 +156,9 @@ def test_failed_model_load_is_reported_and_the_process_stopped(python_repository
     (broken / "user_encoder" / "config.pbtxt").write_text((source / "config.pbtxt").read_text())
     (broken / "user_encoder" / "1" / "model.py").write_text((source / "1" / "model.py").read_text())
     (broken / "user_encoder" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
-    server = TritonServer(broken, exit_timeout=5, startup_timeout=60)
+    with pytest.raises(TritonError, match="has no llmrec.json, so its files cannot be verified"):
+        TritonServer(broken, exit_timeout=5, startup_timeout=60).start()  # fails closed: no manifest, no start
+    server = TritonServer(broken, exit_timeout=5, startup_timeout=60, allow_unverified=True)
     with pytest.raises(TritonError) as caught:
         server.start()
     message = str(caught.value)
@@ -176,6 +179,26 @@ def test_edited_model_file_is_refused_before_triton_starts(python_repository, tm
     with pytest.raises(TritonError, match=r"user_encoder/config.pbtxt differs from its sha256 in llmrec.json"):
         server.start()
     assert server._process is None
+
+
+def test_a_served_repository_stays_verifiable(triton, client, python_repository):
+    """The Python backend wrote bytecode beside every model.py it ran; the next start's check deletes it (a
+    planted .pyc would run instead of the verified source) and passes."""
+    assert client.is_server_ready()
+    assert list(python_repository.rglob("__pycache__/*.pyc"))
+    assert check_repository(python_repository) == ["item_embedder", "item_encoder", "tokenizer", "user_encoder"]
+    assert not list(python_repository.rglob("__pycache__"))
+
+
+def test_an_unlisted_file_is_refused_before_triton_starts(python_repository, tmp_path):
+    """Triton executes what a model folder holds: a file llmrec.json does not list is refused too."""
+    import shutil
+
+    copy = tmp_path / "repository"
+    shutil.copytree(python_repository, copy)
+    (copy / "tokenizer" / "1" / "helper.py").write_text("import os\n")
+    with pytest.raises(TritonError, match=r"tokenizer/1/helper.py is not listed in llmrec.json"):
+        TritonServer(copy, exit_timeout=5, startup_timeout=60).start()
 
 
 def test_missing_bundle_is_a_clear_error(monkeypatch, tmp_path):

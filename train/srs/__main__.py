@@ -6,12 +6,13 @@ import argparse
 import sys
 from dataclasses import fields
 
-from llmrec.cli import HelpFormatter, add_config_option, apply_config_file
+from llmrec.cli import HelpFormatter, add_config_option, add_force_option, apply_config_file
+from llmrec.files import refuse_foreign_folder
 from llmrec.logs import setup_logging
 from train.data import DataConfig, load_dataset
 
 from .config import FIELD_HELP, SRSConfig
-from .runs import run_seeds
+from .runs import OUT_MARKERS, run_seeds
 
 HEADLINE = ("full/recall@10", "full/ndcg@10", "full/recall@20", "full/ndcg@20", "sampled/hr@10", "sampled/ndcg@10")
 
@@ -23,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--items", default="ids", help="'ids' for an ID table, or a .safetensors/.npy embedding file")
     p.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], help="one model per seed")
     p.add_argument("--out", default="runs/default/srs", help="output folder (one sub-folder per seed)")
+    add_force_option(p)
     p.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
     p.add_argument("--cache-dir", default=None, help="processed datasets (default $LLMREC_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbose=not args.quiet)
     try:
         config = SRSConfig(**{f.name: getattr(args, f.name) for f in fields(SRSConfig) if f.name != "ks"})
+        refuse_foreign_folder(args.out, OUT_MARKERS, args.force)
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
         summary = run_seeds(data, config, args.seeds, args.out, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as e:

@@ -18,6 +18,8 @@ from .trainer import train_one_seed
 log = logging.getLogger("llmrec.srs")
 
 
+OUT_MARKERS = ("summary.json", "seed-*")  # what an out folder of run_seeds holds
+
 def flatten(d: dict, prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in d.items():

@@ -24,12 +24,15 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from llmrec.cli import HelpFormatter, read_config_file
+from llmrec.cli import HelpFormatter, add_force_option, read_config_file
+from llmrec.files import refuse_foreign_folder
 from llmrec.logs import setup_logging
 
 from ..data import DataConfig, load_dataset
+from ..srs.runs import OUT_MARKERS as SEEDS_OUT_MARKERS
 from .common import StageError
 from .config import PROFILE_NAMES
+from .loop import OUT_MARKERS as STAGE_OUT_MARKERS
 from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec
 
 EXIT_BAD_INPUT = 2
@@ -53,6 +56,7 @@ def add_stage_options(p: argparse.ArgumentParser, config_classes: list[type]) ->
     p.add_argument("--embedder", default="smollm2",
                    help="smollm2, a local HF causal-LM folder, an embedder checkpoint or a stage's out folder")
     p.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
+    add_force_option(p)
     p.add_argument("--profile", default="paper", choices=PROFILE_NAMES,
                    help="hyper-parameter set: the papers' values, a 2-core CPU budget, or a smoke run")
     for name, kind in COMMON_FLAGS.items():
@@ -97,6 +101,7 @@ def add_rat_parser(sub: Any) -> None:
     r.add_argument("--embeddings", required=True, help="item embeddings (.safetensors from train.embed, or .npy)")
     r.add_argument("--id-srs", required=True, help="an ID-based SASRec checkpoint folder (train.srs --items ids)")
     r.add_argument("--out", required=True, help="output folder (one sub-folder per seed, summary.json)")
+    add_force_option(r)
     r.add_argument("--pca", type=int, default=None, help="reduce the LLM embeddings to this many PCA components")
     r.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="weight of the alignment loss")
     r.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="alignment InfoNCE temperature")
@@ -131,6 +136,7 @@ def run_rat_command(args: argparse.Namespace) -> int:
 
     try:
         overrides = srs_overrides(args.set)
+        refuse_foreign_folder(args.out, SEEDS_OUT_MARKERS, args.force)
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
         summary = run_rat(data, args.embeddings, args.id_srs, args.out, args.seeds, args.alpha, args.temperature,
                           args.pca, overrides, progress=not args.quiet)
@@ -195,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not any(key in {f.name for f in fields(STAGES[n][1])} for n in names):
                     raise ValueError(f"--set {key}: no stage has such a setting")
         stages = {name: make_stage(name, args.profile, **overrides[name]) for name in names}  # validate first
+        markers = tuple(LLM2REC_ORDER) if args.command == "llm2rec" else STAGE_OUT_MARKERS
+        refuse_foreign_folder(args.out, markers, args.force)
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
         kwargs = {"stop_after": args.stop_after, "progress": not args.quiet, "device": args.device,
                   "cache_dir": args.cache_dir}

@@ -51,6 +51,7 @@ LOG_FILE = "log.jsonl"
 STAGE_FILE = "stage.json"
 CHECKPOINT_DIR = "checkpoint"
 EMBEDDER_DIR = "embedder"
+OUT_MARKERS = (LOG_FILE, STAGE_FILE, CHECKPOINT_DIR, EMBEDDER_DIR)  # what a stage's out folder holds
 
 
 class Stage(Protocol):

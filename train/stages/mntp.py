@@ -1,8 +1,9 @@
 """LLM2Rec stage 2a, masked next-token prediction (MNTP, the LLM2Vec recipe) on single item texts.
 
 Attention is bidirectional (kept afterwards: it is the embedding mode). Each item's
-text (the item-text recipe's, `item_text`; LLM2Rec's is the title) is tokenised as the embedder reads it (`ItemEmbedder.token_ids`: template, BOS,
-truncation); among its non-special tokens, round(`mask_ratio` x n) (at least one)
+text (the item-text recipe's, `item_text`; LLM2Rec's is the title) is tokenised as
+the embedder reads it (`ItemEmbedder.token_ids`: template, BOS, truncation); among
+its non-special tokens, round(`mask_ratio` x n) (at least one)
 are chosen at random and replaced by the mask token. Labels hold the original id
 at masked positions and -100 elsewhere; the loss predicts the token at position i
 from the output at position i-1 (as the LM head was trained to), never from i itself.

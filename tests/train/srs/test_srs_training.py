@@ -107,6 +107,13 @@ def test_cli_reports_bad_input_without_a_traceback(planted_folder, tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (extra, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "a.jpg").write_bytes(b"\xff\xd8")
+    r = subprocess.run([sys.executable, "-m", "train.srs", "--dataset", str(planted_folder), "--out", str(foreign),
+                        "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "did not write" in r.stderr and "--force" in r.stderr, r.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["a.jpg"]
 
 
 def test_hybrid_id_plus_text_trains_and_reloads_exactly(planted_data, tmp_path):
