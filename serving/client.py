@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -58,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
                         help=f"environment variable holding the bearer token, if any (default {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of the call in seconds")
+    parser.add_argument("--ca", default=None, metavar="PEM",
+                        help="connect over TLS, trusting this CA certificate (the gateway's tls.cert_file issuer)")
+    parser.add_argument("--cert", default=None, metavar="PEM", help="client certificate (mutual TLS, with --key)")
+    parser.add_argument("--key", default=None, metavar="PEM", help="client private key (mutual TLS)")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
     calls = parser.add_subparsers(dest="call", metavar="CALL", required=True)
     rec = calls.add_parser("recommend", formatter_class=HelpFormatter, help="top-k items after a history")
@@ -124,8 +129,26 @@ def call(args: argparse.Namespace, channel: grpc.Channel) -> tuple[Any, list[str
     return response, [health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)]
 
 
+def open_channel(address: str, ca: str | None = None, cert: str | None = None, key: str | None = None
+                 ) -> grpc.Channel:
+    """A channel to the gateway: TLS when `ca` is given (with a client certificate when `cert` and `key` are)."""
+    if ca is None:
+        if cert or key:
+            raise ValueError("--cert and --key need --ca (they are sent inside a TLS connection)")
+        return grpc.insecure_channel(address)
+    if (cert is None) != (key is None):
+        raise ValueError("--cert and --key go together")
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(read(ca), read(key), read(cert)))
+
+
 def run(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.address) as channel:
+    try:
+        channel = open_channel(args.address, args.ca, args.cert, args.key)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with channel:
         try:
             response, lines = call(args, channel)
         except grpc.RpcError as error:

@@ -78,11 +78,30 @@ class AuthConfig:
 
 
 @dataclass
+class TLSConfig:
+    """TLS for the gRPC port and the metrics port: the server's certificate chain and key (PEM files), and,
+    when `client_ca_file` is given, client certificates signed by that CA are required (mutual TLS)."""
+
+    cert_file: str | None = None  # both or neither with key_file; none = plaintext (a warning off loopback)
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    metrics: bool = True  # serve /metrics over TLS with the same certificate (and client CA) when TLS is on
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass
 class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 50051  # 0 = a free port
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464  # Prometheus /metrics; 0 = a free port, None = no endpoint
+    # plaintext grpc.health.v1 only, on its own port: for probes that cannot speak TLS (Kubernetes' native gRPC
+    # probes) when `tls` is on; it serves nothing else. None = no such port (health is on the main port anyway)
+    health_host: str = "127.0.0.1"
+    health_port: int | None = None
     grpc_workers: int = 32  # threads answering calls (each waits on its batch)
     max_concurrent_rpcs: int | None = None  # beyond it grpc answers RESOURCE_EXHAUSTED; None = grpc_workers x 4
     max_message_bytes: int = 4 * 1024 * 1024  # receive and send limit
@@ -108,6 +127,7 @@ class GatewayConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -128,9 +148,10 @@ def validate_config(config: GatewayConfig) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or not 0 <= value <= 65535:
             raise ConfigError(f"{name} must be a port number (0 = a free port), got {value!r}")
-    if config.metrics_port is not None and (not isinstance(config.metrics_port, int)
-                                            or not 0 <= config.metrics_port <= 65535):
-        raise ConfigError(f"metrics_port must be a port number, 0 (a free port) or null, got {config.metrics_port!r}")
+    for name in ("metrics_port", "health_port"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535):
+            raise ConfigError(f"{name} must be a port number, 0 (a free port) or null, got {value!r}")
     _positive(config, "", ("grpc_workers", "max_message_bytes", "health_interval_s", "compact_every"))
     if config.max_concurrent_rpcs is not None:
         _positive(config, "", ("max_concurrent_rpcs",))
@@ -151,6 +172,12 @@ def validate_config(config: GatewayConfig) -> None:
     if not config.batching.max_wait_ms >= 0:
         raise ConfigError(f"batching.max_wait_ms must be >= 0, got {config.batching.max_wait_ms!r}")
     _positive(config.limits, "limits.", tuple(f.name for f in dataclasses.fields(LimitsConfig)))
+    tls = config.tls
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError("tls.cert_file and tls.key_file go together: give both (TLS) or neither (plaintext)")
+    if tls.client_ca_file is not None and not tls.enabled:
+        raise ConfigError("tls.client_ca_file needs tls.cert_file and tls.key_file (client certificates are "
+                          "checked inside a TLS connection)")
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
@@ -179,6 +206,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (GatewayConfig, "batching"): BatchingConfig,
     (GatewayConfig, "limits"): LimitsConfig,
     (GatewayConfig, "auth"): AuthConfig,
+    (GatewayConfig, "tls"): TLSConfig,
 }
 
 
@@ -187,8 +215,8 @@ def config_from_dict(values: dict[str, Any] | None) -> GatewayConfig:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GatewayConfig:
-    """Read a YAML config; relative paths in it (index, model_repository, auth.token_file) are taken from the
-    file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
+    """Read a YAML config; relative paths in it (index, model_repository, state_dir, auth.token_file and the tls
+    files) are taken from the file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
     path = Path(path)
     try:
         values = read_yaml_mapping(path, "gateway config")
@@ -204,10 +232,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ga
     for key in ("index", "model_repository", "state_dir"):
         if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
-    auth = values.get("auth")
-    token_file = auth.get("token_file") if isinstance(auth, dict) else None
-    if isinstance(token_file, str) and not Path(token_file).is_absolute():
-        auth["token_file"] = str(base / token_file)
+    for section, keys in (("auth", ("token_file",)), ("tls", ("cert_file", "key_file", "client_ca_file"))):
+        mapping = values.get(section)
+        for key in keys if isinstance(mapping, dict) else ():
+            if isinstance(mapping.get(key), str) and not Path(mapping[key]).is_absolute():
+                mapping[key] = str(base / mapping[key])
     return config_from_dict(values)
 
 

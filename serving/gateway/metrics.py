@@ -90,9 +90,13 @@ class GatewayMetrics:
     def track_queue_depth(self, queue: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(queue).set_function(depth)
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP endpoint; returns the bound port (a free one when `port` is 0)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, certfile: str | None = None, keyfile: str | None = None,
+              client_cafile: str | None = None) -> int:
+        """Start the /metrics endpoint (HTTPS with `certfile` and `keyfile`, client certificates of
+        `client_cafile` required when given); returns the bound port (a free one when `port` is 0)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry, certfile=certfile,
+                                            keyfile=keyfile, client_cafile=client_cafile,
+                                            client_auth_required=client_cafile is not None)
         self._http = server
         return int(server.server_address[1])
 

@@ -23,6 +23,7 @@ status code and a one-line message; stack traces go to the log only.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -50,7 +51,7 @@ from ..proto.llmrec.v1 import recommend_pb2 as pb
 from ..repository import remove_bytecode, verify_repository
 from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, item_text_of
-from .config import ConfigError, GatewayConfig, config_to_dict
+from .config import ConfigError, GatewayConfig, TLSConfig, config_to_dict
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 from .metrics import GatewayMetrics, method_label
 from .pipeline import RecommendationPipeline
@@ -264,6 +265,48 @@ def check_pairing(index: ItemIndex, provenance: dict[str, Any], manifest: Reposi
                   message="the item encoder was exported without the SRS adapter: UpsertItems will be refused")
 
 
+def _read_pem(path: str, key: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{key} {path}: cannot be read ({exc.strerror})") from None
+
+
+def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials of the gRPC port (client certificates required when `client_ca_file` is set); None
+    when TLS is off. ConfigError naming the key when a file cannot be read."""
+    if not tls.enabled:
+        return None
+    pair = (_read_pem(tls.key_file, "tls.key_file"), _read_pem(tls.cert_file, "tls.cert_file"))
+    ca = _read_pem(tls.client_ca_file, "tls.client_ca_file") if tls.client_ca_file else None
+    try:
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"tls: the certificate or key cannot be used ({exc})") from None
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` accepts connections from this machine only."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def warn_if_exposed(config: GatewayConfig, auth: bool) -> None:
+    """A warning when the gateway listens beyond loopback without TLS or without auth: on a network the calls
+    (and a bearer token) would cross in clear text, or anyone reaching the port could write the catalogue."""
+    exposed = [name for name, host in (("host", config.host), ("metrics_host", config.metrics_host))
+               if not is_loopback(host) and (name == "host" or config.metrics_port is not None)]
+    missing = [what for what, on in (("TLS (tls.cert_file, tls.key_file)", config.tls.enabled),
+                                     ("auth (auth.enabled)", auth)) if not on]
+    if exposed and missing:
+        log_event(logger, "gateway_exposed", logging.WARNING, listens=[f"{n}={getattr(config, n)}" for n in exposed],
+                  missing=missing, message="the gateway listens beyond loopback without " + " and ".join(missing))
+
+
 class Gateway:
     """One running gateway (use `with Gateway(config) as g:` or start()/stop())."""
 
@@ -280,6 +323,8 @@ class Gateway:
         self.supervisor: Any = None  # serving.triton.server.TritonSupervisor restarting that Triton when it dies
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.health_server: grpc.Server | None = None  # the plaintext health-only port (config.health_port)
+        self.health_port: int | None = None
         self._ready = False
         self._stop_health = threading.Event()
         self._wake_health = threading.Event()  # a check now (Triton died or is back), not at the next interval
@@ -365,8 +410,13 @@ class Gateway:
         self.pipeline = RecommendationPipeline(
             self.backend, index, store, max_len=max_len, batching=config.batching, metrics=self.metrics,
             user_model=config.triton.user_encoder, item_model=config.triton.item_encoder, durable=catalog).start()
+        credentials = server_credentials(config.tls)
+        warn_if_exposed(config, token is not None)
         if config.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(config.metrics_host, config.metrics_port)
+            tls = config.tls if config.tls.enabled and config.tls.metrics else None
+            self.metrics_port = self.metrics.serve(
+                config.metrics_host, config.metrics_port, certfile=tls and tls.cert_file,
+                keyfile=tls and tls.key_file, client_cafile=tls and tls.client_ca_file)
         interceptors = []
         if token is not None:
             interceptors.append(AuthInterceptor(
@@ -385,17 +435,31 @@ class Gateway:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         try:
-            self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+            address = f"{config.host}:{config.port}"
+            self.port = (self.server.add_secure_port(address, credentials) if credentials is not None
+                         else self.server.add_insecure_port(address))
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+        if config.health_port is not None:  # health only, plaintext: for probes that cannot speak TLS
+            self.health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
+                                             options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            try:
+                self.health_port = self.health_server.add_insecure_port(f"{config.health_host}:{config.health_port}")
+            except RuntimeError as exc:
+                raise StartupError(f"cannot listen on {config.health_host}:{config.health_port}: {exc}") from None
         self._check_health()
         self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         self._health_thread = threading.Thread(target=self._health_loop, name="gateway-health", daemon=True)
         self._health_thread.start()
         log_event(logger, "gateway_ready", address=self.address, metrics_port=self.metrics_port,
+                  health_port=self.health_port,
                   backend=self.backend.name, triton=getattr(self.backend, "url", None), index=str(config.index),
-                  items=len(index), max_len=max_len, auth=token is not None, serving=self._ready,
+                  items=len(index), max_len=max_len, auth=token is not None, tls=config.tls.enabled,
+                  client_certificates=config.tls.client_ca_file is not None, serving=self._ready,
                   config={k: v for k, v in config_to_dict(config).items() if k != "auth"})
 
     def _on_triton_event(self, event: str, fields: dict[str, Any]) -> None:
@@ -450,6 +514,9 @@ class Gateway:
             self.health.enter_graceful_shutdown()
             self.server.stop(grace).wait(grace + 1.0)
             self.server = None
+        if self.health_server is not None:
+            self.health_server.stop(0).wait(1.0)
+            self.health_server = None
         if self._health_thread is not None:
             self._health_thread.join(timeout=self.config.health_interval_s + 2.0)
             self._health_thread = None

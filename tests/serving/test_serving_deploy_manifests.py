@@ -139,13 +139,30 @@ def test_gateway_probes_ports_and_annotations_come_from_its_config(tmp_path):
         container = pod_spec(workload)["containers"][0]
         assert container_port(container, "grpc") == config.port
         assert container_port(container, "metrics") == config.metrics_port
+        # the kubelet's gRPC probes speak plaintext: they go to the health-only port, the API port is TLS
+        assert config.tls.enabled and config.health_port not in (None, config.port), name
+        assert container_port(container, "health") == config.health_port
         ready, live, startup = (container[k]["grpc"] for k in ("readinessProbe", "livenessProbe", "startupProbe"))
-        assert ready == {"port": config.port, "service": SERVICE_NAME}, name
-        assert live == {"port": config.port, "service": LIVENESS_SERVICE}, name
-        assert startup == {"port": config.port, "service": LIVENESS_SERVICE}, name
+        assert ready == {"port": config.health_port, "service": SERVICE_NAME}, name
+        assert live == {"port": config.health_port, "service": LIVENESS_SERVICE}, name
+        assert startup == {"port": config.health_port, "service": LIVENESS_SERVICE}, name
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
         assert annotations["prometheus.io/port"] == str(config.metrics_port)
+        assert annotations["prometheus.io/scheme"] == ("https" if config.tls.metrics else "http")
+
+
+def test_gateway_tls_files_come_from_the_tls_secret(tmp_path):
+    for workload in gateway_workloads():
+        config, _ = mounted_config(workload, tmp_path)
+        spec = pod_spec(workload)
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        secret_mounts = [mounts[n] for n, v in volumes.items() if v.get("secret", {}).get("secretName")
+                         == "llmrec-gateway-tls"]
+        assert len(secret_mounts) == 1, workload["metadata"]["name"]
+        for path in (config.tls.cert_file, config.tls.key_file):
+            assert Path(path).parent == Path(secret_mounts[0]) and Path(path).name in ("tls.crt", "tls.key")
 
 
 def test_gateway_token_comes_from_a_secret_as_the_variable_it_reads(tmp_path):

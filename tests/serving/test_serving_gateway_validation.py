@@ -346,9 +346,11 @@ def test_config_defaults_and_refusals(tmp_path, deployment):
     path.write_text("port: 0\nlimits:\n  max_k: 0\n")
     with pytest.raises(ConfigError, match=r"limits\.max_k"):
         load_config(path)
-    path.write_text("index: idx\nmodel_repository: repo\nauth:\n  token_file: tok\n")
+    path.write_text("index: idx\nmodel_repository: repo\nauth:\n  token_file: tok\n"
+                    "tls:\n  cert_file: c.pem\n  key_file: /abs/k.pem\n")
     loaded = load_config(path, overrides={"port": 0, "triton.url": "127.0.0.1:1"})
     assert loaded.index == str(tmp_path / "idx") and loaded.auth.token_file == str(tmp_path / "tok")
+    assert (loaded.tls.cert_file, loaded.tls.key_file) == (str(tmp_path / "c.pem"), "/abs/k.pem")
     assert loaded.port == 0 and loaded.triton.url == "127.0.0.1:1"
     example = load_config(Path(__file__).resolve().parents[2] / "serving" / "serving.example.yaml")
     assert example.host == "127.0.0.1" and example.auth.enabled is False
