@@ -36,6 +36,12 @@ Compaction (every `compact_every` records, and at shutdown): a new segment is
 started, the state is saved as a new snapshot (atomic: written beside, fsynced,
 renamed), snapshots beyond the last two are deleted, and so are the segments the
 older kept snapshot already contains, so falling back to it is always possible.
+A full disk: an append that cannot be fsynced is taken back and refused (the
+caller answers UNAVAILABLE, nothing applied); a segment that cannot be created is
+removed and appends go on in the current one; a failed compaction is retried
+after a back-off (COMPACT_BACKOFF_S doubling up to COMPACT_BACKOFF_MAX_S), not on
+every later write, so a full disk costs no snapshot attempt per call. Reads never
+touch the disk. Once space returns, writes and compaction resume by themselves.
 
 The state folder is tied to its base snapshot (`wal_base` = sha256 of the base
 manifest): a state written over another export is refused, never replayed onto it.
@@ -46,6 +52,7 @@ gateway pointed at the same folder is refused instead of interleaving its log.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -54,6 +61,7 @@ import os
 import re
 import shutil
 import struct
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,6 +86,8 @@ MAX_RECORD_BYTES = 256 << 20  # a larger length field can only be garbage
 SEGMENT_RE = re.compile(r"^wal-(\d{12})\.log$")
 SNAPSHOT_RE = re.compile(r"^snapshot-(\d{12})$")
 KEEP_SNAPSHOTS = 2
+COMPACT_BACKOFF_S = 5.0  # wait after a failed compaction, doubled for each further failure in a row
+COMPACT_BACKOFF_MAX_S = 300.0
 STATE_KEYS = ("wal_seq", "wal_base", "next_id")
 
 
@@ -209,25 +219,45 @@ class WriteAheadLog:
         self.next_seq = int(next_seq)
         self._file: Any = None
         self.path: Path | None = None
-        self.broken: str | None = None  # set when an append failed and could not be undone
+        self.broken: str | None = None  # set when an append failed and could not be undone (yet)
+        self._good_offset = 0  # where the segment's valid records end while broken
         self.open_segment()
 
     def open_segment(self) -> None:
-        """Start a new segment whose first record will be `next_seq` (closing the current one)."""
-        self.close()
-        self.path = self.directory / f"wal-{self.next_seq:012d}.log"
+        """Start a new segment whose first record will be `next_seq`, then close the current one.
+
+        When the new file cannot be written (a full disk) it is removed and OSError raised: appends go on in
+        the current segment, which stays valid. A current segment that holds no record yet is kept as it is."""
+        if self._file is not None:
+            self._repair()  # a segment is never left with a partial record at its end
+        path = self.directory / f"wal-{self.next_seq:012d}.log"
+        if path == self.path and self._file is not None:
+            return  # nothing was appended since it was started: it already begins at next_seq
         header = {"op": "header", "format": WAL_FORMAT, "start_seq": self.next_seq, "dim": self.dim,
                   "base": self.base}
-        self._file = self.path.open("wb")
-        self._file.write(frame(encode_payload(header)))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        fsync_path(self.directory)  # the new file's name is durable too
+        handle = None
+        try:
+            handle = path.open("wb")
+            handle.write(frame(encode_payload(header)))
+            handle.flush()
+            os.fsync(handle.fileno())
+            fsync_path(self.directory)  # the new file's name is durable too
+        except OSError:
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            raise
+        self.close()
+        self._file, self.path = handle, path
 
     def append(self, obj: dict[str, Any], vectors: np.ndarray | None = None) -> int:
-        """Write one record and fsync it; returns its sequence number. OSError leaves the log as it was."""
-        if self.broken is not None:
-            raise OSError(f"the write-ahead log is unusable since an earlier failure ({self.broken})")
+        """Write one record and fsync it; returns its sequence number. OSError leaves the log as it was.
+
+        When taking a failed record back fails too (the disk refuses even that), the log is `broken`: every
+        append first retries the undo and is refused until it succeeds, so no record ever follows garbage."""
+        self._repair()
         seq = self.next_seq
         data = frame(encode_payload({"seq": seq, **obj}, vectors))
         offset = self._file.tell()
@@ -237,15 +267,29 @@ class WriteAheadLog:
             os.fsync(self._file.fileno())
         except OSError as exc:
             try:  # undo a partial record so that later appends do not follow garbage
-                self._file.seek(offset)
-                self._file.truncate(offset)
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                self._truncate(offset)
             except OSError as again:
-                self.broken = f"{exc}; the undo failed too: {again}"
+                self.broken, self._good_offset = f"{exc}; the undo failed too: {again}", offset
             raise
         self.next_seq = seq + 1
         return seq
+
+    def _repair(self) -> None:
+        """A broken log: take the partial record back now, or raise OSError (nothing may follow it)."""
+        if self.broken is None:
+            return
+        try:
+            self._truncate(self._good_offset)
+        except OSError as again:
+            raise OSError(f"the write-ahead log is unusable since an earlier failure ({self.broken}); taking the "
+                          f"partial record back still fails: {again}") from None
+        self.broken = None
+
+    def _truncate(self, offset: int) -> None:
+        self._file.seek(offset)
+        self._file.truncate(offset)
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     @property
     def last_seq(self) -> int:
@@ -329,6 +373,8 @@ class DurableCatalog:
         self._closed = False
         self._lock: Any = None  # the state folder's flock, held from open() to close()
         self.compactions = 0
+        self.failed_compactions = 0  # in a row; reset by a compaction that succeeds
+        self._retry_at = 0.0  # monotonic time before which a failed compaction is not tried again
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -441,20 +487,33 @@ class DurableCatalog:
         return self.wal.append({"op": "delete", "ids": [int(i) for i in ids]})
 
     def needs_compaction(self) -> bool:
-        return self.wal.last_seq - self.snapshot_seq >= self.compact_every
+        """Enough records since the last snapshot, and not backing off from a failed compaction."""
+        return (self.wal.last_seq - self.snapshot_seq >= self.compact_every
+                and time.monotonic() >= self._retry_at)
 
-    def compact(self) -> Path | None:
+    def compact(self, force: bool = False) -> Path | None:
         """Save the state as a new snapshot and drop what the older kept snapshot already holds.
 
-        The caller holds its write lock (no write in between). Returns the new snapshot, None when nothing changed.
-        """
+        The caller holds its write lock (no write in between). Returns the new snapshot, None when nothing changed
+        or while backing off from a failed compaction (unless `force`, as at shutdown). Raises what the disk
+        answered (OSError; faiss's RuntimeError): the log still holds every write, and the next attempt waits
+        (module docstring)."""
         seq = self.wal.last_seq
-        if seq == self.snapshot_seq:
+        if seq == self.snapshot_seq or (not force and time.monotonic() < self._retry_at):
             return None
-        self.wal.open_segment()  # records after `seq` go to a segment of their own
         folder = self.state_dir / f"snapshot-{seq:012d}"
-        self.index.save(folder, extra={**self.extra, "wal_seq": seq, "wal_base": self.base,
-                                       "next_id": self.next_id}, store=self.store)
+        try:
+            self.wal.open_segment()  # records after `seq` go to a segment of their own
+            self.index.save(folder, extra={**self.extra, "wal_seq": seq, "wal_base": self.base,
+                                           "next_id": self.next_id}, store=self.store)
+        except Exception as exc:  # OSError, or faiss's RuntimeError for a write that failed: back off either way
+            self.failed_compactions += 1
+            delay = min(COMPACT_BACKOFF_MAX_S, COMPACT_BACKOFF_S * 2 ** (self.failed_compactions - 1))
+            self._retry_at = time.monotonic() + delay
+            logger.warning("catalogue compaction failed (%s); the log keeps every write, next attempt in %.0f s",
+                           exc, delay)
+            raise
+        self.failed_compactions, self._retry_at = 0, 0.0
         self.snapshot_seq = seq
         self.compactions += 1
         self._prune()
@@ -480,7 +539,7 @@ class DurableCatalog:
             return
         try:
             if compact and self.wal.broken is None:
-                self.compact()
+                self.compact(force=True)
         finally:
             self.wal.close()
             if self._lock is not None:
