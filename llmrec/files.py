@@ -36,6 +36,21 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+def make_dirs_durable(path: str | Path) -> Path:
+    """mkdir -p whose new folders survive a power cut: each new folder's entry is fsynced in its parent (a
+    folder created and written into, but never named durably, can vanish with all it holds)."""
+    path = Path(path)
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in reversed(missing):
+        fsync_path(folder.parent)
+    return path
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON to a temporary name in the same folder, fsync, rename over `path`, fsync the folder."""
     path = Path(path)

@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.files import fsync_path
+from llmrec.files import fsync_path, make_dirs_durable
 
 from .catalog import OPERATIONS, advance_next_id, apply_write, first_free_id
 from .item_index import RESERVED, ItemIndex
@@ -386,7 +386,7 @@ class DurableCatalog:
         """
         base_dir, state_dir = Path(base_dir), Path(state_dir)
         base = base_identity(base_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(state_dir)
         lock = lock_state(state_dir)
         try:
             catalog = cls._recover(base_dir, state_dir, base, compact_every, reserved)
