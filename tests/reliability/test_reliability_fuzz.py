@@ -1,7 +1,8 @@
 """Property-based fuzzing (hypothesis) of every request message against a running gateway with auth and persistence
 on: random ids (any int64), k, texts (any Unicode, any length), attributes, tokens, and raw bytes that are not a
-valid message at all. The gateway answers every call with a proper status and a message, never INTERNAL or a
-stack trace, and is still serving afterwards."""
+valid message at all, invented method paths and arbitrary metadata (keys, values, binary entries, repeated
+authorization headers). The gateway answers every call with a proper status and a message, never INTERNAL or a
+stack trace, its metrics stay bounded, and it is still serving afterwards."""
 
 from __future__ import annotations
 
@@ -91,6 +92,32 @@ def test_fuzz_raw_bytes_and_oversized_messages(gateway, method, raw):
     answered(call, raw, GOOD)
 
 
+# metadata keys gRPC accepts from a client: lower-case ASCII letters, digits, "-", "_", "."; "-bin" keys carry bytes
+meta_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=20).filter(
+    lambda k: not k.startswith("grpc-") and k not in ("te", "content-type", "user-agent"))
+meta_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=60)
+entries = st.one_of(st.tuples(meta_keys.filter(lambda k: not k.endswith("-bin")), meta_values),
+                    st.tuples(meta_keys.map(lambda k: k.rstrip("-") + "-bin"), st.binary(max_size=40)),
+                    st.tuples(st.just("authorization"), st.one_of(meta_values, st.just(f"Bearer {TOKEN}"),
+                                                                  st.just("bearer  " + TOKEN + " "))))
+method_names = st.one_of(st.sampled_from(["Recommend", "GetItems", "recommend", "GetItems/", "", "Health"]),
+                         st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=40))
+
+
+@SETTINGS
+@given(method=method_names, service=st.sampled_from(["llmrec.v1.Recommender", "llmrec.v2.Recommender",
+                                                     "grpc.health.v1.Health", "x"]),
+       meta=st.lists(entries, max_size=5), raw=st.binary(max_size=40))
+def test_fuzz_method_names_and_metadata(gateway, method, service, meta, raw):
+    call = gateway[1].unary_unary(f"/{service}/{method}", request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)
+    try:
+        call(raw, timeout=10, metadata=meta)
+    except grpc.RpcError as error:
+        assert error.code() in EXPECTED | {grpc.StatusCode.UNIMPLEMENTED}, (error.code(), error.details())
+        assert "Traceback" not in (error.details() or "")
+
+
 def test_still_serving_after_the_fuzzing(gateway):
     running, channel = gateway
     health = health_pb2_grpc.HealthStub(channel)
@@ -99,3 +126,5 @@ def test_still_serving_after_the_fuzzing(gateway):
     assert len(stub.GetItems(pb.GetItemsRequest(ids=[2]), timeout=10, metadata=GOOD).items) <= 1
     size = stub.DeleteItems(pb.DeleteItemsRequest(ids=[999_999_999]), timeout=10, metadata=GOOD).index_size
     assert size == len(running.pipeline.index)
+    methods = {s.labels.get("method") for m in running.metrics.registry.collect() for s in m.samples}
+    assert methods - {None} <= {"Recommend", "EmbedItems", "UpsertItems", "DeleteItems", "GetItems", "unknown"}
