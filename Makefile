@@ -120,7 +120,7 @@ bench-srs: venv
 
 # regenerate the checked-in gRPC stubs after editing the protocol
 proto: venv
-	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. serving/proto/llmrec/v1/recommend.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. serving/proto/llmrec/v2/recommend.proto
 
 clean-venv:
 	rm -rf $(VENV)

@@ -226,8 +226,9 @@ def prepare_deployment(root: Path, checkpoint: Path, srs: Path, ort_threads: int
     return dep
 
 
-def sample_histories(n: int, max_history: int, seed: int) -> list[list[int]]:
-    """`n` histories: a random ml-100k test user's history, its most recent 1..max_history items."""
+def sample_histories(n: int, max_history: int, seed: int) -> list[list[str]]:
+    """`n` histories of catalogue ids: a random ml-100k test user's history, its most recent 1..max_history
+    items."""
     from train.data import load_dataset
 
     data = load_dataset(DATASET)
@@ -236,7 +237,7 @@ def sample_histories(n: int, max_history: int, seed: int) -> list[list[int]]:
     for _ in range(n):
         full = data.test.history(rng.randrange(len(data.test))).tolist()
         length = rng.randint(1, min(len(full), max_history))
-        out.append([int(i) for i in full[-length:]])
+        out.append([str(data.item_ids[int(i)]) for i in full[-length:]])
     return out
 
 
@@ -253,8 +254,8 @@ def client_process(spec_path: str, client: int, ready: Any, go: Any) -> None:
     import grpc
 
     sys.path.insert(0, str(ROOT))
-    from serving.proto.llmrec.v1 import recommend_pb2 as pb
-    from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+    from serving.proto.llmrec.v2 import recommend_pb2 as pb
+    from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 
     spec = json.loads(Path(spec_path).read_text())
     threads = spec["threads"][client]
@@ -270,7 +271,7 @@ def client_process(spec_path: str, client: int, ready: Any, go: Any) -> None:
             picked = [histories[(start + j) % len(histories)] for j in range(len(histories))]
             return stub.Recommend, [pb.RecommendRequest(history=h, k=spec["k"], exclude_history=True) for h in picked]
         titles = [synthetic_title(rng) for _ in range(512)]
-        return stub.UpsertItems, [pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=0, title=t)]) for t in titles]
+        return stub.UpsertItems, [pb.UpsertItemsRequest(items=[pb.ItemUpsert(title=t)]) for t in titles]
 
     def loop(thread: int, call: Any, reqs: list[Any], barrier: threading.Barrier) -> None:
         for j in range(WARMUP_CALLS):
@@ -478,7 +479,7 @@ class Served:
 
 
 def run_served_point(served: Served, method: str, concurrency: int, clients: int, duration: float,
-                     histories: list[list[int]], seed: int, workdir: Path) -> dict[str, Any]:
+                     histories: list[list[str]], seed: int, workdir: Path) -> dict[str, Any]:
     """One closed-loop point over gRPC: client processes, metrics read around the window."""
     procs_n = max(1, min(clients, concurrency))
     threads = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0) for i in range(procs_n)]
@@ -531,7 +532,7 @@ def run_served_point(served: Served, method: str, concurrency: int, clients: int
 
 
 # ---------------------------------------------------------------------------------------------- in-process
-def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: float, histories: list[list[int]],
+def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: float, histories: list[list[str]],
                      seed: int, batching: Any, ort_threads: int, label: str) -> dict[str, Any]:
     """The gateway's pipeline in this process (onnxruntime backend, fresh index load): `concurrency` threads."""
     from serving.gateway.backends import OnnxRuntimeBackend, history_length
@@ -557,7 +558,7 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
             pipeline.recommend(check_recommend(history, K, True, (), (), limits))
         else:
             title = synthetic_title(rng)
-            pipeline.upsert(check_new_items([NewItem(id=0, title=title, text=title)], limits))
+            pipeline.upsert(check_new_items([NewItem(id="", title=title, text=title)], limits))
 
     def loop(thread: int) -> None:
         rng = random.Random(seed * 1000 + 500 + thread)

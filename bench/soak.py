@@ -62,12 +62,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import environment, write_result  # noqa: E402
-from serving.proto.llmrec.v1 import recommend_pb2 as pb  # noqa: E402
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc  # noqa: E402
+from serving.proto.llmrec.v2 import recommend_pb2 as pb  # noqa: E402
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc  # noqa: E402
 from serving.triton import TritonServer, free_port  # noqa: E402
 
 DEADLINE = 2.0  # default of --deadline
-ID_BASE = 5_000_000  # client ids: ID_BASE + client * 100_000 + n (far above the catalogue)
 
 
 def alive(pid: int | None) -> bool:
@@ -203,9 +202,9 @@ class Client(threading.Thread):
         self.number, self.address, self.histories, self.stop_event = number, address, histories, stop
         self.rng = random.Random(seed)
         self.codes: Counter[tuple[str, str]] = Counter()
-        self.acked: dict[int, str | None] = {}  # id -> last acknowledged title, None = deleted
-        self.in_flight: set[int] = set()  # ids of the write being sent
-        self.uncertain: set[int] = set()  # ids whose last write got no answer (it may or may not have happened)
+        self.acked: dict[str, str | None] = {}  # catalogue id -> last acknowledged title, None = deleted
+        self.in_flight: set[str] = set()  # ids of the write being sent
+        self.uncertain: set[str] = set()  # ids whose last write got no answer (it may or may not have happened)
         self.acked_writes = 0
         self.ok_times: list[float] = []  # monotonic times of successful Recommend calls
 
@@ -223,7 +222,7 @@ class Client(threading.Thread):
                                                    exclude_history=True)
             elif roll < 0.9 or not live:
                 method = "UpsertItems"
-                ids = [ID_BASE + self.number * 100_000 + self.rng.randrange(200)]
+                ids = [f"soak-{self.number}-{self.rng.randrange(200)}"]
                 title = f"soak item {ids[0]} call {n} of client {self.number}"
                 request = pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=ids[0], title=title)])
             else:
@@ -256,7 +255,7 @@ class Client(threading.Thread):
                 time.sleep(0.05)
         channel.close()
 
-    def settled(self) -> dict[int, str | None]:
+    def settled(self) -> dict[str, str | None]:
         """Ids whose last write was acknowledged: their state after recovery must be exactly that."""
         return {i: t for i, t in self.acked.items() if i not in self.uncertain}
 
@@ -265,7 +264,7 @@ def check_writes(address: str, clients: list[Client]) -> dict[str, int]:
     """GetItems of every id with a settled acknowledged state: found must equal acknowledged."""
     channel = grpc.insecure_channel(address)
     stub = pb_grpc.RecommenderStub(channel)
-    expected: dict[int, str | None] = {}
+    expected: dict[str, str | None] = {}
     for client in clients:
         expected.update(client.settled())
     ids = sorted(expected)
@@ -275,7 +274,7 @@ def check_writes(address: str, clients: list[Client]) -> dict[str, int]:
         reply = stub.GetItems(pb.GetItemsRequest(ids=chunk), timeout=30)
         titles = {item.id: item.title for item in reply.items}
         found += sum(titles.get(i) == expected[i] for i in chunk)
-    size = stub.DeleteItems(pb.DeleteItemsRequest(ids=[2**62]), timeout=30).index_size
+    size = stub.DeleteItems(pb.DeleteItemsRequest(ids=["no such item"]), timeout=30).index_size
     channel.close()
     return {"ids_checked": len(ids), "ids_as_acknowledged": found, "index_size": int(size)}
 
@@ -291,10 +290,10 @@ def wait_ok(clients: list[Client], after: float, timeout: float) -> float | None
     return None
 
 
-def histories_from(index: Path, count: int, seed: int) -> list[list[int]]:
-    """Random histories of catalogue ids (1..max id in the store)."""
+def histories_from(index: Path, count: int, seed: int) -> list[list[str]]:
+    """Random histories of the catalogue ids in the store."""
     store = json.loads((index / "store.json").read_text())
-    ids = [int(item["id"]) for item in store["items"]]
+    ids = [str(item.get("key") or item["id"]) for item in store["items"]]
     rng = random.Random(seed)
     return [rng.sample(ids, rng.randint(1, 20)) for _ in range(count)]
 
@@ -412,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # a copy of the state with its newest snapshot corrupted: the previous snapshot + the log must serve it
         # (one more write + compaction first, so that there are two snapshots and the log between them)
         probe = pb_grpc.RecommenderStub(grpc.insecure_channel(address))
-        probe.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=ID_BASE - 1, title="soak probe item")]),
+        probe.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id="soak-probe", title="soak probe item")]),
                           timeout=30)
         gateway.stop()
         state = index.with_name("index-state")

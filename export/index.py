@@ -7,11 +7,12 @@
 
 --item-vectors is a table file (tensor "embeddings" float32 [num_items + 1, D], row 0 = padding, optional
 metadata "item_ids") or a folder holding `item_vectors.safetensors` (a user-encoder export, whose export.json
-is then read) or `items.safetensors`. Row i is internal item i, the public id the gateway uses; the table must
-belong to --dataset (same item count, and the same raw ids when the table names them).
+is then read) or `items.safetensors`. Row i is internal item i; clients name it by the dataset's raw item id
+(its catalogue id, kept in the store). The table must belong to --dataset (same item count, and the same raw
+ids when the table names them).
 
 Writes the snapshot folder --out (see serving/index/__init__.py): the FAISS index over rows 1..n, the exact
-vectors, store.json with every item's title and attributes (raw_id, release year, genres...), and
+vectors, store.json with every item's catalogue id, title and attributes (release year, genres...), and
 manifest.json whose extra fields tie it to what it was built from:
   item_vectors_sha256   sha256 of the table file (export.json lists the same under files)
   item_ids_sha256       sha256 of the JSON list of raw ids in row order (row 0 "[PAD]")
@@ -96,7 +97,8 @@ def read_table(path: Path) -> tuple[np.ndarray, list[str] | None]:
 
 
 def build_store(data: Any) -> Any:
-    """Items 1..n with the dataset's titles and attributes; the raw id kept as attributes["raw_id"]."""
+    """Items 1..n (the rows of the item table) with the dataset's titles and attributes, each under its catalogue
+    id: the dataset's raw item id (what clients send and receive)."""
     from serving.index import Item, ItemStore
     from train.data import item_attributes, title_texts
 
@@ -104,9 +106,9 @@ def build_store(data: Any) -> Any:
     attributes = item_attributes(data) if data.item_features else [[] for _ in range(data.num_items + 1)]
     items = []
     for i in range(1, data.num_items + 1):
-        attrs = {"raw_id": str(data.item_ids[i])}
-        attrs.update((key, value) for key, value in attributes[i] if key != "title")
-        items.append(Item(id=i, title=titles[i] or str(data.item_ids[i]), attributes=attrs))
+        attrs = {key: value for key, value in attributes[i] if key != "title"}
+        items.append(Item(id=i, title=titles[i] or str(data.item_ids[i]), attributes=attrs,
+                          key=str(data.item_ids[i])))
     return ItemStore(items)
 
 

@@ -30,18 +30,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmrec.cli import HelpFormatter
 
 from .gateway.config import DEFAULT_TOKEN_ENV
-from .proto.llmrec.v1 import recommend_pb2 as pb
-from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from .proto.llmrec.v2 import recommend_pb2 as pb
+from .proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
-def parse_ids(text: str) -> list[int]:
-    """"12,7,93" (or spaces) -> [12, 7, 93]; argparse reports a bad value as a usage error."""
-    try:
-        return [int(part) for part in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integer ids, got {text!r}") from None
+def parse_ids(text: str) -> list[str]:
+    """"12,7,93" -> ["12", "7", "93"]: the catalogue's ids, comma-separated (an id holding a comma cannot be
+    given here; the gRPC API takes any string)."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated item ids, got {text!r}")
+    return ids
 
 
 def parse_attribute(text: str) -> tuple[str, str]:
@@ -66,7 +67,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
     calls = parser.add_subparsers(dest="call", metavar="CALL", required=True)
     rec = calls.add_parser("recommend", formatter_class=HelpFormatter, help="top-k items after a history")
-    rec.add_argument("--history", type=parse_ids, required=True, help="item ids, oldest first: 12,7,93")
+    rec.add_argument("--history", type=parse_ids, required=True,
+                     help="catalogue item ids, oldest first: 12,7,93 (MovieLens movieIds on the demo)")
     rec.add_argument("-k", type=int, default=10, help="number of items (default 10)")
     rec.add_argument("--keep-history", action="store_true", help="allow items of the history in the answer")
     rec.add_argument("--exclude", type=parse_ids, default=[], help="ids never to recommend")
@@ -76,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     emb = calls.add_parser("embed", formatter_class=HelpFormatter, help="item-space vectors of texts")
     emb.add_argument("texts", nargs="+", help="item texts, one argument each")
     up = calls.add_parser("upsert", formatter_class=HelpFormatter, help="add or replace one item")
-    up.add_argument("--id", type=int, default=0, help="item id (default 0: the gateway assigns one)")
+    up.add_argument("--id", default="", help="the item's catalogue id (default: the gateway assigns one)")
     up.add_argument("--title", default="", help="the item's title (what recommendations show)")
     up.add_argument("--text", default="", help="text to embed (default: the title)")
     up.add_argument("--attr", type=parse_attribute, action="append", default=[], help="attribute key=value")

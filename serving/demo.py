@@ -50,12 +50,12 @@ from llmrec.files import write_json_atomic
 from llmrec.itemtext import ItemText
 
 from .gateway.backends import item_text_recipe
-from .proto.llmrec.v1 import recommend_pb2 as pb
-from .proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from .proto.llmrec.v2 import recommend_pb2 as pb
+from .proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 from .signals import StopSignal
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder: `python -m serving` runs from here
-SERVICE = "llmrec.v1.Recommender"
+SERVICE = "llmrec.v2.Recommender"
 NEW_TITLE = "Toy Story 2"  # a 1999 film: not in MovieLens-100k (1998 and before), Toy Story is; titles without year
 NEW_GENRES = "Animation, Children's, Comedy"
 NEW_YEAR = "1999"
@@ -239,7 +239,8 @@ def wait_serving(channel: grpc.Channel, timeout: float) -> None:
 
 # ---------------------------------------------------------------------------------------------- the calls
 def read_requests(path: Path) -> list[dict[str, Any]]:
-    """[{"user": str, "history": [int, ...]}, ...] from --requests; DemoInputError naming what is wrong."""
+    """[{"user": str, "history": [str, ...]}, ...] (catalogue item ids) from --requests; DemoInputError naming
+    what is wrong."""
     try:
         requests = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -248,27 +249,28 @@ def read_requests(path: Path) -> list[dict[str, Any]]:
         raise DemoInputError(f"--requests {path}: expected a non-empty JSON list of {{user, history}}")
     for entry in requests:
         history = entry.get("history") if isinstance(entry, dict) else None
-        if not isinstance(history, list) or not history or not all(isinstance(i, int) for i in history):
-            raise DemoInputError(f"--requests {path}: every entry needs a non-empty list of item ids as 'history', "
-                             f"got {entry!r:.80}")
+        if not isinstance(history, list) or not history or not all(isinstance(i, str) and i for i in history):
+            raise DemoInputError(f"--requests {path}: every entry needs a non-empty list of catalogue item ids "
+                                 f"(strings) as 'history', got {entry!r:.80}")
     return requests
 
 
-def nearest_items(index_dir: Path, vector: np.ndarray, n: int) -> list[int]:
-    """The `n` catalogue items (index snapshot on disk) whose vectors have the highest cosine with `vector`,
-    nearest last (a history is oldest first: the most similar item is the one just watched)."""
-    from .index import ItemIndex  # FAISS loads only here
+def nearest_items(index_dir: Path, vector: np.ndarray, n: int) -> list[str]:
+    """The catalogue ids of the `n` items (index snapshot on disk) whose vectors have the highest cosine with
+    `vector`, nearest last (a history is oldest first: the most similar item is the one just watched)."""
+    from .index import ItemIndex, ItemStore  # FAISS loads only here
 
     index = ItemIndex.load(index_dir, use_gpu=False)
     ids = index.ids()
     table = index.vectors(ids)
     cosine = table @ vector / (np.linalg.norm(table, axis=1) * np.linalg.norm(vector) + 1e-12)
-    return [int(ids[i]) for i in np.argsort(-cosine, kind="stable")[:n]][::-1]
+    rows = [int(ids[i]) for i in np.argsort(-cosine, kind="stable")[:n]][::-1]
+    return [item.key for item in ItemStore.load(index_dir).get(rows)]
 
 
 def scored(items: list[pb.ScoredItem]) -> list[dict[str, Any]]:
     """Ranked items as they are recorded: rank (1 = first), id, title, score."""
-    return [{"rank": rank, "id": int(item.id), "title": item.title, "score": float(item.score)}
+    return [{"rank": rank, "id": item.id, "title": item.title, "score": float(item.score)}
             for rank, item in enumerate(items, 1)]
 
 
@@ -281,16 +283,16 @@ class Demo:
         self.timings = Timings()
         self.shown: dict[str, Any] = {"users": [], "new_item": None}
 
-    def titles(self, ids: list[int]) -> dict[int, str]:
+    def titles(self, ids: list[str]) -> dict[str, str]:
         response = self.timings.call("GetItems", self.stub.GetItems, pb.GetItemsRequest(ids=sorted(set(ids))),
                                      self.timeout)
         return {item.id: item.title for item in response.items}
 
-    def recommend(self, history: list[int], k: int) -> list[pb.ScoredItem]:
+    def recommend(self, history: list[str], k: int) -> list[pb.ScoredItem]:
         request = pb.RecommendRequest(history=history, k=k, exclude_history=True)
         return list(self.timings.call("Recommend", self.stub.Recommend, request, self.timeout).items)
 
-    def show(self, items: list[pb.ScoredItem], mark: int | None = None) -> None:
+    def show(self, items: list[pb.ScoredItem], mark: str | None = None) -> None:
         for rank, item in enumerate(items, 1):
             star = "  <- the new item" if item.id == mark else ""
             print(f"    {rank:>2}. {item.title:<55.55} {item.score:8.3f}{star}")
@@ -302,7 +304,7 @@ class Demo:
                                  "history_ids": list(history), "recent": [], "recommendations": None}
         self.shown["users"].append(shown)
         names = self.titles(recent)
-        shown["recent"] = [{"id": int(item), "title": names.get(item)} for item in recent]
+        shown["recent"] = [{"id": item, "title": names.get(item)} for item in recent]
         print(f"\nuser {entry.get('user', '?')}: {len(history)} items watched, the last {len(recent)}:")
         for item in recent:
             print(f"      {names.get(item, f'(id {item})')}")
@@ -311,7 +313,7 @@ class Demo:
         shown["recommendations"] = scored(items)
         self.show(items)
 
-    def new_item(self, history: list[int], user: str, title: str, attributes: dict[str, str], index_dir: Path,
+    def new_item(self, history: list[str], user: str, title: str, attributes: dict[str, str], index_dir: Path,
                  recipe: ItemText | None) -> None:
         genres = attributes.get("genres", "")
         print(f'\nnew item, added live: "{title}" ({", ".join(v for v in attributes.values() if v)})')
@@ -329,7 +331,7 @@ class Demo:
         vector = np.asarray(embedded.vectors[0].values, dtype=np.float32)
         upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title=title, attributes=attributes)])
         response = self.timings.call("UpsertItems", self.stub.UpsertItems, upsert, self.timeout)
-        new_id = int(response.ids[0])
+        new_id = response.ids[0]
         shown.update(id=new_id, index_size=int(response.index_size))
         print(f"  UpsertItems -> id {new_id}, the index holds {response.index_size} items")
         try:

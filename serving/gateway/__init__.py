@@ -1,7 +1,7 @@
 """The gRPC recommendation gateway (`python -m serving gateway --config serving.yaml`).
 
 One module per concern, as in text-embeddings-inference:
-  ../proto/llmrec/v1/recommend.proto   the protocol (and its generated stubs)
+  ../proto/llmrec/v2/recommend.proto   the protocol (and its generated stubs)
   config.py       dataclass config = the YAML keys
   validation.py   every field checked, the refusal naming the field and its limit
   batching.py     the bounded coalescing queue (one model call / index search per batch)

@@ -39,7 +39,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def method_label(path: str, known: frozenset[str]) -> str:
-    """The label of a call's gRPC method path ("/llmrec.v1.Recommender/Recommend" -> "Recommend"): its name when
+    """The label of a call's gRPC method path ("/llmrec.v2.Recommender/Recommend" -> "Recommend"): its name when
     it is one of `known`, else UNKNOWN_METHOD."""
     name = path.rsplit("/", 1)[-1]
     return name if name in known else UNKNOWN_METHOD

@@ -48,7 +48,7 @@ MAX_LISTED_IDS = 10
 
 @dataclass(frozen=True)
 class Recommendation:
-    id: int
+    id: str  # the catalogue id
     score: float
     title: str
     attributes: dict[str, str] = field(default_factory=dict)
@@ -65,8 +65,8 @@ class _UserJob:
     include: np.ndarray  # int64 ids to rank among (empty = the whole index)
 
 
-def _listed(ids: Sequence[int]) -> str:
-    shown = ", ".join(str(i) for i in ids[:MAX_LISTED_IDS])
+def _listed(ids: Sequence[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:MAX_LISTED_IDS])
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > MAX_LISTED_IDS else "")
 
 
@@ -162,19 +162,19 @@ class RecommendationPipeline:
             self.metrics.observe_request_stage(queue, stage, seconds, requests)
 
     # ------------------------------------------------------------------ Recommend
-    def _missing(self, ids: Sequence[int]) -> list[int]:
-        return sorted({int(i) for i in ids if int(i) not in self.index})
+    def _rows(self, keys: Sequence[str], field: str) -> list[int]:
+        """The internal rows of catalogue ids; NOT_FOUND naming the ids the catalogue does not hold."""
+        rows = self.store.rows_of(keys)
+        missing = sorted({key for key, row in zip(keys, rows, strict=True) if row is None or row not in self.index})
+        if missing:
+            raise GatewayError("NOT_FOUND", f"{field} holds item ids that are not in the catalogue: {_listed(missing)}")
+        return [int(row) for row in rows]  # type: ignore[arg-type]
 
     def recommend(self, query: RecommendQuery, deadline: float | None = None) -> list[Recommendation]:
-        """Top-k items after `query.history` (validated). NOT_FOUND names history ids the index lacks."""
-        missing = self._missing(query.history)
-        if missing:
-            raise GatewayError("NOT_FOUND", f"history holds item ids that are not in the index: {_listed(missing)}")
-        missing = self._missing(query.include_ids)
-        if missing:
-            raise GatewayError("NOT_FOUND", f"filter.include_ids holds item ids that are not in the index: "
-                                            f"{_listed(missing)}")
-        window = np.asarray(query.history[-self.max_len:], dtype=np.int64)
+        """Top-k items after `query.history` (validated). NOT_FOUND names history ids the catalogue lacks."""
+        history = self._rows(query.history, "history")
+        include = self._rows(query.include_ids, "filter.include_ids")
+        window = np.asarray(history[-self.max_len:], dtype=np.int64)
         t0 = time.perf_counter()
         try:
             item_vectors = self.index.vectors(window)
@@ -185,16 +185,16 @@ class RecommendationPipeline:
         mask = np.zeros(self.max_len, dtype=np.int64)
         vectors[self.max_len - len(window):] = item_vectors
         mask[self.max_len - len(window):] = 1
-        exclude = set(query.exclude_ids)
+        exclude = {row for row in self.store.rows_of(query.exclude_ids) if row is not None}  # unknown: ignored
         if query.exclude_history:
-            exclude.update(query.history)
+            exclude.update(history)
         job = _UserJob(vectors, mask, query.k, np.array(sorted(exclude), dtype=np.int64),
-                       np.asarray(query.include_ids, dtype=np.int64))
+                       np.asarray(include, dtype=np.int64))
         ids, scores = self.recommend_queue.call(job, deadline)
         items = self.store.get(ids)
         # an item deleted after the search found it is left out rather than shown without its title
-        return [Recommendation(int(i), float(s), item.title, dict(item.attributes))
-                for i, s, item in zip(ids, scores, items, strict=True) if item is not None]
+        return [Recommendation(item.key, float(s), item.title, dict(item.attributes))
+                for s, item in zip(scores, items, strict=True) if item is not None]
 
     def _run_users(self, jobs: Sequence[_UserJob], deadline: float | None) -> list[Any]:
         """One user-encoder call and one index search for a whole batch of Recommend calls."""
@@ -254,8 +254,8 @@ class RecommendationPipeline:
         return out
 
     # ------------------------------------------------------------------ UpsertItems / DeleteItems / GetItems
-    def upsert(self, items: Sequence[NewItem], deadline: float | None = None) -> list[int]:
-        """Embed and store validated items; returns their ids (assigned where the id was 0)."""
+    def upsert(self, items: Sequence[NewItem], deadline: float | None = None) -> list[str]:
+        """Embed and store validated items; returns their catalogue ids (assigned where none was given)."""
         vectors = self.embed([item.text for item in items], deadline)
         if vectors.shape[1] != self.index.dim:
             raise GatewayError("FAILED_PRECONDITION", f"the item encoder gives {vectors.shape[1]}-d vectors but the "
@@ -274,8 +274,8 @@ class RecommendationPipeline:
         self._after_write("upsert", ids)
         return ids
 
-    def delete(self, ids: Sequence[int]) -> tuple[int, list[int]]:
-        """Remove items from index and store; returns (removed, ids that were not there)."""
+    def delete(self, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Remove items (catalogue ids) from index and store; returns (removed, ids that were not there)."""
         try:
             removed, missing = self.catalog.delete(ids)
         except NotDurable as error:
@@ -283,11 +283,12 @@ class RecommendationPipeline:
         self._after_write("delete", list(ids))
         return removed, missing
 
-    def get(self, ids: Sequence[int]) -> tuple[list[Item], list[int]]:
-        """Known items in the order asked, and the unknown ids."""
-        found = self.store.get(np.asarray(ids, dtype=np.int64))
+    def get(self, ids: Sequence[str]) -> tuple[list[Item], list[str]]:
+        """Known items (catalogue ids) in the order asked, and the unknown ids."""
+        rows = self.store.rows_of(ids)
+        found = self.store.get([row if row is not None else -1 for row in rows])
         items = [item for item in found if item is not None]
-        missing = [int(i) for i, item in zip(ids, found, strict=True) if item is None]
+        missing = [key for key, item in zip(ids, found, strict=True) if item is None]
         return items, missing
 
     @staticmethod
@@ -296,7 +297,7 @@ class RecommendationPipeline:
         return GatewayError("UNAVAILABLE", "the write could not be made durable (write-ahead log failure); "
                                            "nothing was changed, retry later")
 
-    def _after_write(self, operation: str, ids: list[int]) -> None:
+    def _after_write(self, operation: str, ids: list[str]) -> None:
         if self.metrics is not None:
             self.metrics.index_items.set(len(self.index))
         log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=len(self.index))

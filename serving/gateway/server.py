@@ -9,7 +9,7 @@ batching pipeline, the Prometheus endpoint and the gRPC server, and keeps the
 standard health service up to date (NOT_SERVING while Triton or the index is
 not ready). `stop()` undoes all of it in reverse order.
 
-Health names: "" and "llmrec.v1.Recommender" follow readiness (Triton and the
+Health names: "" and "llmrec.v2.Recommender" follow readiness (Triton and the
 index); LIVENESS_SERVICE ("liveness") is SERVING from the moment the server
 answers calls until shutdown, whatever Triton does, so an orchestrator can
 restart a dead gateway without restarting live ones whose Triton is away
@@ -47,7 +47,7 @@ from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
-from ..proto.llmrec.v1 import recommend_pb2 as pb
+from ..proto.llmrec.v2 import recommend_pb2 as pb
 from ..repository import remove_bytecode, verify_repository
 from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, item_text_of
@@ -66,7 +66,7 @@ from .validation import (
 
 logger = logging.getLogger("llmrec.gateway")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "llmrec.v1.Recommender"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "llmrec.v2.Recommender"
 METHODS = frozenset(m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods)  # metric label values
 LIVENESS_SERVICE = "liveness"  # health-check name that is SERVING while the process answers calls
 RESERVED_MANIFEST_KEYS = set(INDEX_FIELDS)  # the index's own manifest fields (shards too), not provenance
@@ -78,7 +78,7 @@ class StartupError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- servicer
 class RecommenderServicer:
-    """The five methods of llmrec.v1.Recommender over a RecommendationPipeline."""
+    """The five methods of llmrec.v2.Recommender over a RecommendationPipeline."""
 
     def __init__(self, pipeline: RecommendationPipeline, config: GatewayConfig, metrics: GatewayMetrics,
                  is_ready: Callable[[], bool], item_text: ItemText | None) -> None:
@@ -173,14 +173,14 @@ class RecommenderServicer:
 
     def _delete(self, request: pb.DeleteItemsRequest, deadline: float) -> pb.DeleteItemsResponse:
         self._refuse_writes("DeleteItems")
-        ids = check_ids(request.ids, "ids", self.limits.max_items, distinct=True)
+        ids = check_ids(request.ids, "ids", self.limits.max_items, self.limits.max_text_bytes, distinct=True)
         removed, missing = self.pipeline.delete(ids)
         return pb.DeleteItemsResponse(deleted=removed, missing_ids=missing, index_size=len(self.pipeline.index))
 
     def _get(self, request: pb.GetItemsRequest, deadline: float) -> pb.GetItemsResponse:
-        ids = check_ids(request.ids, "ids", self.limits.max_items)
+        ids = check_ids(request.ids, "ids", self.limits.max_items, self.limits.max_text_bytes)
         items, missing = self.pipeline.get(ids)
-        return pb.GetItemsResponse(items=[pb.Item(id=i.id, title=i.title, attributes=i.attributes) for i in items],
+        return pb.GetItemsResponse(items=[pb.Item(id=i.key, title=i.title, attributes=i.attributes) for i in items],
                                    missing_ids=missing)
 
 

@@ -2,8 +2,9 @@
 
 Functions take plain Python values (not protobuf messages) so the pipeline can
 be called in-process with the same checks. Choices, documented in the proto:
-an id <= 0 is INVALID_ARGUMENT (never an item), a well-formed id missing from
-the index is NOT_FOUND (checked by the pipeline against the index).
+item ids are the catalogue's own strings; an empty, over-long or control-character
+id is INVALID_ARGUMENT (never an item), a well-formed id missing from the
+catalogue is NOT_FOUND (checked by the pipeline against the item store).
 
 `parse_request` replaces protobuf's own parsing error: proto3 refuses a string
 field holding invalid UTF-8 while parsing, which gRPC would report as an
@@ -30,16 +31,16 @@ from .errors import GatewayError, invalid
 # ---------------------------------------------------------------------------------------------- plain requests
 @dataclass(frozen=True)
 class RecommendQuery:
-    history: tuple[int, ...]  # oldest first, every id > 0
+    history: tuple[str, ...]  # catalogue ids, oldest first
     k: int
     exclude_history: bool = False
-    exclude_ids: tuple[int, ...] = ()
-    include_ids: tuple[int, ...] = ()
+    exclude_ids: tuple[str, ...] = ()
+    include_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class NewItem:
-    id: int  # 0 = assign the next free id
+    id: str  # the catalogue id; "" = assign one
     title: str
     text: str  # what the item encoder embeds (the title when the request left it empty)
     attributes: dict[str, str] = field(default_factory=dict)
@@ -53,18 +54,34 @@ def check_count(values: Sequence[Any], name: str, limit: int, allow_empty: bool 
         raise invalid(f"{name} has {len(values)} values, above the limit of {limit}")
 
 
-def check_ids(values: Iterable[int], name: str, limit: int, allow_empty: bool = False,
-              distinct: bool = False) -> tuple[int, ...]:
-    """Ids > 0, at most `limit` of them; `distinct` refuses repeats (naming both positions)."""
-    ids = tuple(int(v) for v in values)
+def check_id(value: str, name: str, max_bytes: int) -> str:
+    """One catalogue id: 1..max_bytes bytes of valid UTF-8, no control characters (ids are compared as given)."""
+    if not isinstance(value, str):
+        raise invalid(f"{name} must be a string id, got {type(value).__name__}")
+    if not value:
+        raise invalid(f"{name} is empty: item ids are non-empty strings of at most {max_bytes} bytes")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise invalid(f"{name} is not valid UTF-8") from None
+    if size > max_bytes:
+        raise invalid(f"{name} is {size} bytes long, above the limit of {max_bytes} bytes")
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in value):
+        raise invalid(f"{name} holds a control character: item ids are printable text")
+    return value
+
+
+def check_ids(values: Iterable[str], name: str, limit: int, max_bytes: int, allow_empty: bool = False,
+              distinct: bool = False) -> tuple[str, ...]:
+    """At most `limit` catalogue ids (check_id); `distinct` refuses repeats (naming both positions)."""
+    ids = tuple(values)
     check_count(ids, name, limit, allow_empty)
-    seen: dict[int, int] = {}
+    seen: dict[str, int] = {}
     for position, value in enumerate(ids):
-        if value <= 0:
-            raise invalid(f"{name}[{position}] is {value}: item ids are integers > 0")
+        check_id(value, f"{name}[{position}]", max_bytes)
         if distinct and value in seen:
-            raise invalid(f"{name}[{position}] repeats id {value} (also at {name}[{seen[value]}]): ids must be "
-                          "distinct in one call")
+            raise invalid(f"{name}[{position}] repeats id {value[:40]!r} (also at {name}[{seen[value]}]): ids must "
+                          "be distinct in one call")
         seen.setdefault(value, position)
     return ids
 
@@ -89,14 +106,15 @@ def check_text(value: str, name: str, max_bytes: int, allow_empty: bool = False)
 
 
 # ---------------------------------------------------------------------------------------------- requests
-def check_recommend(history: Sequence[int], k: int, exclude_history: bool, exclude_ids: Sequence[int],
-                    include_ids: Sequence[int], limits: LimitsConfig) -> RecommendQuery:
+def check_recommend(history: Sequence[str], k: int, exclude_history: bool, exclude_ids: Sequence[str],
+                    include_ids: Sequence[str], limits: LimitsConfig) -> RecommendQuery:
+    size = limits.max_text_bytes
     return RecommendQuery(
-        history=check_ids(history, "history", limits.max_history),
+        history=check_ids(history, "history", limits.max_history, size),
         k=check_k(k, limits.max_k),
         exclude_history=bool(exclude_history),
-        exclude_ids=check_ids(exclude_ids, "filter.exclude_ids", limits.max_filter_ids, allow_empty=True),
-        include_ids=check_ids(include_ids, "filter.include_ids", limits.max_filter_ids, allow_empty=True,
+        exclude_ids=check_ids(exclude_ids, "filter.exclude_ids", limits.max_filter_ids, size, allow_empty=True),
+        include_ids=check_ids(include_ids, "filter.include_ids", limits.max_filter_ids, size, allow_empty=True,
                               distinct=True),
     )
 
@@ -107,22 +125,21 @@ def check_texts(texts: Sequence[str], limits: LimitsConfig) -> list[str]:
 
 
 def check_new_items(items: Sequence[NewItem], limits: LimitsConfig, recipe: ItemText | None = None) -> list[NewItem]:
-    """Upserts: ids >= 0 (0 = assign), ids > 0 distinct, a title or a text, bounded attributes.
+    """Upserts: ids given are valid and distinct (empty = assign one), a title or a text, bounded attributes.
 
     An item sent without a text is embedded from its title and attributes by `recipe`, the item-text recipe the
     served encoder was trained with (llmrec.json), so it gets the vector the offline catalogue gives the same item;
     without a recipe the title alone is embedded."""
     check_count(items, "items", limits.max_items)
-    seen: dict[int, int] = {}
+    seen: dict[str, int] = {}
     out = []
     for i, item in enumerate(items):
         name = f"items[{i}]"
-        if item.id < 0:
-            raise invalid(f"{name}.id is {item.id}: item ids are > 0 (or 0 to let the gateway assign one)")
-        if item.id > 0:
+        if item.id:
+            check_id(item.id, f"{name}.id", limits.max_text_bytes)
             if item.id in seen:
-                raise invalid(f"{name}.id repeats id {item.id} (also items[{seen[item.id]}].id): ids must be "
-                              "distinct in one call")
+                raise invalid(f"{name}.id repeats id {item.id[:40]!r} (also items[{seen[item.id]}].id): ids must "
+                              "be distinct in one call")
             seen[item.id] = i
         title = check_text(item.title, f"{name}.title", limits.max_text_bytes, allow_empty=True)
         text = check_text(item.text, f"{name}.text", limits.max_text_bytes, allow_empty=True)
@@ -137,7 +154,7 @@ def check_new_items(items: Sequence[NewItem], limits: LimitsConfig, recipe: Item
             check_text(value, f"{name}.attributes[{key[:40]!r}]", limits.max_text_bytes, allow_empty=True)
         if not text.strip():
             text = recipe.format(title, item.attributes) if recipe is not None else title
-        out.append(NewItem(id=int(item.id), title=title, text=text, attributes=dict(item.attributes)))
+        out.append(NewItem(id=item.id, title=title, text=text, attributes=dict(item.attributes)))
     return out
 
 

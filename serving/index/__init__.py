@@ -28,9 +28,9 @@ API (the gRPC gateway is written against it; extend only compatibly)::
     Extensions: index.train(sample), index.set_search_params(nprobe=, ef_search=), index.compact(),
     index.describe() (counts for health/metrics), index.is_trained, index.on_gpu.
 
-    store = ItemStore([Item(id=1, title="Kolya", attributes={"raw_id": "242", "genres": "Comedy"})])
+    store = ItemStore([Item(id=1, title="Kolya", attributes={"genres": "Comedy"}, key="242")])
     store.upsert(items); store.delete(ids) -> int; store.get(ids) -> list[Item | None]; len(store); 1 in store
-    store.ids(); store.save(directory); ItemStore.load(directory)
+    store.rows_of(keys) -> list[int | None]; store.ids(); store.save(directory); ItemStore.load(directory)
 
 Snapshot layout (one folder, replaced as a whole: written beside it, fsynced, renamed):
     index.faiss    faiss.write_index of the CPU index (labels are slots, see item_index.py); a sharded index
@@ -46,8 +46,9 @@ item_vectors_sha256, item_ids_sha256, dataset, dataset_key, score, source, and, 
 user-encoder export folder, user_encoder_sha256 (the SRS checkpoint) and embeddings_sha256 (the LLM item
 embeddings it was trained on).
 
-Ids: the dataset's internal ids (1..num_items = rows of the item table) are the public ids; new items take
-ids above the current maximum; the raw id is `Item.attributes["raw_id"]`.
+Ids: the index and the store work on internal rows (1..num_items = rows of the item table; new items take
+rows above the maximum, never reused); clients use the catalogue's own ids (`Item.key`, the dataset's raw
+item id), which the store maps to rows (serving/index/catalog.py allocates them).
 
 Deletes on HNSW (FAISS cannot remove from HNSW) are tombstones filtered at search time through an
 IDSelectorBitmap; the index is rebuilt from the kept vectors when dead entries outnumber live ones.

@@ -1,4 +1,9 @@
-"""The catalogue's one write path: id allocation, the order a write is applied in, and its log entry first.
+"""The catalogue's one write path: row allocation, the order a write is applied in, and its log entry first.
+
+Clients name items by their catalogue ids (keys, strings); the index, the store and the log work on internal
+rows. A key in use keeps its row (the item is replaced); a new key gets the next row; an upsert without a key
+is given "new-<row>". Rows are never chosen by a client and never reused, so they cannot be exhausted by a
+write, and a stale history never names a different item.
 
 Why one: the live gateway and the write-ahead log's replay (serving/index/wal.py) must leave exactly the same
 state — the same ids, vectors, titles and tombstones — and two copies of "assign ids, apply to the store and the
@@ -44,20 +49,28 @@ def first_free_id(index: ItemIndex, store: ItemStore, floor: int = 0) -> int:
     return advance_next_id(floor, [int(i) for i in index.ids()[-1:]] + [int(i) for i in store.ids()[-1:]])
 
 
-def allocate(next_id: int, requested: Sequence[int]) -> list[int]:
-    """Final ids of a batch: a requested id > 0 is kept, a 0 gets the next free id above every id in the batch."""
-    start = advance_next_id(next_id, [i for i in requested if i > 0])
-    ids, fresh = [], start
-    for i in requested:
-        if i > 0:
-            ids.append(int(i))
-        else:
-            ids.append(fresh)
-            fresh += 1
-    if ids and max(ids) > MAX_ITEM_ID:
-        raise IdsExhausted(f"no item id is left above the largest in use ({start - 1}): give the new items ids "
-                           "explicitly")
-    return ids
+ASSIGNED_KEY = "new-{row}"  # the catalogue id of an item upserted without one
+
+
+def allocate(next_id: int, keys: Sequence[str], rows_of: Callable[[Sequence[str]], list[int | None]],
+             taken: Callable[[str], bool]) -> tuple[list[int], list[str]]:
+    """Rows and final keys of a batch: a key in use keeps its row, a new key gets the next free row, an empty key
+    gets a new row and the key "new-<row>" (suffixed when a client took that name already)."""
+    rows, final = [], []
+    fresh = next_id
+    for key, row in zip(keys, rows_of(keys), strict=True):
+        if row is None or not key:
+            row, fresh = fresh, fresh + 1
+        if not key:
+            key, n = ASSIGNED_KEY.format(row=row), 0
+            while taken(key) or key in final:
+                n += 1
+                key = f"{ASSIGNED_KEY.format(row=row)}-{n}"
+        rows.append(int(row))
+        final.append(key)
+    if rows and max(rows) > MAX_ITEM_ID:
+        raise IdsExhausted(f"no internal row is left above {next_id - 1}")
+    return rows, final
 
 
 def apply_write(index: ItemIndex, store: ItemStore, op: str, ids: np.ndarray, vectors: np.ndarray | None = None,
@@ -93,26 +106,31 @@ class Catalog:
         self.lock = threading.Lock()
         self.next_id = first_free_id(index, store, durable.next_id if durable is not None else 0)
 
-    def upsert(self, requested: Sequence[int], vectors: np.ndarray, items: Sequence[tuple[str, dict[str, str]]]
-               ) -> list[int]:
-        """Store items (title, attributes) with their vectors; ids 0 in `requested` are assigned. Returns the ids."""
+    def upsert(self, keys: Sequence[str], vectors: np.ndarray, items: Sequence[tuple[str, dict[str, str]]]
+               ) -> list[str]:
+        """Store items (title, attributes) with their vectors under their catalogue ids (an empty key is
+        assigned one). Returns the keys."""
         with self.lock:
-            ids = allocate(self.next_id, requested)
-            records = [Item(i, title, dict(attributes)) for i, (title, attributes) in zip(ids, items, strict=True)]
-            self._log(lambda log: log.log_upsert(ids, vectors, records))
-            self.next_id = advance_next_id(self.next_id, ids)
+            rows, keys = allocate(self.next_id, list(keys), self.store.rows_of,
+                                  lambda key: self.store.rows_of([key])[0] is not None)
+            records = [Item(row, title, dict(attributes), key)
+                       for row, key, (title, attributes) in zip(rows, keys, items, strict=True)]
+            self._log(lambda log: log.log_upsert(rows, vectors, records))
+            self.next_id = advance_next_id(self.next_id, rows)
             t0 = time.perf_counter()
-            apply_write(self.index, self.store, "upsert", np.asarray(ids, dtype=np.int64), vectors, records)
+            apply_write(self.index, self.store, "upsert", np.asarray(rows, dtype=np.int64), vectors, records)
             self.observe("upsert", time.perf_counter() - t0)
-        return ids
+        return keys
 
-    def delete(self, ids: Sequence[int]) -> tuple[int, list[int]]:
-        """Remove items; returns (index entries removed, the ids that were not there)."""
+    def delete(self, keys: Sequence[str]) -> tuple[int, list[str]]:
+        """Remove items by catalogue id; returns (index entries removed, the ids that were not there)."""
         with self.lock:
-            missing = [int(i) for i in ids if int(i) not in self.index and int(i) not in self.store]
-            self._log(lambda log: log.log_delete(ids))
+            found = self.store.rows_of(keys)
+            missing = [key for key, row in zip(keys, found, strict=True) if row is None]
+            rows = [row for row in found if row is not None]
+            self._log(lambda log: log.log_delete(rows))
             t0 = time.perf_counter()
-            removed = apply_write(self.index, self.store, "delete", np.asarray(ids, dtype=np.int64))
+            removed = apply_write(self.index, self.store, "delete", np.asarray(rows, dtype=np.int64))
             self.observe("delete", time.perf_counter() - t0)
         return removed, missing
 

@@ -1,9 +1,12 @@
-"""ItemStore: what a recommendation shows besides the id (title, attributes); the vectors live in ItemIndex.
+"""ItemStore: every item's catalogue id, title and attributes; the vectors live in ItemIndex.
 
-Ids are the dataset's internal ids (1..num_items, the rows of the item table);
-the raw id of the source data (MovieLens "242") is kept in
-`attributes["raw_id"]`. Stored as one JSON file (`store.json`, format
-`llmrec.items/1`, items sorted by id), written atomically; no pickle.
+Two ids per item: `key`, the catalogue's own id that clients use (the dataset's
+raw item id, MovieLens "242", or one an upsert brought or was assigned), and
+`id`, the internal row (1..num_items for the rows of the item table, then rows
+above, never reused) that the index and the write-ahead log use. The store maps
+one to the other. Stored as one JSON file (`store.json`, format `llmrec.items/2`,
+items sorted by row; `llmrec.items/1` files, without keys, are read with the key
+taken from `attributes["raw_id"]`), written atomically; no pickle.
 """
 
 from __future__ import annotations
@@ -23,24 +26,28 @@ from .snapshot import MANIFEST_FILE, SnapshotError
 
 __all__ = ["STORE_FILE", "STORE_FORMAT", "Item", "ItemStore"]
 
-STORE_FORMAT = "llmrec.items/1"
+STORE_FORMAT = "llmrec.items/2"
+READ_FORMATS = ("llmrec.items/1", STORE_FORMAT)
 STORE_FILE = "store.json"
 
 
 @dataclass
 class Item:
-    """One catalogue item. `attributes` maps display names to strings (e.g. "genres": "Comedy, Drama")."""
+    """One catalogue item: its internal row `id`, what it shows, and its catalogue id `key` (default: the
+    `raw_id` attribute, else the row as text). `attributes` maps display names to strings."""
 
     id: int
     title: str
     attributes: dict[str, str] = field(default_factory=dict)
+    key: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "attributes": dict(self.attributes)}
+        return {"id": self.id, "key": self.key, "title": self.title, "attributes": dict(self.attributes)}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Item:
-        return cls(id=int(obj["id"]), title=str(obj["title"]), attributes=dict(obj.get("attributes") or {}))
+        return cls(id=int(obj["id"]), title=str(obj["title"]), attributes=dict(obj.get("attributes") or {}),
+                   key=str(obj.get("key") or ""))
 
 
 def _checked(item: Item) -> Item:
@@ -56,14 +63,18 @@ def _checked(item: Item) -> Item:
     bad = [k for k, v in attrs.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
         raise ValueError(f"item {item_id}: attributes must map strings to strings (bad keys: {bad})")
-    return Item(item_id, item.title, attrs)
+    key = item.key or attrs.get("raw_id") or str(item_id)
+    if not isinstance(key, str):
+        raise ValueError(f"item {item_id}: key must be a string, got {type(key).__name__}")
+    return Item(item_id, item.title, attrs, key)
 
 
 class ItemStore:
-    """Thread-safe id -> Item map with JSON persistence."""
+    """Thread-safe row -> Item map with its key -> row index, and JSON persistence."""
 
     def __init__(self, items: Iterable[Item] = ()) -> None:
         self._items: dict[int, Item] = {}
+        self._rows: dict[str, int] = {}  # key -> row
         self._lock = threading.Lock()
         self.upsert(list(items))
 
@@ -77,26 +88,46 @@ class ItemStore:
             return False
 
     def upsert(self, items: list[Item]) -> None:
-        """Add or replace items; duplicate ids in one call are refused (as in ItemIndex.upsert)."""
+        """Add or replace items (by row); duplicate rows or keys in one call, or a key another row holds, are
+        refused (the catalogue maps a key to its row before it writes)."""
         checked = [_checked(item) for item in items]
-        ids = [item.id for item in checked]
-        if len(set(ids)) != len(ids):
-            seen: set[int] = set()
-            dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
-            raise ValueError(f"duplicate item ids in one upsert: {dups[:10]}")
+        for what, values in (("ids", [item.id for item in checked]), ("keys", [item.key for item in checked])):
+            if len(set(values)) != len(values):
+                seen: set = set()
+                dups = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+                raise ValueError(f"duplicate item {what} in one upsert: {dups[:10]}")
         with self._lock:
+            taken = [(item.key, self._rows[item.key]) for item in checked
+                     if self._rows.get(item.key, item.id) != item.id]
+            if taken:
+                raise ValueError(f"item keys already held by other rows: {taken[:10]}")
             for item in checked:
+                old = self._items.get(item.id)
+                if old is not None and old.key != item.key:
+                    self._rows.pop(old.key, None)
                 self._items[item.id] = item
+                self._rows[item.key] = item.id
 
     def delete(self, ids: Iterable[int] | np.ndarray) -> int:
-        """Remove items; unknown ids are ignored. Returns how many were removed."""
+        """Remove items by row; unknown rows are ignored. Returns how many were removed."""
+        removed = 0
         with self._lock:
-            return sum(self._items.pop(int(i), None) is not None for i in set(np.asarray(ids).reshape(-1).tolist()))
+            for i in set(np.asarray(ids).reshape(-1).tolist()):
+                item = self._items.pop(int(i), None)
+                if item is not None:
+                    self._rows.pop(item.key, None)
+                    removed += 1
+        return removed
 
     def get(self, ids: Iterable[int] | np.ndarray) -> list[Item | None]:
-        """The items in the order asked, None for unknown ids (and for the -1 padding of search results)."""
+        """The items of these rows in the order asked, None for unknown rows (and the -1 padding of searches)."""
         items = self._items
         return [items.get(int(i)) for i in np.asarray(ids).reshape(-1).tolist()]
+
+    def rows_of(self, keys: Iterable[str]) -> list[int | None]:
+        """The row of each catalogue id, None for ids not in the store."""
+        rows = self._rows
+        return [rows.get(key) for key in keys]
 
     def ids(self) -> np.ndarray:
         """Known ids, int64, sorted."""
@@ -147,13 +178,16 @@ class ItemStore:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise SnapshotError(f"item store {path} is not valid JSON: {exc}") from exc
-        if not isinstance(obj, dict) or obj.get("format") != STORE_FORMAT:
+        if not isinstance(obj, dict) or obj.get("format") not in READ_FORMATS:
             found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-            raise SnapshotError(f"item store {path}: format {found!r}, expected {STORE_FORMAT!r}")
+            raise SnapshotError(f"item store {path}: format {found!r}, expected one of {list(READ_FORMATS)}")
         try:
             items = [Item.from_json(entry) for entry in obj["items"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"item store {path}: malformed item entry: {exc}") from exc
         if len(items) != obj.get("count"):
             raise SnapshotError(f"item store {path}: {len(items)} items, the file says {obj.get('count')}")
-        return cls(items)
+        try:
+            return cls(items)
+        except ValueError as exc:
+            raise SnapshotError(f"item store {path}: {exc}") from exc

@@ -16,7 +16,9 @@ State folder (`state_dir`, beside the exported base snapshot, which is never mod
 
 Record framing (little-endian): u32 payload length, u32 crc32 of the payload,
 payload = u32 JSON length, UTF-8 JSON, raw float32 vectors (upserts only).
-JSON: {"seq", "op": "upsert" | "delete", "ids": [...], "items": [{"title", "attributes"}]}.
+JSON: {"seq", "op": "upsert" | "delete", "ids": [...], "items": [{"key", "title", "attributes"}]} (ids are
+internal rows, keys the catalogue ids; a record without keys, written before they existed, replays with the
+store's default key).
 The first record of a segment is a header {"op": "header", "format", "start_seq", "dim", "base"}.
 No pickle anywhere: JSON and raw float32 only.
 
@@ -130,7 +132,7 @@ def decode_payload(payload: bytes, dim: int | None) -> tuple[dict[str, Any], np.
 
 def _record(obj: dict[str, Any], vectors: np.ndarray | None) -> WalRecord:
     ids = np.asarray(obj["ids"], dtype=np.int64)
-    items = [Item(int(i), str(e["title"]), dict(e.get("attributes") or {}))
+    items = [Item(int(i), str(e["title"]), dict(e.get("attributes") or {}), str(e.get("key") or ""))
              for i, e in zip(ids.tolist(), obj.get("items") or [], strict=False)]
     if obj["op"] == "upsert" and (vectors is None or len(vectors) != len(ids) or len(items) != len(ids)):
         raise ValueError(f"upsert record {obj.get('seq')}: {len(ids)} ids but "
@@ -478,7 +480,8 @@ class DurableCatalog:
     def log_upsert(self, ids: Sequence[int], vectors: np.ndarray, items: Sequence[Item]) -> int:
         """Append an upsert (final ids, vectors, titles) and fsync it, before the caller applies it."""
         obj = {"op": "upsert", "ids": [int(i) for i in ids],
-               "items": [{"title": item.title, "attributes": dict(item.attributes)} for item in items]}
+               "items": [{"key": item.key, "title": item.title, "attributes": dict(item.attributes)}
+                         for item in items]}
         seq = self.wal.append(obj, np.asarray(vectors, dtype=np.float32))
         self.next_id = advance_next_id(self.next_id, ids)
         return seq

@@ -10,8 +10,8 @@ import time
 import grpc
 
 from serving.gateway import Gateway, config_from_dict
-from serving.proto.llmrec.v1 import recommend_pb2 as pb
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.proto.llmrec.v2 import recommend_pb2 as pb
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 
 WRITERS = 4
 READERS = 3

@@ -22,11 +22,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.gateway import Gateway, config_from_dict
-from serving.proto.llmrec.v1 import recommend_pb2 as pb
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.proto.llmrec.v2 import recommend_pb2 as pb
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 from serving.triton import TritonServer
 
-SERVICE = "llmrec.v1.Recommender"
+SERVICE = "llmrec.v2.Recommender"
 OK = grpc.StatusCode.OK
 
 

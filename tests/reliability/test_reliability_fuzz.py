@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.gateway import Gateway, config_from_dict
-from serving.proto.llmrec.v1 import recommend_pb2 as pb
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.proto.llmrec.v2 import recommend_pb2 as pb
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 
 TOKEN = "fuzz-token"
 GOOD = [("authorization", f"Bearer {TOKEN}")]
@@ -87,7 +87,7 @@ def test_fuzz_embed_delete_get(gateway, texts_, delete, get, meta):
 @given(method=st.sampled_from(["Recommend", "EmbedItems", "UpsertItems", "DeleteItems", "GetItems"]),
        raw=st.one_of(st.binary(max_size=200), st.binary(min_size=9000, max_size=9100)))
 def test_fuzz_raw_bytes_and_oversized_messages(gateway, method, raw):
-    call = gateway[1].unary_unary(f"/llmrec.v1.Recommender/{method}", request_serializer=lambda b: b,
+    call = gateway[1].unary_unary(f"/llmrec.v2.Recommender/{method}", request_serializer=lambda b: b,
                                   response_deserializer=lambda b: b)
     answered(call, raw, GOOD)
 
@@ -105,7 +105,7 @@ method_names = st.one_of(st.sampled_from(["Recommend", "GetItems", "recommend", 
 
 
 @SETTINGS
-@given(method=method_names, service=st.sampled_from(["llmrec.v1.Recommender", "llmrec.v2.Recommender",
+@given(method=method_names, service=st.sampled_from(["llmrec.v2.Recommender", "llmrec.v2.Recommender",
                                                      "grpc.health.v1.Health", "x"]),
        meta=st.lists(entries, max_size=5), raw=st.binary(max_size=40))
 def test_fuzz_method_names_and_metadata(gateway, method, service, meta, raw):

@@ -121,21 +121,19 @@ def run_workload(base: Path, disk: Disk, monkeypatch) -> list[dict]:
     rng = np.random.default_rng(1)
     durable = DurableCatalog.open(base, disk.root / "state", compact_every=3)
     live = Catalog(durable.index, durable.store, durable)
-    states = [{int(i): (durable.index.vectors([i])[0].tobytes(), durable.store.get([i])[0].title)
-               for i in durable.index.ids()}]
+    def snapshot() -> dict:
+        return {item.key: (durable.index.vectors([item.id])[0].tobytes(), item.title)
+                for item in durable.store.get(durable.index.ids())}
+
+    states = [snapshot()]
     for n in range(14):
-        model = dict(states[-1])
         if n % 4 == 3:
-            ids = [int(rng.choice(sorted(model)))]
-            live.delete(ids)
-            for i in ids:
-                model.pop(i, None)
+            live.delete([str(rng.choice(sorted(states[-1])))])
         else:
-            requested = [0, 0] if n % 2 else [int(rng.integers(1, 40))]
+            requested = [""] * 2 if n % 2 else [str(rng.integers(1, 40))]
             vectors = rng.standard_normal((len(requested), DIM)).astype(np.float32)
-            ids = live.upsert(requested, vectors, [(f"t{n}.{k}", {}) for k in range(len(requested))])
-            model.update({i: (v.tobytes(), f"t{n}.{k}") for k, (i, v) in enumerate(zip(ids, vectors, strict=True))})
-        states.append(model)
+            live.upsert(requested, vectors, [(f"t{n}.{k}", {}) for k in range(len(requested))])
+        states.append(snapshot())
         disk.ack(len(states) - 1)
         if live.needs_compaction():
             live.compact()
@@ -157,8 +155,8 @@ def check_images(base: Path, disk: Disk, states: list[dict], tmp: Path) -> list[
             problems.append(f"image {k} ({acked} writes acknowledged): refused: {exc}")
             continue
         try:
-            got = {int(i): (recovered.index.vectors([i])[0].tobytes(), recovered.store.get([i])[0].title)
-                   for i in recovered.index.ids()}
+            got = {item.key: (recovered.index.vectors([item.id])[0].tobytes(), item.title)
+                   for item in recovered.store.get(recovered.index.ids())}
         finally:
             recovered.close(compact=False)
         if not any(got == states[j] for j in range(acked, len(states))):

@@ -28,25 +28,28 @@ def base(tmp_path) -> Path:
     return folder
 
 
-def write(catalog: DurableCatalog, op: str, ids: list[int], rng: np.random.Generator) -> list[int]:
-    """Through the gateway's write path (serving/index/catalog.py): log (fsync), then apply."""
+def write(catalog: DurableCatalog, op: str, ids: list[int], rng: np.random.Generator) -> list[str]:
+    """Through the gateway's write path (serving/index/catalog.py): log (fsync), then apply. `ids` name items by
+    catalogue id (the base's items are "1".."20")."""
     live = Catalog(catalog.index, catalog.store, catalog)
+    keys = [str(i) for i in ids]
     if op == "upsert":
         vectors = rng.standard_normal((len(ids), DIM)).astype(np.float32)
-        return live.upsert(ids, vectors, [(f"new {i}", {"k": f"v{i}"}) for i in ids])
-    live.delete(ids)
-    return ids
+        return live.upsert(keys, vectors, [(f"new {i}", {"k": f"v{i}"}) for i in ids])
+    live.delete(keys)
+    return keys
 
 
-def state(catalog: DurableCatalog) -> tuple[list[int], np.ndarray, list[str]]:
+def state(catalog: DurableCatalog) -> tuple[list[int], np.ndarray, list[str], list[str]]:
     ids = catalog.index.ids()
-    return ids.tolist(), catalog.index.vectors(ids), [item.title for item in catalog.store.get(ids)]
+    items = catalog.store.get(ids)
+    return ids.tolist(), catalog.index.vectors(ids), [item.title for item in items], [item.key for item in items]
 
 
 def same(a: DurableCatalog, b: DurableCatalog) -> None:
-    ids_a, vec_a, titles_a = state(a)
-    ids_b, vec_b, titles_b = state(b)
-    assert ids_a == ids_b and titles_a == titles_b
+    ids_a, vec_a, titles_a, keys_a = state(a)
+    ids_b, vec_b, titles_b, keys_b = state(b)
+    assert ids_a == ids_b and titles_a == titles_b and keys_a == keys_b
     np.testing.assert_array_equal(vec_a, vec_b)
 
 
@@ -75,7 +78,7 @@ def test_replay_after_crash_restores_every_write(base, tmp_path):
     recovered = DurableCatalog.open(base, tmp_path / "state")
     same(live, recovered)
     assert recovered.report.replayed == 30 and recovered.report.snapshot == str(base)
-    assert recovered.next_id == 160  # above every id ever written, even a deleted one: ids are not reused
+    assert recovered.next_id == live.next_id > 20 + 40  # above every row ever written, even a deleted one
     # the base snapshot is never modified
     assert ItemIndex.load(base).ids().tolist() == list(range(1, 21))
 
@@ -139,7 +142,7 @@ def test_torn_last_record_is_ignored_with_a_warning(base, tmp_path, caplog):
     # appending after the cut works and survives the next crash
     write(recovered, "upsert", [999], rng)
     crash(recovered)
-    assert 999 in DurableCatalog.open(base, tmp_path / "state").index
+    assert DurableCatalog.open(base, tmp_path / "state").store.rows_of(["999"])[0] is not None
 
 
 def test_corruption_inside_the_log_refuses_to_start(base, tmp_path):
@@ -235,11 +238,11 @@ def test_a_write_the_disk_refuses_is_not_applied(base, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", fails_once)
     with pytest.raises(GatewayError) as refused:
-        pipeline.delete([1, 2])
+        pipeline.delete(["1", "2"])
     assert refused.value.code == "UNAVAILABLE" and "nothing was changed" in refused.value.message
     assert same_state(state(catalog), before)
     assert catalog.wal.path.stat().st_size == size  # the partial record was taken back
-    pipeline.delete([3])  # the log still works after the failure
+    pipeline.delete(["3"])  # the log still works after the failure
     crash(catalog)
     recovered = DurableCatalog.open(base, tmp_path / "state")
     assert 1 in recovered.index and 2 in recovered.index and 3 not in recovered.index
@@ -259,23 +262,25 @@ def test_a_replayed_log_rebuilds_exactly_the_live_state(base, tmp_path, seed):
     live = Catalog(durable.index, durable.store, durable)
     for _ in range(60):
         kind = rng.choice(["assigned", "explicit", "replace", "delete"], p=[0.35, 0.15, 0.2, 0.3])
-        known = durable.index.ids()
+        known = [item.key for item in durable.store.get(durable.index.ids())]
         if kind == "delete":
-            ids = [int(rng.choice(known)) if len(known) and rng.random() < 0.8 else int(rng.integers(1, 400))
-                   for _ in range(int(rng.integers(1, 4)))]
-            live.delete(ids)
+            keys = [str(rng.choice(known)) if known and rng.random() < 0.8 else f"k{rng.integers(1, 400)}"
+                    for _ in range(int(rng.integers(1, 4)))]
+            live.delete(list(dict.fromkeys(keys)))
             continue
         n = int(rng.integers(1, 4))
-        requested = {"assigned": [0] * n, "explicit": [int(i) for i in rng.integers(1, 400, n)],
-                     "replace": [int(rng.choice(known)) if len(known) else 0 for _ in range(n)]}[kind]
+        requested = {"assigned": [""] * n, "explicit": [f"k{i}" for i in rng.integers(1, 400, n)],
+                     "replace": [str(rng.choice(known)) if known else "" for _ in range(n)]}[kind]
         requested = list(dict.fromkeys(requested)) if kind != "assigned" else requested
-        ids = live.upsert(requested, rng.standard_normal((len(requested), DIM)).astype(np.float32),
-                          [(f"title {rng.integers(1_000)}", {"year": str(rng.integers(1950, 2000))})
-                           for _ in requested])
-        assert [i for i, r in zip(ids, requested, strict=True) if r > 0] == [r for r in requested if r > 0]
+        keys = live.upsert(requested, rng.standard_normal((len(requested), DIM)).astype(np.float32),
+                           [(f"title {rng.integers(1_000)}", {"year": str(rng.integers(1950, 2000))})
+                            for _ in requested])
+        assert [k for k, r in zip(keys, requested, strict=True) if r] == [r for r in requested if r]
+        assert all(k.startswith("new-") for k, r in zip(keys, requested, strict=True) if not r)
         if live.needs_compaction() and rng.random() < 0.7:
             live.compact()
-    live.delete([int(durable.index.ids().max())])  # the largest id gone: only the log remembers it was used
+    live.delete([durable.store.get([durable.index.ids().max()])[0].key])  # the largest row gone: only the log
+    # remembers it was used
     expected = state(durable), [item.attributes for item in durable.store.get(durable.index.ids())]
     entries, next_id = len(durable.index), live.next_id
     crash(durable)

@@ -21,8 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serving.gateway import Gateway, config_from_dict
 from serving.gateway.backends import OnnxRuntimeBackend
-from serving.proto.llmrec.v1 import recommend_pb2 as pb
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.proto.llmrec.v2 import recommend_pb2 as pb
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 from serving.triton import TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,14 +186,14 @@ def test_upsert_is_recommendable_usable_in_histories_then_delete(stub, srs, plan
 # ---------------------------------------------------------------------------------------------- standard services
 def test_health_serving_and_reflection_lists_the_service(channel):
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "llmrec.v1.Recommender"):
+    for service in ("", "llmrec.v2.Recommender"):
         assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
             health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
                                                 timeout=5)
     names = {s.name for r in responses for s in r.list_services_response.service}
-    assert {"llmrec.v1.Recommender", "grpc.health.v1.Health"} <= names
+    assert {"llmrec.v2.Recommender", "grpc.health.v1.Health"} <= names
 
 
 def test_concurrent_calls_are_coalesced_into_batches(stub, gateway, planted_data):
@@ -240,7 +240,7 @@ def test_triton_down_is_not_serving_and_unavailable_fast(deployment):
     config = gateway_config(deployment, triton={"url": f"127.0.0.1:{free_port()}", "timeout_s": 5.0})
     with Gateway(config) as down, grpc.insecure_channel(down.address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        assert health.Check(health_pb2.HealthCheckRequest(service="llmrec.v1.Recommender"), timeout=5).status == \
+        assert health.Check(health_pb2.HealthCheckRequest(service="llmrec.v2.Recommender"), timeout=5).status == \
             health_pb2.HealthCheckResponse.NOT_SERVING
         # not ready, but alive: a liveness probe must not restart a gateway because Triton is away
         assert health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5).status == \

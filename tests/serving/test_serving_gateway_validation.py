@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving.gateway import ConfigError, Gateway, GatewayConfig, config_from_dict, load_config
 from serving.gateway.backends import OnnxRuntimeBackend
 from serving.gateway.validation import find_invalid_utf8
-from serving.proto.llmrec.v1 import recommend_pb2 as pb
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.proto.llmrec.v2 import recommend_pb2 as pb
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 
 TOKEN = "s3cret-token-for-tests"
 LIMITS = {"max_history": 50, "max_k": 20, "max_texts": 4, "max_items": 3, "max_text_bytes": 64,
@@ -153,7 +153,7 @@ def test_delete_and_get_fields(stub):
 
 
 def _raw_call(channel, method: str):
-    return channel.unary_unary(f"/llmrec.v1.Recommender/{method}", request_serializer=lambda b: b,
+    return channel.unary_unary(f"/llmrec.v2.Recommender/{method}", request_serializer=lambda b: b,
                                response_deserializer=lambda b: b)
 
 
@@ -166,7 +166,7 @@ def test_invalid_utf8_names_the_field(channel):
     refused(_raw_call(channel, "UpsertItems"), raw, grpc.StatusCode.INVALID_ARGUMENT,
             "items[0].title is not valid UTF-8")
     refused(_raw_call(channel, "Recommend"), b"\x0a\xff", grpc.StatusCode.INVALID_ARGUMENT,
-            "not a valid llmrec.v1.RecommendRequest")
+            "not a valid llmrec.v2.RecommendRequest")
 
 
 def test_find_invalid_utf8_walks_maps_and_nesting():
@@ -209,7 +209,7 @@ def test_invented_method_names_do_not_grow_the_metrics(gateway, channel):
 
     before = series()
     for n in range(1000):
-        call = channel.unary_unary(f"/llmrec.v1.Recommender/Invented{n}", request_serializer=None,
+        call = channel.unary_unary(f"/llmrec.v2.Recommender/Invented{n}", request_serializer=None,
                                    response_deserializer=None)
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=10)

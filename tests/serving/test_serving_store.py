@@ -1,4 +1,4 @@
-"""ItemStore: id -> Item, JSON persistence, and saving it inside an index snapshot."""
+"""ItemStore: row -> Item and catalogue id -> row, JSON persistence, and saving it inside an index snapshot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from serving.index import Item, ItemIndex, ItemStore, SnapshotError
 
 
 def items(n: int = 3) -> list[Item]:
-    return [Item(id=i, title=f"Movie {i}", attributes={"raw_id": str(100 + i), "genres": "Drama"})
+    return [Item(id=i, title=f"Movie {i}", attributes={"genres": "Drama"}, key=str(100 + i))
             for i in range(1, n + 1)]
 
 
@@ -20,10 +20,24 @@ def test_upsert_get_delete():
     assert len(store) == 3 and 2 in store and 4 not in store and "x" not in store
     got = store.get(np.array([3, -1, 1, 99]))
     assert [g.title if g else None for g in got] == ["Movie 3", None, "Movie 1", None]
-    store.upsert([Item(2, "Renamed", {"raw_id": "102"}), Item(10, "New", {})])
-    assert store.get([2])[0] == Item(2, "Renamed", {"raw_id": "102"}) and len(store) == 4
-    assert store.delete([2, 2, 77]) == 1 and 2 not in store
+    store.upsert([Item(2, "Renamed", {}, "102"), Item(10, "New", {}, "tt10")])
+    assert store.get([2])[0] == Item(2, "Renamed", {}, "102") and len(store) == 4
+    assert store.rows_of(["101", "102", "tt10", "nope"]) == [1, 2, 10, None]
+    assert store.delete([2, 2, 77]) == 1 and 2 not in store and store.rows_of(["102"]) == [None]
     np.testing.assert_array_equal(store.ids(), [1, 3, 10])
+
+
+def test_keys_map_to_one_row_each():
+    store = ItemStore(items())
+    store.upsert([Item(1, "Movie 1 again", {}, "renamed-101")])  # a row's key may change...
+    assert store.rows_of(["101", "renamed-101"]) == [None, 1]
+    with pytest.raises(ValueError, match=r"already held by other rows: \[\('102', 2\)\]"):
+        store.upsert([Item(7, "x", {}, "102")])  # ...but a key names one row
+    with pytest.raises(ValueError, match="duplicate item keys"):
+        store.upsert([Item(7, "x", {}, "k"), Item(8, "y", {}, "k")])
+    assert Item(5, "no key").key == "" and ItemStore([Item(5, "no key")]).get([5])[0].key == "5"
+    legacy = ItemStore([Item(6, "v1 store", {"raw_id": "242"})])  # llmrec.items/1: the raw id was an attribute
+    assert legacy.rows_of(["242"]) == [6]
 
 
 def test_store_keeps_its_own_copy_and_validates():
@@ -40,12 +54,16 @@ def test_store_keeps_its_own_copy_and_validates():
 
 
 def test_save_load_round_trip(tmp_path):
-    store = ItemStore(items() + [Item(9, "Amélie (2001)", {"raw_id": "x9"})])
+    store = ItemStore(items() + [Item(9, "Amélie (2001)", {}, "x9")])
     path = store.save(tmp_path / "store")
     obj = json.loads(path.read_text(encoding="utf-8"))
-    assert obj["format"] == "llmrec.items/1" and obj["count"] == 4 and [e["id"] for e in obj["items"]] == [1, 2, 3, 9]
+    assert obj["format"] == "llmrec.items/2" and obj["count"] == 4 and [e["id"] for e in obj["items"]] == [1, 2, 3, 9]
+    assert [e["key"] for e in obj["items"]] == ["101", "102", "103", "x9"]
     loaded = ItemStore.load(tmp_path / "store")
-    assert loaded.get([1, 2, 3, 9]) == store.get([1, 2, 3, 9])
+    assert loaded.get([1, 2, 3, 9]) == store.get([1, 2, 3, 9]) and loaded.rows_of(["x9"]) == [9]
+    path.write_text(json.dumps({"format": "llmrec.items/1", "count": 1,  # written before keys existed
+                                "items": [{"id": 4, "title": "Kolya", "attributes": {"raw_id": "242"}}]}))
+    assert ItemStore.load(tmp_path / "store").rows_of(["242"]) == [4]
     path.write_text('{"format": "something else"}')
     with pytest.raises(SnapshotError, match="format 'something else'"):
         ItemStore.load(tmp_path / "store")

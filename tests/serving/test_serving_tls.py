@@ -20,8 +20,8 @@ from serving.client import open_channel
 from serving.gateway import Gateway, config_from_dict
 from serving.gateway.config import ConfigError, GatewayConfig
 from serving.gateway.server import is_loopback, warn_if_exposed
-from serving.proto.llmrec.v1 import recommend_pb2 as pb
-from serving.proto.llmrec.v1 import recommend_pb2_grpc as pb_grpc
+from serving.proto.llmrec.v2 import recommend_pb2 as pb
+from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 
 
 def _deployment_module():
@@ -124,7 +124,7 @@ def test_the_health_port_answers_plaintext_probes_and_nothing_else(deployment, c
     with Gateway(config_from_dict({**_values(deployment, certs), "health_port": 0})) as running:
         with grpc.insecure_channel(f"127.0.0.1:{running.health_port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            for service in ("liveness", "llmrec.v1.Recommender"):
+            for service in ("liveness", "llmrec.v2.Recommender"):
                 status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
                 assert status == health_pb2.HealthCheckResponse.SERVING
             with pytest.raises(grpc.RpcError) as info:

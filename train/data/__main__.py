@@ -68,15 +68,15 @@ def _parser() -> argparse.ArgumentParser:
 def sample_histories(data: SequenceData, users: int, seed: int) -> list[dict]:
     """`users` distinct random users (same seed, same users) with the history their test example sees.
 
-    Histories are internal item ids (the ids the gateway serves), oldest first, without the held-out
-    test item: what a recommender is asked at test time.
+    Histories are the dataset's raw item ids (the catalogue ids the gateway speaks), oldest first, without the
+    held-out test item: what a recommender is asked at test time.
     """
     if not 1 <= users <= len(data.test):
         raise ValueError(f"--users must be between 1 and {len(data.test)} (users with a test example), got {users}")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(data.test), size=users, replace=False)
     return [{"user": data.user_ids[int(data.test.seq_index[i])],
-             "history": [int(x) for x in data.test.history(int(i))]} for i in chosen]
+             "history": [str(data.item_ids[int(x)]) for x in data.test.history(int(i))]} for i in chosen]
 
 
 def format_table(stats: dict) -> str:

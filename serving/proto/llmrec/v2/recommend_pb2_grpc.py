@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serving.proto.llmrec.v1 import recommend_pb2 as serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2
+from serving.proto.llmrec.v2 import recommend_pb2 as serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in serving/proto/llmrec/v1/recommend_pb2_grpc.py depends on'
+        + ' but the generated code in serving/proto/llmrec/v2/recommend_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,29 +35,29 @@ class RecommenderStub:
             channel: A grpc.Channel.
         """
         self.Recommend = channel.unary_unary(
-                '/llmrec.v1.Recommender/Recommend',
-                request_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.RecommendRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+                '/llmrec.v2.Recommender/Recommend',
+                request_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.RecommendRequest.SerializeToString,
+                response_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.RecommendResponse.FromString,
                 _registered_method=True)
         self.EmbedItems = channel.unary_unary(
-                '/llmrec.v1.Recommender/EmbedItems',
-                request_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.EmbedItemsRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.EmbedItemsResponse.FromString,
+                '/llmrec.v2.Recommender/EmbedItems',
+                request_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.EmbedItemsRequest.SerializeToString,
+                response_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.EmbedItemsResponse.FromString,
                 _registered_method=True)
         self.UpsertItems = channel.unary_unary(
-                '/llmrec.v1.Recommender/UpsertItems',
-                request_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.UpsertItemsRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.UpsertItemsResponse.FromString,
+                '/llmrec.v2.Recommender/UpsertItems',
+                request_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.UpsertItemsResponse.FromString,
                 _registered_method=True)
         self.DeleteItems = channel.unary_unary(
-                '/llmrec.v1.Recommender/DeleteItems',
-                request_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.DeleteItemsRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.DeleteItemsResponse.FromString,
+                '/llmrec.v2.Recommender/DeleteItems',
+                request_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.DeleteItemsRequest.SerializeToString,
+                response_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.DeleteItemsResponse.FromString,
                 _registered_method=True)
         self.GetItems = channel.unary_unary(
-                '/llmrec.v1.Recommender/GetItems',
-                request_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.GetItemsRequest.SerializeToString,
-                response_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.GetItemsResponse.FromString,
+                '/llmrec.v2.Recommender/GetItems',
+                request_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.GetItemsRequest.SerializeToString,
+                response_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.GetItemsResponse.FromString,
                 _registered_method=True)
 
 
@@ -104,34 +104,34 @@ def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Recommend': grpc.unary_unary_rpc_method_handler(
                     servicer.Recommend,
-                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.RecommendRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.RecommendResponse.SerializeToString,
+                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.RecommendRequest.FromString,
+                    response_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.RecommendResponse.SerializeToString,
             ),
             'EmbedItems': grpc.unary_unary_rpc_method_handler(
                     servicer.EmbedItems,
-                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.EmbedItemsRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.EmbedItemsResponse.SerializeToString,
+                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.EmbedItemsRequest.FromString,
+                    response_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.EmbedItemsResponse.SerializeToString,
             ),
             'UpsertItems': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertItems,
-                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.UpsertItemsRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.UpsertItemsResponse.SerializeToString,
+                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.UpsertItemsResponse.SerializeToString,
             ),
             'DeleteItems': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteItems,
-                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.DeleteItemsRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.DeleteItemsResponse.SerializeToString,
+                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.DeleteItemsRequest.FromString,
+                    response_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.DeleteItemsResponse.SerializeToString,
             ),
             'GetItems': grpc.unary_unary_rpc_method_handler(
                     servicer.GetItems,
-                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.GetItemsRequest.FromString,
-                    response_serializer=serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.GetItemsResponse.SerializeToString,
+                    request_deserializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.GetItemsRequest.FromString,
+                    response_serializer=serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.GetItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'llmrec.v1.Recommender', rpc_method_handlers)
+            'llmrec.v2.Recommender', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('llmrec.v1.Recommender', rpc_method_handlers)
+    server.add_registered_method_handlers('llmrec.v2.Recommender', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -152,9 +152,9 @@ class Recommender:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmrec.v1.Recommender/Recommend',
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.RecommendRequest.SerializeToString,
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+            '/llmrec.v2.Recommender/Recommend',
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.RecommendRequest.SerializeToString,
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.RecommendResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -179,9 +179,9 @@ class Recommender:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmrec.v1.Recommender/EmbedItems',
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.EmbedItemsRequest.SerializeToString,
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.EmbedItemsResponse.FromString,
+            '/llmrec.v2.Recommender/EmbedItems',
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.EmbedItemsRequest.SerializeToString,
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.EmbedItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -206,9 +206,9 @@ class Recommender:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmrec.v1.Recommender/UpsertItems',
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.UpsertItemsRequest.SerializeToString,
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.UpsertItemsResponse.FromString,
+            '/llmrec.v2.Recommender/UpsertItems',
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.UpsertItemsRequest.SerializeToString,
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.UpsertItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -233,9 +233,9 @@ class Recommender:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmrec.v1.Recommender/DeleteItems',
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.DeleteItemsRequest.SerializeToString,
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.DeleteItemsResponse.FromString,
+            '/llmrec.v2.Recommender/DeleteItems',
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.DeleteItemsRequest.SerializeToString,
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.DeleteItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -260,9 +260,9 @@ class Recommender:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/llmrec.v1.Recommender/GetItems',
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.GetItemsRequest.SerializeToString,
-            serving_dot_proto_dot_llmrec_dot_v1_dot_recommend__pb2.GetItemsResponse.FromString,
+            '/llmrec.v2.Recommender/GetItems',
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.GetItemsRequest.SerializeToString,
+            serving_dot_proto_dot_llmrec_dot_v2_dot_recommend__pb2.GetItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

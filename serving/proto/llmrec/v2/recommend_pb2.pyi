@@ -18,10 +18,10 @@ class Item(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
-    id: int
+    id: str
     title: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("id", "score", "title", "attributes")
@@ -36,19 +36,19 @@ class ScoredItem(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
-    id: int
+    id: str
     score: float
     title: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("exclude_ids", "include_ids")
     EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
-    exclude_ids: _containers.RepeatedScalarFieldContainer[int]
-    include_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, exclude_ids: _Optional[_Iterable[int]] = ..., include_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    exclude_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, exclude_ids: _Optional[_Iterable[str]] = ..., include_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("history", "k", "exclude_history", "filter")
@@ -56,11 +56,11 @@ class RecommendRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
-    history: _containers.RepeatedScalarFieldContainer[int]
+    history: _containers.RepeatedScalarFieldContainer[str]
     k: int
     exclude_history: bool
     filter: Filter
-    def __init__(self, history: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., exclude_history: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_history: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items",)
@@ -101,11 +101,11 @@ class ItemUpsert(_message.Message):
     TITLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
-    id: int
+    id: str
     title: str
     text: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[int] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UpsertItemsRequest(_message.Message):
     __slots__ = ("items",)
@@ -117,15 +117,15 @@ class UpsertItemsResponse(_message.Message):
     __slots__ = ("ids", "index_size")
     IDS_FIELD_NUMBER: _ClassVar[int]
     INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
-    ids: _containers.RepeatedScalarFieldContainer[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
     index_size: int
-    def __init__(self, ids: _Optional[_Iterable[int]] = ..., index_size: _Optional[int] = ...) -> None: ...
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., index_size: _Optional[int] = ...) -> None: ...
 
 class DeleteItemsRequest(_message.Message):
     __slots__ = ("ids",)
     IDS_FIELD_NUMBER: _ClassVar[int]
-    ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteItemsResponse(_message.Message):
     __slots__ = ("deleted", "missing_ids", "index_size")
@@ -133,20 +133,20 @@ class DeleteItemsResponse(_message.Message):
     MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
     INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
     deleted: int
-    missing_ids: _containers.RepeatedScalarFieldContainer[int]
+    missing_ids: _containers.RepeatedScalarFieldContainer[str]
     index_size: int
-    def __init__(self, deleted: _Optional[int] = ..., missing_ids: _Optional[_Iterable[int]] = ..., index_size: _Optional[int] = ...) -> None: ...
+    def __init__(self, deleted: _Optional[int] = ..., missing_ids: _Optional[_Iterable[str]] = ..., index_size: _Optional[int] = ...) -> None: ...
 
 class GetItemsRequest(_message.Message):
     __slots__ = ("ids",)
     IDS_FIELD_NUMBER: _ClassVar[int]
-    ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetItemsResponse(_message.Message):
     __slots__ = ("items", "missing_ids")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
-    missing_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    missing_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
