@@ -43,7 +43,8 @@ def test_builds_index_and_store_from_an_export_folder(tmp_path, planted_folder, 
     np.testing.assert_array_equal(index.vectors([1, 5]), table[[1, 5]])
     store = ItemStore.load(out)
     first = store.get([1])[0]
-    assert first.attributes["raw_id"] == planted_data.item_ids[1]
+    assert first.key == planted_data.item_ids[1] and "raw_id" not in first.attributes  # the catalogue id
+    assert store.rows_of([planted_data.item_ids[7]]) == [7]
     assert first.title == f"Item number {planted_data.item_ids[1][1:]}"
     assert first.attributes["genres"] in ("Drama", "Comedy")
 
@@ -90,12 +91,12 @@ def test_movielens_100k_titles_and_hnsw(tmp_path):
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert manifest["count"] == data.num_items == 1349 and manifest["dataset"] == "ml-100k"
     store = ItemStore.load(tmp_path / "index")
-    by_raw = {item.attributes["raw_id"]: item for item in store.get(np.arange(1, data.num_items + 1))}
+    by_raw = {item.key: item for item in store.get(np.arange(1, data.num_items + 1))}
     assert by_raw["242"].title == "Kolya" and by_raw["242"].attributes["genres"] == "Comedy"
     assert by_raw["1"].title.startswith("Toy Story") and "Animation" in by_raw["1"].attributes["genres"]
     assert by_raw["1"].attributes["release year"] == "1995"
     index = ItemIndex.load(tmp_path / "index", expect={"dim": 16, "dataset": "ml-100k"})
     assert index.ef_search == 200  # the search setting travels with the snapshot
-    toy = next(i for i, item in enumerate(store.get(np.arange(1, 1350)), 1) if item.attributes["raw_id"] == "1")
+    toy = next(i for i, item in enumerate(store.get(np.arange(1, 1350)), 1) if item.key == "1")
     got, _ = index.search(table[[toy]] * 10, 3)
     assert got[0, 0] == toy

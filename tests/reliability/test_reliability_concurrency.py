@@ -19,15 +19,15 @@ SECONDS = 4.0
 
 
 def index_size(stub) -> int:
-    return stub.DeleteItems(pb.DeleteItemsRequest(ids=[999_999_999]), timeout=10).index_size  # deletes nothing
+    return stub.DeleteItems(pb.DeleteItemsRequest(ids=["no such item"]), timeout=10).index_size  # deletes nothing
 
 
 def test_concurrent_writers_and_readers(deployment, index_copy, make_config, planted_data):
     config = config_from_dict(make_config(index_copy, persist=True, compact_every=25,
                                           batching={"max_wait_ms": 1.0}))
     base = planted_data.num_items
-    acked: list[dict[int, str | None]] = [{} for _ in range(WRITERS)]
-    assigned: list[list[int]] = [[] for _ in range(WRITERS)]
+    acked: list[dict[str, str | None]] = [{} for _ in range(WRITERS)]
+    assigned: list[list[str]] = [[] for _ in range(WRITERS)]
     problems: list[str] = []
     stop = threading.Event()
 
@@ -43,8 +43,8 @@ def test_concurrent_writers_and_readers(deployment, index_copy, make_config, pla
                     stub.DeleteItems(pb.DeleteItemsRequest(ids=[victim]), timeout=10)
                     acked[k][victim] = None
                 else:
-                    chosen = 50_000 + 1_000 * k + n % 50  # replaced again and again
-                    items = [pb.ItemUpsert(id=0, title=f"alpha writer {k} call {n} a"),
+                    chosen = f"w{k}-{n % 50}"  # replaced again and again
+                    items = [pb.ItemUpsert(title=f"alpha writer {k} call {n} a"),
                              pb.ItemUpsert(id=chosen, title=f"beta writer {k} call {n} b")]
                     reply = stub.UpsertItems(pb.UpsertItemsRequest(items=items), timeout=10)
                     new_id, same_id = reply.ids
@@ -59,13 +59,13 @@ def test_concurrent_writers_and_readers(deployment, index_copy, make_config, pla
     def reader(k: int, stub) -> None:
         while not stop.is_set():
             try:
-                got = stub.Recommend(pb.RecommendRequest(history=[3, 5, 7 + k], k=30), timeout=10).items
+                got = stub.Recommend(pb.RecommendRequest(history=["i2", "i4", f"i{6 + k}"], k=30), timeout=10).items
                 ids = [i.id for i in got]
                 if len(set(ids)) != len(ids):
                     problems.append(f"duplicate ids in one answer: {ids}")
                 if any(not i.title for i in got):
                     problems.append("an item without its title (a half-applied write)")
-                items = stub.GetItems(pb.GetItemsRequest(ids=ids[:10] or [1]), timeout=10)
+                items = stub.GetItems(pb.GetItemsRequest(ids=ids[:10] or ["i0"]), timeout=10)
                 if any(not i.title for i in items.items):
                     problems.append("GetItems returned an item without its title")
             except grpc.RpcError as error:
@@ -75,10 +75,10 @@ def test_concurrent_writers_and_readers(deployment, index_copy, make_config, pla
         channels = [grpc.insecure_channel(gateway.address) for _ in range(WRITERS + READERS)]
         try:
             stubs = [pb_grpc.RecommenderStub(ch) for ch in channels]
-            # assigned ids go above the largest id in use: an anchor far above the chosen ids keeps them apart
-            stubs[0].UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=9_000_000, title="alpha anchor")]),
-                                 timeout=10)
-            acked[0][9_000_000] = "alpha anchor"
+            # a client may name an item "new-<n>" itself: an assigned id never takes a name in use
+            stubs[0].UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=f"new-{base + 3}",
+                                                                            title="alpha anchor")]), timeout=10)
+            acked[0][f"new-{base + 3}"] = "alpha anchor"
             threads = [threading.Thread(target=writer, args=(k, stubs[k])) for k in range(WRITERS)]
             threads += [threading.Thread(target=reader, args=(k, stubs[WRITERS + k])) for k in range(READERS)]
             for thread in threads:
@@ -90,7 +90,7 @@ def test_concurrent_writers_and_readers(deployment, index_copy, make_config, pla
             assert not problems, problems[:5]
             every_assigned = [i for ids in assigned for i in ids]
             assert len(every_assigned) == len(set(every_assigned)) > 10, "assigned ids must be unique"
-            assert min(every_assigned) > 9_000_000
+            assert f"new-{base + 3}" not in every_assigned and all(i.startswith("new-") for i in every_assigned)
             expected = {i: t for state in acked for i, t in state.items()}
             alive = {i: t for i, t in expected.items() if t is not None}
             stub = stubs[0]

@@ -30,7 +30,7 @@ SERVICE = "llmrec.v2.Recommender"
 OK = grpc.StatusCode.OK
 
 
-def title(item_id: int, version: int) -> str:
+def title(item_id: str, version: int) -> str:
     return f"alpha beta {item_id} v{version}"
 
 
@@ -59,8 +59,8 @@ class Writer(threading.Thread):
     def __init__(self, address: str, first_id: int, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.address, self.first_id, self.stop_event = address, first_id, stop
-        self.acked: dict[int, str | None] = {}  # id -> title, None = deleted (acknowledged)
-        self.in_flight: set[int] = set()
+        self.acked: dict[str, str | None] = {}  # catalogue id -> title, None = deleted (acknowledged)
+        self.in_flight: set[str] = set()
         self.version = 0
 
     def run(self) -> None:
@@ -74,7 +74,7 @@ class Writer(threading.Thread):
                     victim = sorted(i for i, t in self.acked.items() if t is not None)[:1]
                     ids, call = victim, lambda v=victim: stub.DeleteItems(pb.DeleteItemsRequest(ids=v), timeout=10)
                 else:
-                    ids = [self.first_id + (n % 40), self.first_id + 40 + n]
+                    ids = [str(self.first_id + (n % 40)), str(self.first_id + 40 + n)]
                     items = [pb.ItemUpsert(id=i, title=title(i, self.version)) for i in ids]
                     call = lambda m=items: stub.UpsertItems(pb.UpsertItemsRequest(items=m), timeout=10)  # noqa: E731
                 if not ids:
@@ -105,7 +105,7 @@ def check_recovered(address: str, writers: list[Writer], base_items: int) -> int
                     assert [i.title for i in got.items] == [expected], f"acknowledged upsert of {item_id} lost"
                     alive += 1
         uncertain = sum(len(w.in_flight) for w in writers)
-        size = stub.DeleteItems(pb.DeleteItemsRequest(ids=[999_999_999]), timeout=10).index_size  # changes nothing
+        size = stub.DeleteItems(pb.DeleteItemsRequest(ids=["no such item"]), timeout=10).index_size  # changes nothing
         assert base_items + alive <= size <= base_items + alive + uncertain
         return size
 
@@ -172,7 +172,7 @@ class Load(threading.Thread):
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
                 try:
-                    stub.Recommend(pb.RecommendRequest(history=[3, 5, 7], k=5), timeout=self.deadline)
+                    stub.Recommend(pb.RecommendRequest(history=["i2", "i4", "i6"], k=5), timeout=self.deadline)
                     code = OK
                 except grpc.RpcError as error:
                     code = error.code()
@@ -187,7 +187,7 @@ def test_a_burst_of_sigterms_stops_the_gateway_cleanly(index_copy, make_config, 
     gateway = spawn_gateway(make_config(index_copy, persist=True))
     with grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.RecommenderStub(channel)
-        stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=90_001, title="alpha beta")]), timeout=30)
+        stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id="90001", title="alpha beta")]), timeout=30)
     for _ in range(200):
         os.kill(gateway.process.pid, signal.SIGTERM)
     assert gateway.process.wait(timeout=60) == 0
@@ -242,13 +242,13 @@ def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index
               "batching": {"max_batch_size": 1, "max_queue": 3, "workers": 1, "max_wait_ms": 0}}
     with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.RecommenderStub(channel)
-        assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=10).items) == 5
+        assert len(stub.Recommend(pb.RecommendRequest(history=["i2", "i4"], k=5), timeout=10).items) == 5
         results: list[tuple[float, grpc.StatusCode]] = []
 
         def call() -> None:
             t0 = time.monotonic()
             try:
-                stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=1.0)
+                stub.Recommend(pb.RecommendRequest(history=["i2", "i4"], k=5), timeout=1.0)
                 results.append((time.monotonic() - t0, OK))
             except grpc.RpcError as error:
                 results.append((time.monotonic() - t0, error.code()))
@@ -272,7 +272,7 @@ def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index
             os.kill(triton.pid, signal.SIGCONT)
         up = wait_for(lambda: status(channel) == health_pb2.HealthCheckResponse.SERVING, timeout=10)
         assert up is not None and up < 5.0
-        assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=5), timeout=10).items) == 5
+        assert len(stub.Recommend(pb.RecommendRequest(history=["i2", "i4"], k=5), timeout=10).items) == 5
 
 
 # ---------------------------------------------------------------------------------------------- managed Triton
@@ -329,7 +329,7 @@ def recommend_until_ok(stub, request, deadline: float, timeout: float) -> tuple[
 
 
 def test_gateway_restarts_the_triton_it_started_after_kill_9(deployment, index_copy):
-    request = pb.RecommendRequest(history=[3, 5, 7], k=5)
+    request = pb.RecommendRequest(history=["i2", "i4", "i6"], k=5)
     deadline = 2.0
     # backoff 1 s: an outage long enough to be seen by the calls below, and still a quick recovery
     config = config_from_dict(managed_values(deployment, index_copy, restart_backoff_s=1.0))
@@ -372,7 +372,7 @@ def test_gateway_restarts_the_triton_it_started_after_kill_9(deployment, index_c
 
 def test_managed_triton_restart_budget_spent_stays_not_serving(deployment, index_copy, caplog):
     config = config_from_dict(managed_values(deployment, index_copy, max_restarts=1, restart_backoff_s=0.2))
-    request = pb.RecommendRequest(history=[3, 5], k=5)
+    request = pb.RecommendRequest(history=["i2", "i4"], k=5)
     with caplog.at_level(logging.INFO, logger="llmrec"), Gateway(config) as gateway, \
             grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.RecommenderStub(channel)

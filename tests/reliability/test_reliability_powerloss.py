@@ -172,6 +172,7 @@ def test_every_power_cut_recovers_every_acknowledged_write(base, tmp_path, monke
     disk.root.mkdir()
     states = run_workload(base, disk, monkeypatch)
     images = sum(1 for _ in disk.images())
+    print(f"{images} power-cut images, {len(disk.sites)} fsync call sites", file=sys.stderr)
     assert images > 40 and len(disk.sites) >= 6  # appends, segments, snapshots, folders, the shutdown
     assert check_images(base, disk, states, tmp_path) == []
 

@@ -101,13 +101,27 @@ def build_deployment(folder: Path, num_items: int) -> SimpleNamespace:
     vectors = load_file(str(out.user_encoder / "item_vectors.safetensors"))["embeddings"]
     index = ItemIndex(dim=vectors.shape[1], metric="inner_product", factory="Flat", use_gpu=False)
     index.upsert(np.arange(1, num_items + 1, dtype=np.int64), vectors[1:])
-    store = ItemStore([Item(i, out.titles[i], {"raw_id": f"i{i - 1}"}) for i in range(1, num_items + 1)])
+    store = ItemStore([Item(i, out.titles[i], {}, key(i)) for i in range(1, num_items + 1)])
     # the provenance export.index records: the gateway refuses an index built from another item table
     index.save(out.index, extra={"score": "inner_product", "source": "tests/serving/deployment.py",
                                  "item_vectors_sha256": sha256_file(out.user_encoder / "item_vectors.safetensors")},
                store=store)
     (folder / DONE).write_text(json.dumps({"num_items": num_items}) + "\n")
     return out
+
+
+def key(row: int) -> str:
+    """The catalogue id of internal row `row` (the planted dataset's raw item id): what the gateway speaks."""
+    return f"i{row - 1}"
+
+
+def keys(rows: list[int]) -> list[str]:
+    return [key(int(r)) for r in rows]
+
+
+def rows(ids: list[str]) -> list[int]:
+    """Internal rows of catalogue ids of the catalogue items (the offline model's item numbers)."""
+    return [int(i[1:]) + 1 for i in ids]
 
 
 def load_srs(deployment: SimpleNamespace):

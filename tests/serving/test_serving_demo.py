@@ -56,7 +56,10 @@ def _alive(pid: int) -> bool:
 def test_demo_prints_recommendations_adds_and_removes_an_item_and_stops(deployment, planted_data, tmp_path):
     from train.data.__main__ import sample_histories
 
-    samples = sample_histories(planted_data, users=3, seed=0)
+    samples = sample_histories(planted_data, users=3, seed=0)  # the planted dataset's raw ids...
+    row_of = {raw: row for row, raw in enumerate(planted_data.item_ids)}
+    for sample in samples:  # ...as the deployment's catalogue names those items
+        sample["history"] = DEP.keys([row_of[raw] for raw in sample["history"]])
     requests = tmp_path / "requests.json"
     requests.write_text(json.dumps(samples))
     new_title = deployment.titles[5]  # the text of item 5: its nearest catalogue item must be item 5
@@ -72,16 +75,17 @@ def test_demo_prints_recommendations_adds_and_removes_an_item_and_stops(deployme
     srs = DEP.load_srs(deployment)
     for sample in samples:
         block = out.split(f"\nuser {sample['user']}: ", 1)[1].split("\n\n", 1)[0]
-        for item in sample["history"][-5:]:
+        for item in DEP.rows(sample["history"][-5:]):
             assert deployment.titles[item] in block
-        ids, scores = DEP.offline_top_k(srs, sample["history"], 10, exclude_history=True)
+        ids, scores = DEP.offline_top_k(srs, DEP.rows(sample["history"]), 10, exclude_history=True)
         ranked = re.findall(r"^\s+(\d+)\. (.+?)\s+(-?\d+\.\d{3})$", block.split("recommendations", 1)[1], re.M)
         assert [title.strip() for _, title, _ in ranked] == [deployment.titles[i] for i in ids]
         assert [float(score) for _, _, score in ranked] == pytest.approx(list(scores), abs=2e-3)
 
-    # the new item: upserted with the next id, used in a history, ranked, deleted again
-    new_id = planted_data.num_items + 1
-    assert f"UpsertItems -> id {new_id}, the index holds {new_id} items" in out
+    # the new item: upserted with an assigned id, used in a history, ranked, deleted again
+    size = planted_data.num_items + 1
+    new_id = f"new-{size}"
+    assert f"UpsertItems -> id {new_id}, the index holds {size} items" in out
     assert re.search(rf"nearest last: (.+; ){{4}}{re.escape(deployment.titles[5])}\n", out)
     assert re.search(r"the new item (ranks #\d+ of|is not in the top)", out)
     assert f"DeleteItems -> 1 deleted, the index holds {planted_data.num_items} items; GetItems({new_id}) -> " \
@@ -94,7 +98,7 @@ def test_demo_prints_recommendations_adds_and_removes_an_item_and_stops(deployme
     assert stopped, out[-500:]
     assert not _alive(int(stopped.group(1))) and not _alive(int(stopped.group(2)))
 
-    _check_record(json.loads(record_file.read_text()), out, samples, deployment, srs, new_id, stopped)
+    _check_record(json.loads(record_file.read_text()), out, samples, deployment, srs, new_id, size, stopped)
     assert [p.name for p in record_file.parent.iterdir()] == ["demo-record.json"]  # no temporary file left
 
 
@@ -109,7 +113,7 @@ def _recorded_ranking(items: list[dict]) -> list[tuple[str, str]]:
     return [(item["title"][:55].strip(), f"{item['score']:.3f}") for item in items]
 
 
-def _check_record(record, out, samples, deployment, srs, new_id, stopped):
+def _check_record(record, out, samples, deployment, srs, new_id, size, stopped):
     """The record holds what the calls returned: the printed recommendations (ids = the offline answer),
     the new item's rank, every call with its latency (= the printed timings) and status."""
     assert record["format"] == "llmrec.demo-record/1" and record["ok"] is True and record["error"] is None
@@ -125,9 +129,10 @@ def _check_record(record, out, samples, deployment, srs, new_id, stopped):
     assert [u["user"] for u in record["users"]] == [str(s["user"]) for s in samples]
     for sample, user in zip(samples, record["users"], strict=True):
         assert user["history_ids"] == sample["history"] and user["history_length"] == len(sample["history"])
-        assert user["recent"] == [{"id": i, "title": deployment.titles[i]} for i in sample["history"][-5:]]
-        ids, scores = DEP.offline_top_k(srs, sample["history"], 10, exclude_history=True)
-        assert [item["id"] for item in user["recommendations"]] == list(ids)
+        assert user["recent"] == [{"id": DEP.key(i), "title": deployment.titles[i]}
+                                  for i in DEP.rows(sample["history"][-5:])]
+        ids, scores = DEP.offline_top_k(srs, DEP.rows(sample["history"]), 10, exclude_history=True)
+        assert [item["id"] for item in user["recommendations"]] == DEP.keys(ids)
         assert [item["title"] for item in user["recommendations"]] == [deployment.titles[i] for i in ids]
         assert [item["score"] for item in user["recommendations"]] == pytest.approx(list(scores), abs=2e-3)
         block = out.split(f"\nuser {sample['user']}: ", 1)[1].split("\n\n", 1)[0].split("recommendations", 1)[1]
@@ -135,13 +140,14 @@ def _check_record(record, out, samples, deployment, srs, new_id, stopped):
 
     # the new item: id, index sizes, nearest catalogue item, its rank as printed, the printed rankings
     new = record["new_item"]
-    assert (new["id"], new["index_size"], new["title"], new["genres"]) == (new_id, new_id, deployment.titles[5],
+    assert (new["id"], new["index_size"], new["title"], new["genres"]) == (new_id, size, deployment.titles[5],
                                                                           "Drama")
-    assert new["user"] == str(samples[0]["user"]) and new["nearest"] == {"id": 5, "title": deployment.titles[5]}
+    assert new["user"] == str(samples[0]["user"])
+    assert new["nearest"] == {"id": DEP.key(5), "title": deployment.titles[5]}
     assert len(new["similar_history"]) == 5 and new["similar_history"][-1] == new["nearest"]
     printed_rank = re.search(r"the new item ranks #(\d+) of (\d+) items", out)
     if printed_rank:
-        assert new["rank"] == int(printed_rank.group(1)) and int(printed_rank.group(2)) == new_id
+        assert new["rank"] == int(printed_rank.group(1)) and int(printed_rank.group(2)) == size
     else:
         assert new["rank"] is None and f"is not in the top {new['rank_depth']}" in out
     assert new["rank_depth"] == 100 and new["candidates_ranked"] <= 100
@@ -151,7 +157,7 @@ def _check_record(record, out, samples, deployment, srs, new_id, stopped):
     assert _recorded_ranking(new["ranked_with_nearest"]) == _printed_ranking(with_nearest)
     marked = [i + 1 for i, item in enumerate(new["ranked_with_nearest"]) if item["id"] == new_id]
     assert marked == ([new["rank"]] if new["rank"] is not None and new["rank"] <= 10 else [])
-    assert (new["deleted"], new["index_size_after_delete"], new["missing_after_delete"]) == (1, new_id - 1, True)
+    assert (new["deleted"], new["index_size_after_delete"], new["missing_after_delete"]) == (1, size - 1, True)
 
     # every call in the order the demo makes them, all OK, latencies = the printed timings table
     per_user = ["GetItems", "Recommend"] * len(samples)
@@ -172,7 +178,7 @@ def test_keep_serving_leaves_the_stack_up_for_own_calls_until_sigterm(deployment
     import signal
 
     requests = tmp_path / "requests.json"
-    requests.write_text(json.dumps([{"user": "1", "history": [1, 2, 3]}]))
+    requests.write_text(json.dumps([{"user": "1", "history": ["i0", "i1", "i2"]}]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     demo = subprocess.Popen([sys.executable, "-m", "serving", "demo", "--requests", str(requests), "--model-repository",
                              str(deployment.repository), "--index", str(deployment.index), "--keep-serving"],
@@ -186,7 +192,7 @@ def test_keep_serving_leaves_the_stack_up_for_own_calls_until_sigterm(deployment
         address = re.match(r"still serving on (\S+);", lines[-1]).group(1)
         pids = [int(p) for p in re.search(r"gateway pid (\d+) at \S+, Triton pid (\d+)", "".join(lines)).groups()]
         call = subprocess.run([sys.executable, "-m", "serving", "client", "--address", address, "recommend",
-                               "--history", "1,2", "-k", "3"], cwd=ROOT, env=env, capture_output=True, text=True,
+                               "--history", "i0,i1", "-k", "3"], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=60)
         assert call.returncode == 0, call.stderr
         assert len([line for line in call.stdout.splitlines() if re.match(r"\s*\d+\.", line)]) == 3
@@ -204,7 +210,7 @@ def test_keep_serving_leaves_the_stack_up_for_own_calls_until_sigterm(deployment
 
 def test_a_killed_demo_takes_its_gateway_and_triton_with_it(deployment, tmp_path):
     requests = tmp_path / "requests.json"
-    requests.write_text(json.dumps([{"user": "1", "history": [1, 2, 3]}]))
+    requests.write_text(json.dumps([{"user": "1", "history": ["i0", "i1", "i2"]}]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     demo = subprocess.Popen([sys.executable, "-m", "serving", "demo", "--requests", str(requests), "--model-repository",
                              str(deployment.repository), "--index", str(deployment.index), "--keep-serving"],
@@ -243,7 +249,7 @@ def test_demo_record_of_a_gateway_that_fails_to_start_says_why(tmp_path):
     (repository / "llmrec.json").write_text("{}")  # records nothing: the gateway refuses it at once
     (index / "manifest.json").write_text("{}")
     requests = tmp_path / "requests.json"
-    requests.write_text(json.dumps([{"user": "1", "history": [1, 2]}]))
+    requests.write_text(json.dumps([{"user": "1", "history": ["i0", "i1"]}]))
     record_file = tmp_path / "record.json"
     run = _demo("--requests", str(requests), "--model-repository", str(repository), "--index", str(index),
                 "--record", str(record_file), "--startup-timeout", "20")

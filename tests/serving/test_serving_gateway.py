@@ -112,10 +112,10 @@ def metric_value(lines: list[str], name: str, **labels: str) -> float:
 @pytest.mark.parametrize("exclude_history", [True, False])
 def test_recommend_equals_offline_torch_and_exact_search(stub, srs, planted_data, deployment, exclude_history):
     for history in sample_histories(planted_data):
-        response = stub.Recommend(pb.RecommendRequest(history=history, k=10, exclude_history=exclude_history),
-                                  timeout=30)
+        response = stub.Recommend(pb.RecommendRequest(history=DEP.keys(history), k=10,
+                                                      exclude_history=exclude_history), timeout=30)
         ids, scores = DEP.offline_top_k(srs, history, 10, exclude_history)
-        assert [item.id for item in response.items] == ids, history
+        assert [item.id for item in response.items] == DEP.keys(ids), history  # the catalogue's ids on the wire
         np.testing.assert_allclose([item.score for item in response.items], scores, rtol=1e-4, atol=1e-4)
         assert [item.title for item in response.items] == [deployment.titles[i] for i in ids]
         if exclude_history:
@@ -126,12 +126,13 @@ def test_recommend_filter_include_and_exclude(stub, srs, planted_data):
     history = sample_histories(planted_data)[1]
     ranked, _ = DEP.offline_top_k(srs, history, 40, exclude_history=True)
     among = ranked[5:15][::-1]
-    response = stub.Recommend(pb.RecommendRequest(history=history, k=3, exclude_history=True,
-                                                  filter=pb.Filter(include_ids=among)), timeout=30)
-    assert [i.id for i in response.items] == ranked[5:8]
-    response = stub.Recommend(pb.RecommendRequest(history=history, k=5, exclude_history=True,
-                                                  filter=pb.Filter(exclude_ids=ranked[:2])), timeout=30)
-    assert [i.id for i in response.items] == ranked[2:7]
+    response = stub.Recommend(pb.RecommendRequest(history=DEP.keys(history), k=3, exclude_history=True,
+                                                  filter=pb.Filter(include_ids=DEP.keys(among))), timeout=30)
+    assert [i.id for i in response.items] == DEP.keys(ranked[5:8])
+    response = stub.Recommend(pb.RecommendRequest(history=DEP.keys(history), k=5, exclude_history=True,
+                                                  filter=pb.Filter(exclude_ids=[*DEP.keys(ranked[:2]), "unknown"])),
+                              timeout=30)
+    assert [i.id for i in response.items] == DEP.keys(ranked[2:7])
 
 
 def test_embed_items_equals_onnxruntime_and_the_catalogue(stub, deployment):
@@ -151,16 +152,17 @@ def test_embed_items_equals_onnxruntime_and_the_catalogue(stub, deployment):
 
 def test_upsert_is_recommendable_usable_in_histories_then_delete(stub, srs, planted_data, deployment):
     n = planted_data.num_items
-    history = sample_histories(planted_data)[2]
+    history = DEP.keys(sample_histories(planted_data)[2])
     before = [i.id for i in stub.Recommend(pb.RecommendRequest(history=history, k=10, exclude_history=True),
                                            timeout=30).items]
     top = before[0]
     upsert = stub.UpsertItems(pb.UpsertItemsRequest(items=[
-        pb.ItemUpsert(title="a brand new item", text=deployment.titles[top], attributes={"genres": "Drama"}),
-        pb.ItemUpsert(id=500, title=deployment.titles[3])]), timeout=30)
-    # id 0: the next id above every id in the index and in the call
-    assert list(upsert.ids) == [501, 500] and upsert.index_size == n + 2
-    new = 501
+        pb.ItemUpsert(title="a brand new item", text=deployment.titles[DEP.rows([top])[0]],
+                      attributes={"genres": "Drama"}),
+        pb.ItemUpsert(id="sku-500", title=deployment.titles[3])]), timeout=30)
+    # no id: one is assigned ("new-<row>", the row above every row in use and in the call); an id given is kept
+    assert list(upsert.ids) == [f"new-{n + 1}", "sku-500"] and upsert.index_size == n + 2
+    new = upsert.ids[0]
     # the new item embeds like the top item (same text): it ranks beside it
     after = [i.id for i in stub.Recommend(pb.RecommendRequest(history=history, k=10, exclude_history=True),
                                           timeout=30).items]
@@ -168,18 +170,24 @@ def test_upsert_is_recommendable_usable_in_histories_then_delete(stub, srs, plan
     # usable in a history at once
     response = stub.Recommend(pb.RecommendRequest(history=[*history, new], k=10, exclude_history=True), timeout=30)
     assert len(response.items) == 10 and new not in [i.id for i in response.items]
-    got = stub.GetItems(pb.GetItemsRequest(ids=[new, top, 9999]), timeout=30)
-    assert [(i.id, i.title) for i in got.items] == [(new, "a brand new item"), (top, deployment.titles[top])]
-    assert dict(got.items[0].attributes) == {"genres": "Drama"} and list(got.missing_ids) == [9999]
+    got = stub.GetItems(pb.GetItemsRequest(ids=[new, top, "9999"]), timeout=30)
+    assert [(i.id, i.title) for i in got.items] == [(new, "a brand new item"),
+                                                   (top, deployment.titles[DEP.rows([top])[0]])]
+    assert dict(got.items[0].attributes) == {"genres": "Drama"} and list(got.missing_ids) == ["9999"]
+    # an id in use replaces that item (same id, new title)
+    replaced = stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id="sku-500", title="renamed")]),
+                                timeout=30)
+    assert list(replaced.ids) == ["sku-500"] and replaced.index_size == n + 2
+    assert [i.title for i in stub.GetItems(pb.GetItemsRequest(ids=["sku-500"]), timeout=30).items] == ["renamed"]
 
-    deleted = stub.DeleteItems(pb.DeleteItemsRequest(ids=[new, 500, 9999]), timeout=30)
-    assert deleted.deleted == 2 and list(deleted.missing_ids) == [9999] and deleted.index_size == n
+    deleted = stub.DeleteItems(pb.DeleteItemsRequest(ids=[new, "sku-500", "9999"]), timeout=30)
+    assert deleted.deleted == 2 and list(deleted.missing_ids) == ["9999"] and deleted.index_size == n
     again = [i.id for i in stub.Recommend(pb.RecommendRequest(history=history, k=10, exclude_history=True),
                                           timeout=30).items]
-    assert again == before == DEP.offline_top_k(srs, history, 10, True)[0]
+    assert again == before == DEP.keys(DEP.offline_top_k(srs, DEP.rows(history), 10, True)[0])
     with pytest.raises(grpc.RpcError) as info:
         stub.Recommend(pb.RecommendRequest(history=[*history, new], k=10), timeout=30)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND and str(new) in info.value.details()
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and new in info.value.details()
     assert list(stub.GetItems(pb.GetItemsRequest(ids=[new]), timeout=30).missing_ids) == [new]
 
 
@@ -197,12 +205,12 @@ def test_health_serving_and_reflection_lists_the_service(channel):
 
 
 def test_concurrent_calls_are_coalesced_into_batches(stub, gateway, planted_data):
-    histories = [[int(i) for i in seq[: 3 + u % 15]] for u, seq in enumerate(planted_data.sequences[:48])]
+    histories = [DEP.keys(seq[: 3 + u % 15]) for u, seq in enumerate(planted_data.sequences[:48])]
     expected = [[i.id for i in stub.Recommend(pb.RecommendRequest(history=h, k=5, exclude_history=True),
                                               timeout=30).items] for h in histories[:6]]
     before = metric_lines(gateway)
     batches0 = metric_value(before, "llmrec_gateway_batch_size_count", queue="recommend")
-    results: dict[int, list[int]] = {}
+    results: dict[int, list[str]] = {}
     start = threading.Barrier(len(histories))
 
     def call(u: int) -> None:
@@ -223,9 +231,9 @@ def test_concurrent_calls_are_coalesced_into_batches(stub, gateway, planted_data
 
 
 def test_metrics_endpoint_exposes_counters_and_timings(stub, gateway, planted_data):
-    stub.Recommend(pb.RecommendRequest(history=[1, 2, 3], k=3), timeout=30)
+    stub.Recommend(pb.RecommendRequest(history=DEP.keys([1, 2, 3]), k=3), timeout=30)
     with pytest.raises(grpc.RpcError):
-        stub.Recommend(pb.RecommendRequest(history=[1, 2, 3], k=0), timeout=30)
+        stub.Recommend(pb.RecommendRequest(history=DEP.keys([1, 2, 3]), k=0), timeout=30)
     lines = metric_lines(gateway)
     assert metric_value(lines, "llmrec_gateway_requests_total", method="Recommend", code="OK") >= 1
     assert metric_value(lines, "llmrec_gateway_requests_total", method="Recommend", code="INVALID_ARGUMENT") >= 1
@@ -248,11 +256,11 @@ def test_triton_down_is_not_serving_and_unavailable_fast(deployment):
         stub = pb_grpc.RecommenderStub(ch)
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
-            stub.Recommend(pb.RecommendRequest(history=[1, 2], k=5), timeout=10)
+            stub.Recommend(pb.RecommendRequest(history=DEP.keys([1, 2]), k=5), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() - t0 < 1.0
         assert "Traceback" not in info.value.details()
         # the catalogue does not need Triton
-        assert [i.id for i in stub.GetItems(pb.GetItemsRequest(ids=[1]), timeout=5).items] == [1]
+        assert [i.id for i in stub.GetItems(pb.GetItemsRequest(ids=["i0"]), timeout=5).items] == ["i0"]
 
 
 # ---------------------------------------------------------------------------------------------- the two CLIs
@@ -271,15 +279,16 @@ def test_cli_gateway_and_client_print_titles(deployment, gateway_triton, srs, tm
         assert ready["event"] == "gateway_ready" and ready["address"].startswith("127.0.0.1:")
         client = subprocess.run(
             [sys.executable, "-m", "serving", "client", "--address", ready["address"], "recommend", "--history",
-             "12,7,3", "-k", "5"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+             ",".join(DEP.keys([12, 7, 3])), "-k", "5"], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60)
         assert client.returncode == 0, client.stderr
         ids, _ = DEP.offline_top_k(srs, [12, 7, 3], 5, exclude_history=True)
         lines = client.stdout.strip().splitlines()
         assert len(lines) == 5
         for line, item in zip(lines, ids, strict=True):
-            assert deployment.titles[item] in line and f"id {item}," in line
+            assert deployment.titles[item] in line and f"id {DEP.key(item)}," in line
         bad = subprocess.run([sys.executable, "-m", "serving", "client", "--address", ready["address"], "recommend",
-                              "--history", "12,7", "-k", "0"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              "--history", "i11,i6", "-k", "0"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=60)
         assert bad.returncode == 1 and bad.stderr.startswith("error: INVALID_ARGUMENT: k is 0")
     finally:
@@ -340,7 +349,7 @@ def test_a_call_runs_through_the_files_readme_lists(deployment, gateway_triton, 
     try:
         with Gateway(config) as running, grpc.insecure_channel(running.address) as ch:
             stub = pb_grpc.RecommenderStub(ch)
-            recommend = pb.RecommendRequest(history=[1, 2, 3], k=5)
+            recommend = pb.RecommendRequest(history=DEP.keys([1, 2, 3]), k=5)
             upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title="a new item")])
             stub.Recommend(recommend, timeout=30)  # first calls: lazy imports and thread start-up
             stub.UpsertItems(upsert, timeout=60)

@@ -91,20 +91,24 @@ def refused(call, request, code: grpc.StatusCode, *fragments: str, metadata=AUTH
 
 
 # ---------------------------------------------------------------------------------------------- fields
+K = DEP.keys  # catalogue ids of rows: the planted items are "i0", "i1", ...
 RECOMMEND_CASES = [
     ({"history": [], "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history is empty", "50"]),
-    ({"history": list(range(1, 41)) * 2, "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history has 80", "limit of 50"]),
-    ({"history": [3, 0], "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history[1] is 0", "> 0"]),
-    ({"history": [3, -7], "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history[1] is -7"]),
-    ({"history": [3, 9999, 4242], "k": 5}, grpc.StatusCode.NOT_FOUND, ["history", "4242, 9999"]),
-    ({"history": [3], "k": 0}, grpc.StatusCode.INVALID_ARGUMENT, ["k is 0", "between 1 and 20"]),
-    ({"history": [3], "k": -3}, grpc.StatusCode.INVALID_ARGUMENT, ["k is -3"]),
-    ({"history": [3], "k": 21}, grpc.StatusCode.INVALID_ARGUMENT, ["k is 21", "20"]),
-    ({"history": [3], "k": 5, "filter": pb.Filter(include_ids=[1, 777])}, grpc.StatusCode.NOT_FOUND,
-     ["filter.include_ids", "777"]),
-    ({"history": [3], "k": 5, "filter": pb.Filter(include_ids=[1, 2, 1])}, grpc.StatusCode.INVALID_ARGUMENT,
-     ["filter.include_ids[2] repeats id 1"]),
-    ({"history": [3], "k": 5, "filter": pb.Filter(exclude_ids=list(range(1, 8)))}, grpc.StatusCode.INVALID_ARGUMENT,
+    ({"history": K(range(1, 41)) * 2, "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history has 80", "limit of 50"]),
+    ({"history": ["i2", ""], "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history[1] is empty", "64 bytes"]),
+    ({"history": ["i2", "x" * 65], "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history[1] is 65 bytes",
+                                                                               "limit of 64"]),
+    ({"history": ["i2", "a\nb"], "k": 5}, grpc.StatusCode.INVALID_ARGUMENT, ["history[1] holds a control"]),
+    ({"history": ["i2", "9999", "4242"], "k": 5}, grpc.StatusCode.NOT_FOUND, ["history", "'4242', '9999'"]),
+    ({"history": ["2"], "k": 5}, grpc.StatusCode.NOT_FOUND, ["'2'"]),  # a row number is not a catalogue id
+    ({"history": ["i2"], "k": 0}, grpc.StatusCode.INVALID_ARGUMENT, ["k is 0", "between 1 and 20"]),
+    ({"history": ["i2"], "k": -3}, grpc.StatusCode.INVALID_ARGUMENT, ["k is -3"]),
+    ({"history": ["i2"], "k": 21}, grpc.StatusCode.INVALID_ARGUMENT, ["k is 21", "20"]),
+    ({"history": ["i2"], "k": 5, "filter": pb.Filter(include_ids=["i0", "777"])}, grpc.StatusCode.NOT_FOUND,
+     ["filter.include_ids", "'777'"]),
+    ({"history": ["i2"], "k": 5, "filter": pb.Filter(include_ids=["i0", "i1", "i0"])},
+     grpc.StatusCode.INVALID_ARGUMENT, ["filter.include_ids[2] repeats id 'i0'"]),
+    ({"history": ["i2"], "k": 5, "filter": pb.Filter(exclude_ids=K(range(1, 8)))}, grpc.StatusCode.INVALID_ARGUMENT,
      ["filter.exclude_ids has 7", "limit of 5"]),
 ]
 
@@ -131,9 +135,11 @@ def test_embed_text_fields(stub, texts, fragments):
 
 UPSERT_CASES = [
     ([], ["items is empty"]),
-    ([pb.ItemUpsert(id=50, title="a"), pb.ItemUpsert(id=50, title="b")], ["items[1].id repeats id 50"]),
-    ([pb.ItemUpsert(id=-2, title="a")], ["items[0].id is -2"]),
-    ([pb.ItemUpsert(id=60)], ["items[0] has neither a title nor a text"]),
+    ([pb.ItemUpsert(id="sku-50", title="a"), pb.ItemUpsert(id="sku-50", title="b")],
+     ["items[1].id repeats id 'sku-50'"]),
+    ([pb.ItemUpsert(id="x" * 65, title="a")], ["items[0].id is 65 bytes"]),
+    ([pb.ItemUpsert(id="tab\there", title="a")], ["items[0].id holds a control character"]),
+    ([pb.ItemUpsert(id="sku-60")], ["items[0] has neither a title nor a text"]),
     ([pb.ItemUpsert(title="t" * 70)], ["items[0].title is 70 bytes", "64"]),
     ([pb.ItemUpsert(title="a", attributes={"a": "1", "b": "2", "c": "3"})], ["items[0].attributes has 3", "2"]),
     ([pb.ItemUpsert(title="a")] * 4, ["items has 4", "limit of 3"]),
@@ -147,9 +153,10 @@ def test_upsert_fields(stub, items, fragments):
 
 def test_delete_and_get_fields(stub):
     refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=[]), grpc.StatusCode.INVALID_ARGUMENT, "ids is empty")
-    refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=[5, 5]), grpc.StatusCode.INVALID_ARGUMENT, "ids[1] repeats")
-    refused(stub.GetItems, pb.GetItemsRequest(ids=[1, 0]), grpc.StatusCode.INVALID_ARGUMENT, "ids[1] is 0")
-    refused(stub.GetItems, pb.GetItemsRequest(ids=[1, 2, 3, 4]), grpc.StatusCode.INVALID_ARGUMENT, "limit of 3")
+    refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=["i4", "i4"]), grpc.StatusCode.INVALID_ARGUMENT,
+            "ids[1] repeats")
+    refused(stub.GetItems, pb.GetItemsRequest(ids=["i0", ""]), grpc.StatusCode.INVALID_ARGUMENT, "ids[1] is empty")
+    refused(stub.GetItems, pb.GetItemsRequest(ids=K([1, 2, 3, 4])), grpc.StatusCode.INVALID_ARGUMENT, "limit of 3")
 
 
 def _raw_call(channel, method: str):
@@ -161,7 +168,7 @@ def test_invalid_utf8_names_the_field(channel):
     # texts[1] holds the bytes ff fe: protobuf itself refuses to parse it; the gateway names the field
     raw = pb.EmbedItemsRequest(texts=["ok"]).SerializeToString() + b"\x0a\x02\xff\xfe"
     refused(_raw_call(channel, "EmbedItems"), raw, grpc.StatusCode.INVALID_ARGUMENT, "texts[1] is not valid UTF-8")
-    item = pb.ItemUpsert(id=3).SerializeToString() + b"\x12\x01\xc3"  # title = a truncated 2-byte sequence
+    item = pb.ItemUpsert(id="i2").SerializeToString() + b"\x12\x01\xc3"  # title = a truncated 2-byte sequence
     raw = b"\x0a" + bytes([len(item)]) + item
     refused(_raw_call(channel, "UpsertItems"), raw, grpc.StatusCode.INVALID_ARGUMENT,
             "items[0].title is not valid UTF-8")
@@ -179,20 +186,20 @@ def test_find_invalid_utf8_walks_maps_and_nesting():
 
 
 def test_message_size_limit(stub):
-    refused(stub.GetItems, pb.GetItemsRequest(ids=list(range(1, 20000))), grpc.StatusCode.RESOURCE_EXHAUSTED,
+    refused(stub.GetItems, pb.GetItemsRequest(ids=K(range(1, 20000))), grpc.StatusCode.RESOURCE_EXHAUSTED,
             "larger than max")
 
 
 # ---------------------------------------------------------------------------------------------- auth
 def test_auth_missing_or_wrong_token_is_unauthenticated(stub, channel, caplog):
     caplog.set_level(logging.DEBUG)
-    request = pb.GetItemsRequest(ids=[1])
+    request = pb.GetItemsRequest(ids=["i0"])
     refused(stub.GetItems, request, grpc.StatusCode.UNAUTHENTICATED, "authorization", metadata=None)
     refused(stub.GetItems, request, grpc.StatusCode.UNAUTHENTICATED, "not valid",
             metadata=[("authorization", "Bearer wrong")])
-    refused(stub.Recommend, pb.RecommendRequest(history=[1], k=1), grpc.StatusCode.UNAUTHENTICATED,
+    refused(stub.Recommend, pb.RecommendRequest(history=["i0"], k=1), grpc.StatusCode.UNAUTHENTICATED,
             metadata=[("authorization", TOKEN)])  # no "Bearer" scheme
-    assert [i.id for i in stub.GetItems(request, timeout=10, metadata=AUTH).items] == [1]
+    assert [i.id for i in stub.GetItems(request, timeout=10, metadata=AUTH).items] == ["i0"]
     # health and reflection stay open
     health = health_pb2_grpc.HealthStub(channel)
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
@@ -228,8 +235,8 @@ def test_auth_token_from_env_and_missing_token_refused(deployment, monkeypatch):
     with Gateway(config(deployment, auth={"enabled": True, "token_env": "LLMREC_TEST_TOKEN"})) as running, \
             grpc.insecure_channel(running.address) as ch:
         stub = pb_grpc.RecommenderStub(ch)
-        assert len(stub.GetItems(pb.GetItemsRequest(ids=[1, 2]), timeout=10, metadata=AUTH).items) == 2
-        refused(stub.GetItems, pb.GetItemsRequest(ids=[1]), grpc.StatusCode.UNAUTHENTICATED, metadata=None)
+        assert len(stub.GetItems(pb.GetItemsRequest(ids=["i0", "i1"]), timeout=10, metadata=AUTH).items) == 2
+        refused(stub.GetItems, pb.GetItemsRequest(ids=["i0"]), grpc.StatusCode.UNAUTHENTICATED, metadata=None)
     monkeypatch.delenv("LLMREC_TEST_TOKEN")
     with pytest.raises(ConfigError, match="LLMREC_TEST_TOKEN"):
         Gateway(config(deployment, auth={"enabled": True, "token_env": "LLMREC_TEST_TOKEN"})).start()
@@ -269,7 +276,7 @@ def test_full_queue_is_resource_exhausted_and_deadlines_are_honoured(deployment)
 
         def call() -> None:
             try:
-                stub.Recommend(pb.RecommendRequest(history=[1, 2], k=3), timeout=20)
+                stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=20)
                 codes.append(grpc.StatusCode.OK)
             except grpc.RpcError as error:
                 codes.append(error.code())
@@ -283,17 +290,17 @@ def test_full_queue_is_resource_exhausted_and_deadlines_are_honoured(deployment)
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
-            stub.Recommend(pb.RecommendRequest(history=[1, 2], k=3), timeout=0.1)
+            stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=0.1)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - t0 < 1.0
         time.sleep(0.4)
-        assert len(stub.Recommend(pb.RecommendRequest(history=[1, 2], k=3), timeout=10).items) == 3
+        assert len(stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=10).items) == 3
 
 
 def test_internal_errors_carry_no_details(deployment):
     backend = SlowBackend(OnnxRuntimeBackend(deployment.repository), delay=0.0, fail=True)
     with Gateway(config(deployment), backend=backend) as running, grpc.insecure_channel(running.address) as ch:
         stub = pb_grpc.RecommenderStub(ch)
-        details = refused(stub.Recommend, pb.RecommendRequest(history=[1, 2], k=3), grpc.StatusCode.INTERNAL,
+        details = refused(stub.Recommend, pb.RecommendRequest(history=["i0", "i1"], k=3), grpc.StatusCode.INTERNAL,
                           "gateway log", metadata=None)
         assert "boom" not in details
         # EmbedItems still works: one failing model does not take the others down
@@ -306,9 +313,9 @@ def test_in_process_backend_equals_offline(deployment, planted_data):
         stub = pb_grpc.RecommenderStub(ch)
         for seq in planted_data.sequences[10:14]:
             history = [int(i) for i in seq[:-1]]
-            got = [i.id for i in stub.Recommend(pb.RecommendRequest(history=history, k=10, exclude_history=True),
+            got = [i.id for i in stub.Recommend(pb.RecommendRequest(history=K(history), k=10, exclude_history=True),
                                                 timeout=10).items]
-            assert got == DEP.offline_top_k(srs, history, 10, True)[0]
+            assert got == K(DEP.offline_top_k(srs, history, 10, True)[0])
 
 
 def test_read_replica_refuses_writes_and_serves_reads(deployment, caplog):
@@ -316,12 +323,12 @@ def test_read_replica_refuses_writes_and_serves_reads(deployment, caplog):
         with Gateway(config(deployment, persist=True, read_only=True)) as running, \
                 grpc.insecure_channel(running.address) as ch:
             stub = pb_grpc.RecommenderStub(ch)
-            assert len(stub.Recommend(pb.RecommendRequest(history=[3, 5], k=4), timeout=10).items) == 4
-            assert [i.id for i in stub.GetItems(pb.GetItemsRequest(ids=[2]), timeout=10).items] == [2]
+            assert len(stub.Recommend(pb.RecommendRequest(history=["i2", "i4"], k=4), timeout=10).items) == 4
+            assert [i.id for i in stub.GetItems(pb.GetItemsRequest(ids=["i1"]), timeout=10).items] == ["i1"]
             upsert = pb.UpsertItemsRequest(items=[pb.ItemUpsert(title="alpha beta")])
             refused(stub.UpsertItems, upsert, grpc.StatusCode.FAILED_PRECONDITION, "read replica", "UpsertItems",
                     metadata=None)
-            refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=[2]), grpc.StatusCode.FAILED_PRECONDITION,
+            refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=["i1"]), grpc.StatusCode.FAILED_PRECONDITION,
                     "DeleteItems", metadata=None)
             assert len(running.pipeline.index) == len(deployment.titles) - 1
     assert not deployment.index.with_name("index-state").exists()  # a replica opens no state folder

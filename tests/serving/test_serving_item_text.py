@@ -17,13 +17,13 @@ from serving.gateway.validation import NewItem, check_new_items
 
 def test_an_item_without_a_text_is_embedded_by_the_recipe() -> None:
     recipe = ItemText("title-year-genres")
-    items = check_new_items([NewItem(id=0, title="Toy Story", text="",
+    items = check_new_items([NewItem(id="", title="Toy Story", text="",
                                      attributes={"class": "Animation, Comedy", "release_year": "1995"}),
-                             NewItem(id=0, title="Heat", text="an explicit text wins", attributes={})],
+                             NewItem(id="", title="Heat", text="an explicit text wins", attributes={})],
                             LimitsConfig(), recipe)
     assert [i.text for i in items] == ["Toy Story (1995); genres: Animation, Comedy", "an explicit text wins"]
     # no recipe (a repository written before recipes): the title, as before
-    assert check_new_items([NewItem(id=0, title="Heat", text="", attributes={"genres": "Crime"})],
+    assert check_new_items([NewItem(id="", title="Heat", text="", attributes={"genres": "Crime"})],
                            LimitsConfig())[0].text == "Heat"
 
 

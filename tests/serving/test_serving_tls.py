@@ -81,8 +81,9 @@ def config(deployment, certs: Path, **tls) -> GatewayConfig:
     return config_from_dict(_values(deployment, certs, **tls))
 
 
-def get_items(channel: grpc.Channel) -> list[int]:
-    return [i.id for i in pb_grpc.RecommenderStub(channel).GetItems(pb.GetItemsRequest(ids=[1, 2]), timeout=10).items]
+def get_items(channel: grpc.Channel) -> list[str]:
+    stub = pb_grpc.RecommenderStub(channel)
+    return [i.id for i in stub.GetItems(pb.GetItemsRequest(ids=["i0", "i1"]), timeout=10).items]
 
 
 def refused(channel: grpc.Channel) -> grpc.StatusCode:
@@ -110,7 +111,7 @@ def client_context(certs: Path, cert: str | None = None) -> ssl.SSLContext:
 def test_tls_serves_trusting_clients_and_refuses_plaintext_and_strangers(deployment, certs):
     with Gateway(config(deployment, certs)) as running:
         with open_channel(running.address, str(certs / "ca.pem")) as channel:
-            assert get_items(channel) == [1, 2]
+            assert get_items(channel) == ["i0", "i1"]
         assert refused(grpc.insecure_channel(running.address)) == grpc.StatusCode.UNAVAILABLE
         assert refused(open_channel(running.address, str(certs / "other-ca.pem"))) == grpc.StatusCode.UNAVAILABLE
         assert metrics_status(running.metrics_port, client_context(certs)) == 200
@@ -136,7 +137,7 @@ def test_client_certificates_are_required_when_a_client_ca_is_set(deployment, ce
     with Gateway(config(deployment, certs, client_ca_file=str(certs / "ca.pem"))) as running:
         ca = str(certs / "ca.pem")
         with open_channel(running.address, ca, str(certs / "client.pem"), str(certs / "client.key")) as channel:
-            assert get_items(channel) == [1, 2]
+            assert get_items(channel) == ["i0", "i1"]
         assert refused(open_channel(running.address, ca)) == grpc.StatusCode.UNAVAILABLE
         stranger = open_channel(running.address, ca, str(certs / "stranger.pem"), str(certs / "stranger.key"))
         assert refused(stranger) == grpc.StatusCode.UNAVAILABLE
