@@ -87,7 +87,7 @@ def item_store_bytes(n: int) -> float:
 
     tracemalloc.start()
     store = ItemStore([Item(id=7 * i, title=f"Some Movie Title Number {i} (1995)",
-                            attributes={"raw_id": str(7 * i), "release_year": "1995", "genres": "Comedy|Drama"})
+                            attributes={"release_year": "1995", "genres": "Comedy|Drama"}, key=str(7 * i))
                        for i in range(1, n + 1)])
     current, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
