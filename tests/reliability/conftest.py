@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -34,6 +35,20 @@ def deployment_module():
 def deployment(planted_data, tmp_path_factory):
     return deployment_module().build_deployment(tmp_path_factory.getbasetemp() / "llmrec-gateway-deployment",
                                                 planted_data.num_items)
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    """A 20-item, 8-d index snapshot (items "1".."20", titles "item <n>"): what the write-ahead log tests write
+    over."""
+    from serving.index import Item, ItemIndex, ItemStore
+
+    rng = np.random.default_rng(0)
+    index = ItemIndex(8, use_gpu=False)
+    index.upsert(np.arange(1, 21), rng.standard_normal((20, 8)))
+    folder = tmp_path / "index"
+    index.save(folder, extra={"source": "test"}, store=ItemStore([Item(i, f"item {i}") for i in range(1, 21)]))
+    return folder
 
 
 def gateway_values(deployment, index: Path, **values) -> dict:

@@ -16,22 +16,12 @@ import pytest
 
 from serving.gateway.errors import GatewayError
 from serving.gateway.pipeline import RecommendationPipeline
-from serving.index import Item, ItemIndex, ItemStore
+from serving.index import ItemIndex
 from serving.index import wal as wal_module
 from serving.index.catalog import Catalog, NotDurable
 from serving.index.wal import DurableCatalog
 
 DIM = 8
-
-
-@pytest.fixture
-def base(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    index = ItemIndex(DIM, use_gpu=False)
-    index.upsert(np.arange(1, 21), rng.standard_normal((20, DIM)))
-    folder = tmp_path / "index"
-    index.save(folder, extra={"source": "test"}, store=ItemStore([Item(i, f"item {i}") for i in range(1, 21)]))
-    return folder
 
 
 def no_space(*_args, **_kwargs):

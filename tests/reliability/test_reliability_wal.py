@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,16 +15,6 @@ from serving.index.catalog import Catalog
 from serving.index.wal import FRAME, DurableCatalog, WalError, encode_payload, frame
 
 DIM = 8
-
-
-@pytest.fixture
-def base(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    index = ItemIndex(DIM, use_gpu=False)
-    index.upsert(np.arange(1, 21), rng.standard_normal((20, DIM)))
-    folder = tmp_path / "index"
-    index.save(folder, extra={"source": "test"}, store=ItemStore([Item(i, f"item {i}") for i in range(1, 21)]))
-    return folder
 
 
 def write(catalog: DurableCatalog, op: str, ids: list[int], rng: np.random.Generator) -> list[str]:

@@ -1,4 +1,5 @@
-"""Fixtures for the serving tests: tiny real exports, a python-flavour repository, a running Triton."""
+"""Fixtures for the serving tests: tiny real exports, a python-flavour repository, a running Triton, and the tiny
+gateway deployment of deployment.py."""
 
 from __future__ import annotations
 
@@ -12,17 +13,27 @@ from serving.triton import TritonServer
 HERE = Path(__file__).resolve().parent
 
 
-def _helpers():
+def _load(name: str, file: str):
+    """A helper module of this folder, once per session under `name` (the tests import it under that name)."""
     import importlib.util
     import sys
 
-    name = "llmrec_tiny_exports"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "tiny_exports.py")
+        spec = importlib.util.spec_from_file_location(name, HERE / file)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _helpers():
+    return _load("llmrec_tiny_exports", "tiny_exports.py")
+
+
+@pytest.fixture(scope="session")
+def deployment(planted_data, tmp_path_factory):
+    return _load("llmrec_gateway_deployment", "deployment.py").build_deployment(
+        tmp_path_factory.getbasetemp() / "llmrec-gateway-deployment", planted_data.num_items)
 
 
 @pytest.fixture(scope="session")

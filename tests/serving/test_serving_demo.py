@@ -32,12 +32,6 @@ def _deployment_module():
 DEP = _deployment_module()
 
 
-@pytest.fixture(scope="module")
-def deployment(planted_data, tmp_path_factory):
-    # the same folder as test_serving_gateway.py's fixture: built once per session
-    return DEP.build_deployment(tmp_path_factory.getbasetemp() / "llmrec-gateway-deployment", planted_data.num_items)
-
-
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "serving", "demo", *args], cwd=ROOT, env=env, capture_output=True,

@@ -50,11 +50,6 @@ def gateway_config(deployment, **values):
     return config_from_dict({**base, **values})
 
 
-@pytest.fixture(scope="session")
-def deployment(planted_data, tmp_path_factory):
-    return DEP.build_deployment(tmp_path_factory.getbasetemp() / "llmrec-gateway-deployment", planted_data.num_items)
-
-
 @pytest.fixture(scope="module")
 def srs(deployment):
     return DEP.load_srs(deployment)

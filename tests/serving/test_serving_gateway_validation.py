@@ -40,11 +40,6 @@ def _deployment_module():
 DEP = _deployment_module()
 
 
-@pytest.fixture(scope="session")
-def deployment(planted_data, tmp_path_factory):
-    return DEP.build_deployment(tmp_path_factory.getbasetemp() / "llmrec-gateway-deployment", planted_data.num_items)
-
-
 def config(deployment, **values) -> GatewayConfig:
     base = {"port": 0, "metrics_port": None, "backend": "onnxruntime", "model_repository": str(deployment.repository),
             "index": str(deployment.index), "persist": False, "health_interval_s": 0.2, "limits": LIMITS}

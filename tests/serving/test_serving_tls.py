@@ -8,7 +8,6 @@ import logging
 import shutil
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,21 +21,6 @@ from serving.gateway.config import ConfigError, GatewayConfig
 from serving.gateway.server import is_loopback, warn_if_exposed
 from serving.proto.llmrec.v2 import recommend_pb2 as pb
 from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
-
-
-def _deployment_module():
-    import importlib.util
-
-    name = "llmrec_gateway_deployment"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("deployment.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-DEP = _deployment_module()
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -64,11 +48,6 @@ def certs(tmp_path_factory) -> Path:
     issue(folder, "client", "ca", "/CN=a client", "extendedKeyUsage=clientAuth\n")
     issue(folder, "stranger", "other-ca", "/CN=a stranger", "extendedKeyUsage=clientAuth\n")
     return folder
-
-
-@pytest.fixture(scope="session")
-def deployment(planted_data, tmp_path_factory):
-    return DEP.build_deployment(tmp_path_factory.getbasetemp() / "llmrec-gateway-deployment", planted_data.num_items)
 
 
 def _values(deployment, certs: Path, **tls) -> dict:
