@@ -89,8 +89,8 @@ deploy: $(EMBEDDINGS)/manifest.json $(SRS_HYBRID)/summary.json | $(STAMP)
 	$(PY) -m export.onnx all --embedder $(EMBEDDER) --srs $(SRS_HYBRID)/seed-$(SEED) --out $(RUN)/onnx \
 		--repository $(REPOSITORY) --index $(INDEX) --dataset $(DATASET) --int8 $(INT8_RECIPE)
 
-# the users whose (test-time) histories the live demo sends
-$(SAMPLES): | $(STAMP)
+# the users whose (test-time) histories the live demo sends (rewritten when the script that writes them changes)
+$(SAMPLES): train/data/__main__.py | $(STAMP)
 	@mkdir -p $(@D)
 	$(PY) -m train data sample-histories $(DATASET) --users 3 --seed 0 --out $@
 
