@@ -32,7 +32,7 @@ OPERATIONS = ("upsert", "delete")
 
 
 class IdsExhausted(ValueError):
-    """No id is left above the largest in use: new items must be given ids explicitly."""
+    """No internal row is left above the largest in use (2^63 - 1 rows handed out)."""
 
 
 class NotDurable(OSError):
@@ -40,12 +40,12 @@ class NotDurable(OSError):
 
 
 def advance_next_id(next_id: int, ids: Sequence[int] | np.ndarray) -> int:
-    """The next id to assign once `ids` exist: ids are never reused, not even after a delete or a restart."""
+    """The next row to assign once rows `ids` exist: rows are never reused, not even after a delete or a restart."""
     return max(int(next_id), max((int(i) for i in ids), default=0) + 1)
 
 
 def first_free_id(index: ItemIndex, store: ItemStore, floor: int = 0) -> int:
-    """The next id for a catalogue opened as it is (`floor`: a next id recorded earlier, e.g. in a snapshot)."""
+    """The next row for a catalogue opened as it is (`floor`: a next row recorded earlier, e.g. in a snapshot)."""
     return advance_next_id(floor, [int(i) for i in index.ids()[-1:]] + [int(i) for i in store.ids()[-1:]])
 
 
@@ -55,15 +55,16 @@ ASSIGNED_KEY = "new-{row}"  # the catalogue id of an item upserted without one
 def allocate(next_id: int, keys: Sequence[str], rows_of: Callable[[Sequence[str]], list[int | None]],
              taken: Callable[[str], bool]) -> tuple[list[int], list[str]]:
     """Rows and final keys of a batch: a key in use keeps its row, a new key gets the next free row, an empty key
-    gets a new row and the key "new-<row>" (suffixed when a client took that name already)."""
+    gets a new row and the key "new-<row>" (suffixed when that name is in use or given in the same batch)."""
     rows, final = [], []
+    given = set(keys)
     fresh = next_id
     for key, row in zip(keys, rows_of(keys), strict=True):
         if row is None or not key:
             row, fresh = fresh, fresh + 1
         if not key:
             key, n = ASSIGNED_KEY.format(row=row), 0
-            while taken(key) or key in final:
+            while taken(key) or key in final or key in given:
                 n += 1
                 key = f"{ASSIGNED_KEY.format(row=row)}-{n}"
         rows.append(int(row))
