@@ -59,17 +59,22 @@ def fingerprint(**parts: Any) -> str:
 
 
 class StepRecord:
-    """OUT/deploy.json: the input fingerprint of every step's last successful run (written after each step)."""
+    """OUT/deploy.json: the input fingerprint of every step's last successful run and the sha256 of the output it
+    wrote (written after each step). A step is up to date when both still hold: an output that another run
+    rewrote since (two runs sharing one model_repository/) is written again, not trusted."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.steps: dict[str, Any] = json.loads(path.read_text()).get("steps", {}) if path.is_file() else {}
 
     def up_to_date(self, step: str, key: str, output: Path) -> bool:
-        return output.exists() and self.steps.get(step, {}).get("fingerprint") == key
+        done = self.steps.get(step, {})
+        return (output.is_file() and done.get("fingerprint") == key
+                and done.get("output_sha256") == sha256_file(output))
 
     def done(self, step: str, key: str, output: Path, seconds: float) -> None:
-        self.steps[step] = {"fingerprint": key, "output": str(output), "seconds": round(seconds, 1),
+        self.steps[step] = {"fingerprint": key, "output": str(output), "output_sha256": sha256_file(output),
+                            "seconds": round(seconds, 1),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

@@ -53,6 +53,12 @@ def test_one_command_deployment_and_skipping(tmp_path, trained, planted_folder, 
     second = run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys)
     assert all("up to date" in line for line in second) and len(second) == 4
 
+    # an output another run rewrote since (two runs sharing one model_repository/) is written again
+    manifest = tmp_path / "model_repository" / "llmrec.json"
+    manifest.write_text(manifest.read_text().replace('"created": "', '"created": "1999'))
+    rewritten = run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys)
+    assert [line.split("]")[0][1:] for line in rewritten if "up to date" not in line] == ["repository"]
+
     # a retrained SRS (same files, new bytes) invalidates everything downstream of it
     weights = srs_dir / "model.safetensors"
     data = bytearray(weights.read_bytes())
