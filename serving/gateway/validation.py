@@ -60,12 +60,7 @@ def check_id(value: str, name: str, max_bytes: int) -> str:
         raise invalid(f"{name} must be a string id, got {type(value).__name__}")
     if not value:
         raise invalid(f"{name} is empty: item ids are non-empty strings of at most {max_bytes} bytes")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise invalid(f"{name} is not valid UTF-8") from None
-    if size > max_bytes:
-        raise invalid(f"{name} is {size} bytes long, above the limit of {max_bytes} bytes")
+    check_text(value, name, max_bytes, allow_empty=True)  # UTF-8 and size
     if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in value):
         raise invalid(f"{name} holds a control character: item ids are printable text")
     return value
