@@ -52,19 +52,18 @@ def first_free_id(index: ItemIndex, store: ItemStore, floor: int = 0) -> int:
 ASSIGNED_KEY = "new-{row}"  # the catalogue id of an item upserted without one
 
 
-def allocate(next_id: int, keys: Sequence[str], rows_of: Callable[[Sequence[str]], list[int | None]],
-             taken: Callable[[str], bool]) -> tuple[list[int], list[str]]:
+def allocate(next_id: int, keys: Sequence[str], store: ItemStore) -> tuple[list[int], list[str]]:
     """Rows and final keys of a batch: a key in use keeps its row, a new key gets the next free row, an empty key
     gets a new row and the key "new-<row>" (suffixed when that name is in use or given in the same batch)."""
     rows, final = [], []
     given = set(keys)
     fresh = next_id
-    for key, row in zip(keys, rows_of(keys), strict=True):
+    for key, row in zip(keys, store.rows_of(keys), strict=True):
         if row is None or not key:
             row, fresh = fresh, fresh + 1
         if not key:
             key, n = ASSIGNED_KEY.format(row=row), 0
-            while taken(key) or key in final or key in given:
+            while store.rows_of([key])[0] is not None or key in final or key in given:
                 n += 1
                 key = f"{ASSIGNED_KEY.format(row=row)}-{n}"
         rows.append(int(row))
@@ -112,8 +111,7 @@ class Catalog:
         """Store items (title, attributes) with their vectors under their catalogue ids (an empty key is
         assigned one). Returns the keys."""
         with self.lock:
-            rows, keys = allocate(self.next_id, list(keys), self.store.rows_of,
-                                  lambda key: self.store.rows_of([key])[0] is not None)
+            rows, keys = allocate(self.next_id, list(keys), self.store)
             records = [Item(row, title, dict(attributes), key)
                        for row, key, (title, attributes) in zip(rows, keys, items, strict=True)]
             self._log(lambda log: log.log_upsert(rows, vectors, records))

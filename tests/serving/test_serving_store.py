@@ -92,6 +92,6 @@ def test_assigned_ids_never_take_a_name_in_use_or_given_in_the_same_batch():
 
     store = ItemStore(items())  # keys "101".."103", rows 1..3
     store.upsert([Item(4, "taken", {}, "new-5")])
-    rows, keys = allocate(5, ["", "new-6", "102", ""], store.rows_of, lambda k: store.rows_of([k])[0] is not None)
+    rows, keys = allocate(5, ["", "new-6", "102", ""], store)
     assert rows == [5, 6, 2, 7]  # a new key and empty keys get new rows, a key in use keeps its row
     assert keys == ["new-5-1", "new-6", "102", "new-7"]
