@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# the packages of the independent Node.js client test (tests/serving/node_client), when npm is on the machine
+NODE_CLIENT := tests/serving/node_client
+NODE_STAMP  := $(NODE_CLIENT)/node_modules/.llmrec-installed
+$(NODE_STAMP): $(NODE_CLIENT)/package-lock.json
+	npm ci --prefix $(NODE_CLIENT) --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
 # ------------------------------------------------------------------------------------------------ make demo
 # MovieLens-100k + SmolLM2 end to end on the CPU, ending with live recommendations from Triton + the gateway.
 # Every training step is a file target: its output file (stage.json, summary.json, manifest.json...) is written
@@ -109,7 +116,7 @@ demo: $(STATS) $(SRS_IDS)/summary.json deploy $(SAMPLES) | $(STAMP)
 report: | $(STAMP)
 	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)
 
-test: venv
+test: venv $(if $(shell command -v npm),$(NODE_STAMP))
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 lint: venv

@@ -15,7 +15,8 @@ removes 20% of the items from training; its table reports the leave-one-out test
 (each user's last interaction with a cold item), with a random ranking's value beside them. Every row carries a
 paired bootstrap 95% interval of its difference to ID-SASRec of the same split on the same test examples (seed-
 averaged per example).
-Writes bench/results/embeddings_quality.{json,md,png}. Finished seeds, stages and embeddings are reused.
+Writes bench/results/embeddings_quality.{json,md,png}. Finished seeds, stages and embeddings are reused; with
+--merge, so are the rows of the current result file this run does not train (each row says which run produced it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import RESULTS, write_result  # noqa: E402
+from bench.common import RESULTS, environment, write_result  # noqa: E402
 from bench.srs_baselines import PROFILE  # noqa: E402
 from llmrec.itemtext import DEFAULT_KIND  # noqa: E402
 from llmrec.logs import setup_logging  # noqa: E402
@@ -279,6 +280,21 @@ def compare_to_ids(results: list[dict]) -> None:
                 r["vs_id"][f"{part}/{metric}@10"] = paired_bootstrap(ours, theirs)
 
 
+def earlier_rows(seeds: list[int], exclude: set[str]) -> dict[str, dict]:
+    """Rows of the current result file, by key, except `exclude`, each stamped with the run that produced it (rows
+    written before the stamp existed take their file's environment). Refused when the seeds differ: a merged table
+    compares rows on the same seeds and users."""
+    path = RESULTS / "embeddings_quality.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier["seeds"] != seeds:
+        raise SystemExit(f"--merge: {path} was made with seeds {earlier['seeds']}, this run uses {seeds}")
+    stamp = {k: v for k, v in earlier["environment"].items() if k in ("date", "git_commit", "command")}
+    return {r["key"]: {"produced": stamp} | r for r in earlier["rows"]
+            if r["key"] in ROWS and r["key"] not in exclude}
+
+
 def candidates(examples, num_items: int) -> np.ndarray:
     """Items a full ranking with history exclusion ranks the target among, per example."""
     return np.array([num_items - len(set(examples.history(i).tolist()) - {int(examples.targets[i])})
@@ -386,6 +402,8 @@ def main() -> None:
     p.add_argument("--runs", default="runs/bench", help="stages, embeddings and SRS checkpoints (reused)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     p.add_argument("--no-report", action="store_true", help="train only; write no result files")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows (and ID baselines) of the current result file that this run does not train")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -398,18 +416,26 @@ def main() -> None:
     needs_stages = {EMBEDDINGS[ROWS[k].embedding].source for k in args.rows if ROWS[k].embedding}
     if needs_stages - {"minilm", "smollm2"}:
         ensure_stages(runs, needs_stages - {"minilm", "smollm2"}, datasets, progress)
-    wanted = set(args.rows) | {ROWS[k].id_key for k in args.rows}  # every row needs its ID baseline
-    results = [run_row(ROWS[k], runs, datasets, args.seeds, progress) for k in ROWS if k in wanted]
+    kept = earlier_rows(args.seeds, exclude=set(args.rows)) if args.merge else {}
+    wanted = set(args.rows) | ({ROWS[k].id_key for k in args.rows} - set(kept))  # every row needs its ID baseline
+    made = {k: v for k, v in environment().items() if k in ("date", "git_commit", "command")}
+    trained = {k: run_row(ROWS[k], runs, datasets, args.seeds, progress) | {"produced": made}
+               for k in ROWS if k in wanted}
     if args.no_report:
         return
+    results = [trained.get(k) or kept[k] for k in ROWS if k in trained or k in kept]
     compare_to_ids(results)
     for r in results:
-        if r["embedding"]:
+        if r["embedding"] and "anisotropy" not in r:
             r["anisotropy"] = anisotropy(Path(r["items"]["path"]))
     randoms = random_baselines(datasets)
     by_split = {name: [r for r in results if r["split"] == name] for name in
                 ("standard", "cold-start", f"k-core {SPARSE_K_CORE}")}
     stages = stage_times(runs)
+    if args.merge:
+        known = {s["stage"] for s in stages}
+        stages += [s for s in json.loads((RESULTS / "embeddings_quality.json").read_text())["stages"]
+                   if s["stage"] not in known]
     cold_n = randoms["cold"][COLD_TEST]["examples"]
     sparse = datasets["sparse"]
     tables = [
@@ -428,6 +454,10 @@ def main() -> None:
     text = "\n\n".join(f"{title}\n\n{table}" for title, table in tables if table.count("\n") > 1)
     text += ("\n\nIntervals: paired bootstrap (10,000 resamples) of the row minus ID-SASRec of the same split on "
              "the same test examples, each averaged over the seeds; \"no difference\" when the interval holds 0.")
+    runs_made = sorted({(r["produced"]["date"][:10], r["produced"]["git_commit"]) for r in results if "produced" in r})
+    if len(runs_made) > 1:
+        text += (f" Rows come from {len(runs_made)} runs of this benchmark (commit, date: "
+                 + ", ".join(f"{c} {d}" for d, c in runs_made) + "); each row's `produced` in the JSON names its run.")
     print(text)
     dataset = {"name": standard.name, "users": standard.num_users, "items": standard.num_items,
                "test_examples": len(standard.test),
