@@ -143,12 +143,13 @@ def train_one_seed(
     meta: dict | None = None,
     progress: bool = True,
     extra_loss: ExtraLoss | None = None,
+    device: torch.device | str | None = None,
 ) -> TrainResult:
     if len(data.train) == 0:
         raise ValueError(f"dataset {data.name!r} has no training examples")
     if config.loss == "bce" and data.num_items < 2:
         raise ValueError("loss='bce' needs at least 2 items to sample negatives")
-    device = pick_device()
+    device = torch.device(device) if device is not None else pick_device()
     seed_everything(seed)
     seen = torch.from_numpy(data.train_item_counts() > 0)
     seen[0] = True
