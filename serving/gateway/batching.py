@@ -2,11 +2,13 @@
 
 Every call of the gateway that needs a model (or the index) puts its payload
 on a `BatchQueue` and waits on a future. A worker thread takes the first
-waiting payload, keeps collecting for at most `max_wait_s` (or until
-`max_batch_size` payloads), and hands the whole batch to `run_batch` — one
-Triton call and one index search for all of them. Under load batches fill
-up, so throughput grows with concurrency; alone, a call waits at most the
-window.
+waiting payload with everything already queued behind it; when others were
+queued (calls are arriving), it keeps collecting for at most `max_wait_s` (or
+until `max_batch_size` payloads), then hands the whole batch to `run_batch` —
+one Triton call and one index search for all of them. A call that finds the
+queue empty is dispatched at once: a window that waits for company nobody
+is sending only adds latency. Under load batches fill up (calls queue while
+the workers run), so throughput grows with concurrency.
 
 The queue is bounded: when `max_queue` payloads are already waiting, `submit`
 raises `QueueFull` (RESOURCE_EXHAUSTED) at once instead of letting latency grow
@@ -106,7 +108,10 @@ class BatchQueue(Generic[P, R]):
         while len(batch) < self.max_batch_size:
             remaining = close_at - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                if len(batch) > 1 and remaining > 0:  # others were queued: calls are arriving, wait for more
+                    item = self._queue.get(timeout=remaining)
+                else:  # only what is already queued: a lone call goes at once
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
