@@ -49,7 +49,7 @@ class BatchingConfig:
     """The coalescing queues: concurrent calls within `max_wait_ms` become one Triton call / index search."""
 
     max_batch_size: int = 32  # requests per batch (Triton calls are also split at the model's max_batch_size)
-    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_wait_ms: float = 2.0  # how long a forming batch waits for more (a call alone in the queue goes at once)
     max_queue: int = 1024  # queued requests per queue; beyond it calls get RESOURCE_EXHAUSTED
     workers: int = 2  # batches in flight per queue (one gathers while another runs)
 
