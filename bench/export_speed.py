@@ -123,18 +123,19 @@ def bench_embedder(args, data, srs, work: Path) -> dict:
     ref = vectors["ort-fp32"]
     quality = {"torch-vs-ort-fp32": Q.cosine(vectors["torch-eager"], ref).min().item(),
                "anisotropy_mean_pairwise_cosine": Q.mean_pairwise_cosine(ref)}
-    final = recall = None
-    r_ref = None
+    final = hits = None
+    h_ref = r_ref = None
     if srs is not None:
         model = srs
 
         def final(v):
             return Q.srs_item_space(model, v)
 
-        def recall(v):
-            return Q.srs_recall(model, data, v)
-        r_ref = recall(ref)
-    gates = {name: Q.gate(ref, vectors[name], final=final, recall=recall, recall_reference=r_ref).to_dict()
+        def hits(v):
+            return Q.srs_hits(model, data, v)
+        h_ref = hits(ref)
+        r_ref = float(h_ref.mean())
+    gates = {name: Q.gate(ref, vectors[name], final=final, hits=hits, hits_reference=h_ref).to_dict()
              for name in vectors if name.startswith("ort-int8")}
     return {"threads": args.threads, "items": len(ids), "batch1_items": len(batch1), "files": files,
             "embedder_sha256": manifest["source"]["sha256"],  # what the gate was measured on (by content)

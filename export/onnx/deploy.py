@@ -157,7 +157,8 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
                 args.force)
             report = json.loads(gate_file.read_text())
             print(f"int8 {args.int8}: " + ("passes" if report["passed"] else "fails") + " the quality gate "
-                  f"(top-10 overlap {report['overlap']:.3f}, R@10 drop {100 * (report['recall_drop'] or 0):+.1f}%); "
+                  f"(top-10 overlap {report['overlap']:.3f}, R@10 drop {100 * (report['recall_drop'] or 0):+.1f}%, "
+                  f"{100 * (report['recall_drop_bound'] or 0):+.1f}% at the 95% bound); "
                   "the repository serves the fp32 graph")
 
     options = RepositoryOptions(flavour=args.flavour, tensorrt=args.tensorrt)

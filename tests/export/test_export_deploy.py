@@ -71,17 +71,19 @@ def test_one_command_deployment_and_skipping(tmp_path, trained, planted_folder, 
     gate = json.loads((int8.parent / "gate.json").read_text())
     assert gate["recipe"] == "dynamic" and gate["variant_sha256"] == hashlib.sha256(int8.read_bytes()).hexdigest()
     assert 0.0 <= gate["overlap"] <= 1.0 and gate["recall_reference"] is not None and gate["k"] == 10
-    assert gate["passed"] == (gate["overlap"] >= 0.8 and gate["recall_drop"] <= 0.02 + 1e-12)
+    assert gate["passed"] == (gate["overlap"] >= 0.8 and gate["recall_drop_bound"] <= 0.02 + 1e-12)
+    assert gate["recall_interval"]["examples"] == 2 * planted_data.num_users  # validation + test users, paired
     assert gate["extra"]["items"] == planted_data.num_items and gate["extra"]["texts"] == "title"
     fourth = run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys, "--int8", "dynamic")
     assert all("up to date" in line for line in fourth) and len(fourth) == 6
 
 
-def test_srs_recall_of_its_own_table_is_its_recall(srs_checkpoint, planted_data, tmp_path):
+def test_srs_hits_of_its_own_table_are_its_hits(srs_checkpoint, planted_data, tmp_path):
     """The gate's downstream metric: the SRS scored with an item table handed in equals the SRS itself when
-    that table is its own (so a variant's drop is the variant's, not the harness's)."""
-    from export.onnx.quantize import load_srs, srs_recall_of_table
-    from train.srs.trainer import evaluate_test
+    that table is its own (so a variant's drop is the variant's, not the harness's), per example, on
+    validation then test users."""
+    from export.onnx.quantize import load_srs, srs_hits_of_table
+    from train.srs.trainer import evaluate_test, validate
 
     table = torch.randn(planted_data.num_items + 1, 12)
     table[0] = 0
@@ -89,10 +91,15 @@ def test_srs_recall_of_its_own_table_is_its_recall(srs_checkpoint, planted_data,
     model, _ = load_srs(tmp_path / "srs")
     with torch.no_grad():
         own = model.item_vectors()[1:].numpy()
-    expected = evaluate_test(model, planted_data, model.config, torch.device("cpu"))["full"]["recall@10"]
-    assert srs_recall_of_table(model, planted_data, own) == pytest.approx(expected, abs=1e-12)
-    assert expected > 0  # and a table of zeros scores every item alike: ties count against the target
-    assert srs_recall_of_table(model, planted_data, np.zeros_like(own)) == 0.0
+    cpu = torch.device("cpu")
+    hits = srs_hits_of_table(model, planted_data, own)
+    valid, test = hits[:len(planted_data.valid)], hits[len(planted_data.valid):]
+    assert len(test) == len(planted_data.test)
+    assert valid.mean() == pytest.approx(validate(model, planted_data, model.config, cpu)["recall@10"], abs=1e-12)
+    assert test.mean() == pytest.approx(evaluate_test(model, planted_data, model.config, cpu)["full"]["recall@10"],
+                                        abs=1e-12)
+    assert test.mean() > 0  # and a table of zeros scores every item alike: ties count against the target
+    assert not srs_hits_of_table(model, planted_data, np.zeros_like(own)).any()
     assert model.item_vectors().shape[0] == planted_data.num_items + 1  # the method is back afterwards
 
 

@@ -96,17 +96,35 @@ def test_gate_sees_what_cosine_misses():
     result = Q.gate(reference, noisy)
     assert Q.mean_pairwise_cosine(reference) > 0.95
     assert result.cosine_mean > 0.99 and result.overlap < 0.5 and not result.passed
-    same = Q.gate(reference, reference.copy(), recall=lambda v: 0.2)
-    assert same.overlap == 1.0 and same.recall_drop == 0.0 and same.passed
+    hits = (np.arange(1000) % 5 == 0).astype(float)  # R@10 .2 on 1,000 examples
+    same = Q.gate(reference, reference.copy(), hits=lambda v: hits)
+    assert same.overlap == 1.0 and same.recall_drop == 0.0 and same.recall_drop_bound == 0.0 and same.passed
 
 
-def test_gate_fails_on_recall_drop_and_uses_final_space():
+def hits_with_changes(lost: int, gained: int, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 hits (R@10 .2 on n examples) and a variant's that loses `lost` of them and gains `gained` others."""
+    reference = (np.arange(n) % 5 == 0).astype(float)
+    variant = reference.copy()
+    variant[np.flatnonzero(reference)[:lost]] = 0
+    variant[np.flatnonzero(reference == 0)[:gained]] = 1
+    return reference, variant
+
+
+def test_gate_holds_the_worst_end_of_the_paired_interval_and_uses_final_space():
     v = np.random.default_rng(1).normal(size=(50, 8))
-    calls = iter([0.20, 0.19])
-    result = Q.gate(v, v.copy(), final=lambda x: x * 2.0, recall=lambda _: next(calls))
+    # a 1% point drop from users who flip both ways: the interval's worst end is beyond 2% -> not shown equal
+    reference, variant = hits_with_changes(lost=24, gained=20)
+    result = Q.gate(v, v.copy(), final=lambda x: x * 2.0, hits=lambda x: variant, hits_reference=reference)
     assert result.overlap == 1.0 and result.overlap_raw == 1.0
-    assert result.recall_drop == pytest.approx(0.05) and not result.passed
-    assert result.to_dict()["passed"] is False
+    assert result.recall_drop == pytest.approx(0.01) and result.recall_interval["examples"] == 2000
+    assert result.recall_drop_bound > 0.02 and not result.passed and result.to_dict()["passed"] is False
+    # the same 1% drop from a few users who only lose: the interval is narrow, the variant passes
+    reference, variant = hits_with_changes(lost=4, gained=0)
+    tight = Q.gate(v, v.copy(), hits=lambda x: variant, hits_reference=reference)
+    assert tight.recall_drop == pytest.approx(0.01) and tight.recall_drop_bound <= 0.02 and tight.passed
+    # a clear 5% drop fails whatever the interval
+    reference, variant = hits_with_changes(lost=20, gained=0)
+    assert not Q.gate(v, v.copy(), hits=lambda x: variant, hits_reference=reference).passed
     with pytest.raises(ValueError):
         Q.gate(v, v[:10])
 

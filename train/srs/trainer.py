@@ -119,6 +119,16 @@ def test_ranks(model: SequentialRecommender, data: SequenceData, config: SRSConf
     return {name: _ranking(model, data, ex, config, device).ranks.tolist() for name, ex in sets.items()}
 
 
+@torch.no_grad()
+def example_ranks(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
+                  device: torch.device) -> dict[str, np.ndarray]:
+    """0-based target rank of every validation and test example (full ranking, the training setting): the
+    per-user outcomes a paired comparison of two item tables of one trained model needs."""
+    model.eval()
+    return {name: _ranking(model, data, ex, config, device).ranks for name, ex in (("valid", data.valid),
+                                                                                   ("test", data.test))}
+
+
 def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.Tensor, config: SRSConfig,
                num_items: int, generator: torch.Generator, unseen: torch.Tensor | None = None) -> torch.Tensor:
     """Loss of one batch: targets [B] for the last position, or [B, L] for every position (0 = none).
