@@ -29,6 +29,9 @@ class EmbedderSource:
     tokenization: dict[str, Any]  # what the tokenizer model reproduces (template, max_length, padding...)
     item_text: dict[str, Any] | None  # the item-text recipe (llmrec/itemtext.py) the embedder was trained on
     source: Any = None  # the checkpoint or stage the export came from
+    # the graph item_embedder serves: {"variant": "fp32"}, or an int8 variant that passed its quality gate
+    # ({"variant": "int8", "recipe", "sha256", "gate": {...}})
+    graph: dict[str, Any] = field(default_factory=lambda: {"variant": "fp32"})
 
 
 @dataclass(frozen=True)

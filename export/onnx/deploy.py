@@ -10,7 +10,8 @@ Steps (each the same function its own subcommand runs):
   user-encoder  OUT/user_encoder: the SRS sequence encoder + its item table (`export.onnx user-encoder`)
   int8          OUT/item_embedder_int8/model.onnx, only with --int8, and its quality gate against fp32
                 on the --dataset catalogue (top-10 neighbour overlap, the SRS's Recall@10 drop) in
-                gate.json beside it; the repository serves the fp32 graph either way
+                gate.json beside it; the repository serves the int8 graph when it passed, fp32 otherwise
+                (llmrec.json's sources.embedder.graph says which)
   repository    the Triton model repository (`export.onnx repository`)
   index         the FAISS snapshot over the user encoder's item table, only with --index (`export.index`)
 
@@ -116,7 +117,7 @@ def write_gate(embedder_dir: Path, variant: Path, variant_sha256: str, recipe: s
 
 def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
     """Run the steps in order; returns {step: ran}."""
-    from export.triton.repository import RepositoryOptions, write_repository
+    from export.triton.repository import RepositoryOptions, ServedVariant, write_repository
 
     from .embedder import export_embedder
     from .quantize import RECIPES, quantize_int8
@@ -143,6 +144,7 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
     ran["user-encoder"] = run_step(record, "user-encoder", key, user_dir / EXPORT_FILE, lambda: export_user_encoder(
         srs_ckpt, user_dir, min_cosine=args.min_cosine, cache_dir=args.cache_dir), args.force)
 
+    variant = None
     if args.int8 is not None:
         int8 = out / "item_embedder_int8" / "model.onnx"
         key = fingerprint(embedder=manifest_sha(embedder_dir), recipe=RECIPES[args.int8].to_dict())
@@ -156,17 +158,19 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
                 embedder_dir, int8, int8_sha, args.int8, srs_ckpt, args.dataset, args.cache_dir, gate_file),
                 args.force)
             report = json.loads(gate_file.read_text())
+            variant = ServedVariant(int8.parent, report) if report["passed"] else None
             print(f"int8 {args.int8}: " + ("passes" if report["passed"] else "fails") + " the quality gate "
                   f"(top-10 overlap {report['overlap']:.3f}, R@10 drop {100 * (report['recall_drop'] or 0):+.1f}%, "
                   f"{100 * (report['recall_drop_bound'] or 0):+.1f}% at the 95% bound); "
-                  "the repository serves the fp32 graph")
+                  f"the repository serves the {'int8' if variant else 'fp32'} graph")
 
     options = RepositoryOptions(flavour=args.flavour, tensorrt=args.tensorrt)
     repository = Path(args.repository)
     key = fingerprint(embedder=manifest_sha(embedder_dir), user=manifest_sha(user_dir), options=options.__dict__,
-                      embedder_dir=str(embedder_dir.resolve()), user_dir=str(user_dir.resolve()))
+                      embedder_dir=str(embedder_dir.resolve()), user_dir=str(user_dir.resolve()),
+                      variant=None if variant is None else sha256_file(variant.folder / "model.onnx"))
     ran["repository"] = run_step(record, "repository", key, repository / "llmrec.json", lambda: write_repository(
-        embedder_dir, user_dir, repository, options), args.force)
+        embedder_dir, user_dir, repository, options, variant=variant), args.force)
 
     if args.index is not None:
         from export.index import IndexBuildError, build_index

@@ -301,10 +301,30 @@ def _graph_files(folder: Path) -> list[str]:
 
 
 def _copy_graph(folder: Path, manifest: dict[str, Any], version_dir: Path) -> None:
+    """The graph files of `folder`, each checked against the sha256 `manifest["files"]` records for it."""
     for name in _graph_files(folder):
         if not (folder / name).is_file():
             raise ExportInputError(f"{folder}: {name} (weights of {MODEL_FILE}) is missing")
         copy_hashed(folder / name, version_dir / name, manifest.get("files", {}).get(name))
+
+
+@dataclass(frozen=True)
+class ServedVariant:
+    """An int8 variant of the embedder graph to serve instead of fp32: its folder (model.onnx + external data)
+    and its gate.json (export/onnx/deploy.py), which must say it passed and name this graph by sha256."""
+
+    folder: Path
+    gate: dict[str, Any]
+
+    def graph_record(self) -> dict[str, Any]:
+        sha = sha256_file(self.folder / MODEL_FILE)
+        if not self.gate.get("passed"):
+            raise ExportInputError(f"{self.folder}: the int8 variant did not pass its quality gate; serve fp32")
+        if self.gate.get("variant_sha256") != sha:
+            raise ExportInputError(f"{self.folder / MODEL_FILE}: not the graph its gate.json was measured on")
+        keep = ("overlap", "recall", "recall_reference", "recall_drop", "recall_drop_bound", "max_recall_drop")
+        return {"variant": "int8", "recipe": self.gate.get("recipe"), "sha256": sha,
+                "gate": {k: self.gate.get(k) for k in keep}}
 
 
 def tokenization_settings(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -349,7 +369,7 @@ def _write_onnx_model(model_dir: Path, folder: Path, manifest: dict[str, Any], i
                       options: RepositoryOptions) -> None:
     """One exported graph as a Triton model: config.pbtxt, a warm-up request (zeros of `sample`'s tensor and
     dims, an all-ones attention mask of the same length), the version folder's graph (+ model.py for the python
-    flavour)."""
+    flavour). `folder` holds the graph files, `manifest["files"]` their sha256."""
     tensor, dims = sample
     length = dims[0]
     warmup = {tensor.name: WarmupInput(tensor.data_type, dims),
@@ -363,8 +383,10 @@ def _write_onnx_model(model_dir: Path, folder: Path, manifest: dict[str, Any], i
         shutil.copy2(TEMPLATES / "onnx_model.py", version_dir / "model.py")
 
 
-def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions) -> EmbedderSource:
+def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions,
+                           variant: ServedVariant | None = None) -> EmbedderSource:
     manifest = read_manifest(folder, kind="embedder")
+    graph = {"variant": "fp32"} if variant is None else variant.graph_record()
     inputs, outputs = graph_io(folder / MODEL_FILE)
     check_graph(folder, manifest, inputs, outputs)
     ids = _tensor(folder, inputs, INPUT_IDS)
@@ -381,7 +403,14 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     token_shapes = ([1, 1], [options.preferred_batch_sizes[-1], max_length // 2 or 1],
                     [options.max_batch_size, max_length])
     shapes = {ids.name: token_shapes, ATTENTION_MASK: token_shapes}
-    _write_onnx_model(model_dir, folder, manifest, inputs, vector, shapes, (ids, [length]), options)
+    if variant is None:
+        _write_onnx_model(model_dir, folder, manifest, inputs, vector, shapes, (ids, [length]), options)
+    else:  # the same interface (checked), the variant's weights
+        v_inputs, v_outputs = graph_io(variant.folder / MODEL_FILE)
+        if (v_inputs, v_outputs) != (inputs, outputs):
+            raise ExportInputError(f"{variant.folder / MODEL_FILE}: its inputs/outputs differ from {folder}'s graph")
+        _write_onnx_model(model_dir, variant.folder, {"files": {MODEL_FILE: graph["sha256"]}}, inputs, vector,
+                          shapes, (ids, [length]), options)
 
     # tokenizer
     tok_dir = root / TOKENIZER
@@ -400,7 +429,7 @@ def _write_embedder_models(root: Path, folder: Path, options: RepositoryOptions)
     _write_text(root / ITEM_ENCODER / "config.pbtxt", item_encoder_config(vector, options))
     return EmbedderSource(path=str(folder.resolve()), export_sha256=sha256_file(folder / EXPORT_FILE),
                           dim=manifest.get("dim"), tokenization=settings, item_text=manifest.get("item_text"),
-                          source=manifest.get("source") or manifest.get("checkpoint"))
+                          source=manifest.get("source") or manifest.get("checkpoint"), graph=graph)
 
 
 def _write_user_encoder_model(root: Path, folder: Path, options: RepositoryOptions) -> UserEncoderSource:
@@ -456,9 +485,10 @@ def _replace(tmp: Path, out: Path, force: bool = False) -> None:
 
 
 def write_repository(embedder: str | Path | None, user_encoder: str | Path | None, out: str | Path,
-                     options: RepositoryOptions | None = None, force: bool = False) -> dict[str, Any]:
+                     options: RepositoryOptions | None = None, force: bool = False,
+                     variant: ServedVariant | None = None) -> dict[str, Any]:
     """Write the Triton repository at `out` (replacing one written before, or any folder with `force`); returns
-    its manifest (llmrec.json)."""
+    its manifest (llmrec.json). `variant`: serve that int8 graph (it passed its gate) instead of fp32."""
     options = options or RepositoryOptions()
     if embedder is None and user_encoder is None:
         raise ExportInputError("give --embedder and/or --user-encoder")
@@ -467,7 +497,8 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        embedder_source = None if embedder is None else _write_embedder_models(tmp, Path(embedder), options)
+        embedder_source = None if embedder is None else _write_embedder_models(tmp, Path(embedder), options,
+                                                                                variant)
         user_source = None if user_encoder is None else _write_user_encoder_model(tmp, Path(user_encoder), options)
         models = sorted(p.name for p in tmp.iterdir() if (p / "config.pbtxt").is_file())
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -310,3 +310,28 @@ def test_an_external_data_location_outside_the_model_folder_is_refused(repo_expo
     with pytest.raises(ExportInputError, match="plain file name inside the model folder"):
         write_repository(None, changed, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+
+
+def test_an_int8_variant_that_passed_its_gate_is_served_and_named(repo_exports, python_repo, tmp_path):
+    from export.onnx.quantize import quantize_int8
+    from export.triton.repository import ServedVariant
+
+    int8 = quantize_int8(Path(repo_exports.embedder) / "model.onnx", tmp_path / "int8" / "model.onnx", "dynamic")
+    gate = {"passed": True, "recipe": "dynamic", "variant_sha256": sha256_file(int8), "overlap": 0.9,
+            "recall_drop": 0.004, "recall_drop_bound": 0.015, "max_recall_drop": 0.02}
+    out = tmp_path / "model_repository"
+    manifest = write_repository(repo_exports.embedder, repo_exports.user_encoder, out, RepositoryOptions(threads=2),
+                                variant=ServedVariant(int8.parent, gate))
+    graph = manifest["sources"]["embedder"]["graph"]
+    assert graph["variant"] == "int8" and graph["recipe"] == "dynamic" and graph["sha256"] == sha256_file(int8)
+    assert graph["gate"]["recall_drop_bound"] == 0.015
+    assert sha256_file(out / "item_embedder" / "1" / "model.onnx") == sha256_file(int8)
+    assert_matches_graph(parse_config(out / "item_embedder" / "config.pbtxt"), int8)
+    # the fp32 repository says so; a variant that failed, or another graph than the gated one, is refused
+    assert json.loads((python_repo / MANIFEST_FILE).read_text())["sources"]["embedder"]["graph"] == {"variant": "fp32"}
+    with pytest.raises(ExportInputError, match="did not pass"):
+        write_repository(repo_exports.embedder, None, tmp_path / "r1", variant=ServedVariant(
+            int8.parent, gate | {"passed": False}))
+    with pytest.raises(ExportInputError, match="not the graph"):
+        write_repository(repo_exports.embedder, None, tmp_path / "r2", variant=ServedVariant(
+            int8.parent, gate | {"variant_sha256": "0" * 64}))
