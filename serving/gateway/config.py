@@ -102,8 +102,10 @@ class GatewayConfig:
     # probes) when `tls` is on; it serves nothing else. None = no such port (health is on the main port anyway)
     health_host: str = "127.0.0.1"
     health_port: int | None = None
-    grpc_workers: int = 32  # threads answering calls (each waits on its batch)
-    max_concurrent_rpcs: int | None = None  # beyond it grpc answers RESOURCE_EXHAUSTED; None = grpc_workers x 4
+    grpc_workers: int = 32  # threads answering calls (each waits on its batch); more calls wait for a thread
+    # calls in flight beyond which grpc answers RESOURCE_EXHAUSTED; None = what the batching queues can hold
+    # (grpc_workers + 2 x batching.max_queue), so a call is refused for the queue's room, never for threads
+    max_concurrent_rpcs: int | None = None
     max_message_bytes: int = 4 * 1024 * 1024  # receive and send limit
     backend: str = "triton"  # "triton" or "onnxruntime" (the same models in-process, no Triton)
     model_repository: str = "model_repository"  # read for max_len; the managed Triton and onnxruntime run it
@@ -131,6 +133,11 @@ class GatewayConfig:
 
     def __post_init__(self) -> None:
         validate_config(self)
+
+    @property
+    def concurrent_rpcs(self) -> int:
+        """The calls in flight the server admits (see max_concurrent_rpcs)."""
+        return self.max_concurrent_rpcs or self.grpc_workers + 2 * self.batching.max_queue
 
 
 def _positive(section: Any, prefix: str, names: tuple[str, ...]) -> None:

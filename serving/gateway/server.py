@@ -428,7 +428,7 @@ class Gateway:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.grpc_workers, thread_name_prefix="grpc"),
             interceptors=interceptors, options=options,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs or 4 * config.grpc_workers)
+            maximum_concurrent_rpcs=config.concurrent_rpcs)
         servicer = RecommenderServicer(self.pipeline, config, self.metrics, self.is_ready,
                                        item_text_of(manifest))
         self.server.add_generic_rpc_handlers((method_handlers(servicer),))

@@ -291,6 +291,33 @@ def test_full_queue_is_resource_exhausted_and_deadlines_are_honoured(deployment)
         assert len(stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=10).items) == 3
 
 
+def test_callers_beyond_the_threads_wait_for_one_instead_of_being_refused(deployment):
+    """Concurrency is bounded by the batching queues' room, not by the server's threads: 48 callers on 2 threads
+    (each call holds its thread for 50 ms) all get answers."""
+    backend = SlowBackend(OnnxRuntimeBackend(deployment.repository), delay=0.05)
+    cfg = config(deployment, grpc_workers=2, batching={"max_queue": 64, "max_wait_ms": 0})
+    assert cfg.concurrent_rpcs == 2 + 2 * 64 and GatewayConfig().concurrent_rpcs == 32 + 2 * 1024
+    with Gateway(cfg, backend=backend) as running, grpc.insecure_channel(running.address) as ch:
+        stub = pb_grpc.RecommenderStub(ch)
+        codes: list[grpc.StatusCode] = []
+        start = threading.Barrier(48)
+
+        def call() -> None:
+            start.wait()
+            try:
+                stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=60)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+
+        threads = [threading.Thread(target=call) for _ in range(48)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [grpc.StatusCode.OK] * 48
+
+
 def test_internal_errors_carry_no_details(deployment):
     backend = SlowBackend(OnnxRuntimeBackend(deployment.repository), delay=0.0, fail=True)
     with Gateway(config(deployment), backend=backend) as running, grpc.insecure_channel(running.address) as ch:
