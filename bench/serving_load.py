@@ -541,11 +541,12 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
     from serving.gateway.pipeline import RecommendationPipeline
     from serving.gateway.server import load_catalog
     from serving.gateway.validation import NewItem, check_new_items, check_recommend
+    from serving.index.catalog import Catalog
 
     index, store, _ = load_catalog(dep.index)
     backend = OnnxRuntimeBackend(dep.repository, threads=ort_threads)
     metrics = GatewayMetrics()
-    pipeline = RecommendationPipeline(backend, index, store, max_len=history_length(dep.repository) or 50,
+    pipeline = RecommendationPipeline(backend, Catalog(index, store), max_len=history_length(dep.repository) or 50,
                                       batching=batching, metrics=metrics).start()
     limits = LimitsConfig()
     go = threading.Event()

@@ -30,10 +30,8 @@ import numpy as np
 from llmrec.logs import log_event
 from llmrec.names import ITEM_ENCODER, USER_ENCODER
 
-from ..index.catalog import Catalog, IdsExhausted, NotDurable
-from ..index.item_index import ItemIndex
-from ..index.item_store import Item, ItemStore
-from ..index.wal import DurableCatalog
+from ..index.catalog import Catalog, IdsExhausted, MissingItems, NotDurable
+from ..index.item_store import Item
 from .backends import EncoderBackend
 from .batching import BatchQueue
 from .config import BatchingConfig
@@ -61,8 +59,8 @@ class _UserJob:
     vectors: np.ndarray  # float32 [max_len, H], left-padded
     mask: np.ndarray  # int64 [max_len]
     k: int
-    exclude: np.ndarray  # int64 ids never returned
-    include: np.ndarray  # int64 ids to rank among (empty = the whole index)
+    exclude: frozenset[str]  # catalogue ids never returned
+    include: tuple[str, ...]  # catalogue ids to rank among (empty = the whole catalogue)
 
 
 def _listed(ids: Sequence[str]) -> str:
@@ -80,23 +78,21 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 class RecommendationPipeline:
-    def __init__(self, backend: EncoderBackend, index: ItemIndex, store: ItemStore, *, max_len: int,
+    def __init__(self, backend: EncoderBackend, catalog: Catalog, *, max_len: int,
                  batching: BatchingConfig | None = None, metrics: GatewayMetrics | None = None,
-                 user_model: str = USER_ENCODER, item_model: str = ITEM_ENCODER,
-                 durable: DurableCatalog | None = None) -> None:
-        """`durable`: when given (persist), every write is logged and fsynced before it is applied and answered,
-        and the catalogue is compacted into a snapshot in the background (serving/index/wal.py)."""
+                 user_model: str = USER_ENCODER, item_model: str = ITEM_ENCODER) -> None:
+        """`catalog`: the items, read and written in catalogue ids (serving/index/catalog.py over FAISS, with a
+        durable log when persisting; or milvus_catalog.py); compacted in the background when it asks for it."""
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         batching = batching or BatchingConfig()
         self.backend = backend
-        self.index = index
-        self.store = store
+        self.catalog = catalog
+        catalog.observe = self._time_index  # its write and compaction times go to these metrics
         self.max_len = int(max_len)
         self.metrics = metrics
         self.user_model = user_model
         self.item_model = item_model
-        self.catalog = Catalog(index, store, durable, observe=self._time_index)
         observe = metrics.observe_batch if metrics is not None else None
         common = dict(max_batch_size=batching.max_batch_size, max_wait_s=batching.max_wait_ms / 1000.0,
                       max_queue=batching.max_queue, workers=batching.workers, observe=observe)
@@ -108,13 +104,13 @@ class RecommendationPipeline:
         if metrics is not None:
             metrics.track_queue_depth("recommend", self.recommend_queue.depth)
             metrics.track_queue_depth("embed", self.embed_queue.depth)
-            metrics.index_items.set(len(index))
+            metrics.index_items.set(len(catalog))
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> RecommendationPipeline:
         self.recommend_queue.start()
         self.embed_queue.start()
-        if self.catalog.durable is not None:
+        if getattr(self.catalog, "durable", None) is not None:
             self._compactor = threading.Thread(target=self._compact_loop, name="catalog-compactor", daemon=True)
             self._compactor.start()
         return self
@@ -146,7 +142,7 @@ class RecommendationPipeline:
                 logger.exception("catalogue compaction failed")
 
     def ready(self) -> bool:
-        return len(self.index) > 0 and self.backend.ready()
+        return len(self.catalog) > 0 and self.backend.ready()
 
     # ------------------------------------------------------------------ timing helpers
     def _time_model(self, model: str, seconds: float) -> None:
@@ -162,39 +158,31 @@ class RecommendationPipeline:
             self.metrics.observe_request_stage(queue, stage, seconds, requests)
 
     # ------------------------------------------------------------------ Recommend
-    def _rows(self, keys: Sequence[str], field: str) -> list[int]:
-        """The internal rows of catalogue ids; NOT_FOUND naming the ids the catalogue does not hold."""
-        rows = self.store.rows_of(keys)
-        missing = sorted({key for key, row in zip(keys, rows, strict=True) if row is None or row not in self.index})
-        if missing:
-            raise GatewayError("NOT_FOUND", f"{field} holds item ids that are not in the catalogue: {_listed(missing)}")
-        return [int(row) for row in rows]  # type: ignore[arg-type]
+    def _vectors(self, keys: Sequence[str], field: str) -> np.ndarray:
+        """Vectors of catalogue ids; NOT_FOUND naming the ids the catalogue does not hold."""
+        t0 = time.perf_counter()
+        try:
+            vectors = self.catalog.vectors_of(keys)
+        except MissingItems as error:
+            raise GatewayError("NOT_FOUND", f"{field} holds item ids that are not in the catalogue: "
+                                            f"{_listed(error.keys)}") from None
+        self._time_index("vectors", time.perf_counter() - t0)
+        return vectors
 
     def recommend(self, query: RecommendQuery, deadline: float | None = None) -> list[Recommendation]:
         """Top-k items after `query.history` (validated). NOT_FOUND names history ids the catalogue lacks."""
-        history = self._rows(query.history, "history")
-        include = self._rows(query.include_ids, "filter.include_ids")
-        window = np.asarray(history[-self.max_len:], dtype=np.int64)
-        t0 = time.perf_counter()
-        try:
-            item_vectors = self.index.vectors(window)
-        except KeyError:  # deleted between the check and the read
-            raise GatewayError("NOT_FOUND", "an item of the history was deleted during the call") from None
-        self._time_index("vectors", time.perf_counter() - t0)
+        item_vectors = self._vectors(query.history, "history")[-self.max_len:]  # every id must exist
+        window = len(item_vectors)
+        if query.include_ids:
+            self._vectors(query.include_ids, "filter.include_ids")
         vectors = np.zeros((self.max_len, item_vectors.shape[1]), dtype=np.float32)
         mask = np.zeros(self.max_len, dtype=np.int64)
-        vectors[self.max_len - len(window):] = item_vectors
-        mask[self.max_len - len(window):] = 1
-        exclude = {row for row in self.store.rows_of(query.exclude_ids) if row is not None}  # unknown: ignored
-        if query.exclude_history:
-            exclude.update(history)
-        job = _UserJob(vectors, mask, query.k, np.array(sorted(exclude), dtype=np.int64),
-                       np.asarray(include, dtype=np.int64))
-        ids, scores = self.recommend_queue.call(job, deadline)
-        items = self.store.get(ids)
-        # an item deleted after the search found it is left out rather than shown without its title
-        return [Recommendation(item.key, float(s), item.title, dict(item.attributes))
-                for s, item in zip(scores, items, strict=True) if item is not None]
+        vectors[self.max_len - window:] = item_vectors
+        mask[self.max_len - window:] = 1
+        exclude = set(query.exclude_ids) | (set(query.history) if query.exclude_history else set())
+        job = _UserJob(vectors, mask, query.k, frozenset(exclude), tuple(query.include_ids))
+        hits = self.recommend_queue.call(job, deadline)
+        return [Recommendation(item.key, score, item.title, dict(item.attributes)) for item, score in hits]
 
     def _run_users(self, jobs: Sequence[_UserJob], deadline: float | None) -> list[Any]:
         """One user-encoder call and one index search for a whole batch of Recommend calls."""
@@ -206,32 +194,32 @@ class RecommendationPipeline:
         self._time_model(self.user_model, seconds)
         self._time_stage("recommend", "model", seconds, len(jobs))
         results: list[Any] = [None] * len(jobs)
-        searched = [b for b, j in enumerate(jobs) if not len(j.include)]
+        searched = [b for b, j in enumerate(jobs) if not j.include]
         if searched:
             k = max(jobs[b].k for b in searched)
             t0 = time.perf_counter()
-            ids, scores = self.index.search(users[searched], k, exclude=[jobs[b].exclude for b in searched])
+            found = self.catalog.search(users[searched], k, [sorted(jobs[b].exclude) for b in searched])
             seconds = time.perf_counter() - t0
             self._time_index("search", seconds)
             self._time_stage("recommend", "index", seconds, len(searched))
-            for row, b in enumerate(searched):
-                keep = ids[row] >= 0
-                results[b] = (ids[row][keep][: jobs[b].k], scores[row][keep][: jobs[b].k])
+            for hits, b in zip(found, searched, strict=True):
+                results[b] = hits[: jobs[b].k]
         for b, job in enumerate(jobs):
-            if len(job.include):
+            if job.include:
                 results[b] = self._rank_among(users[b], job)
         return results
 
     def _rank_among(self, user: np.ndarray, job: _UserJob) -> Any:
         """Exact inner-product ranking among the filter's include_ids (a small set, so no index search)."""
-        candidates = job.include[~np.isin(job.include, job.exclude)]
+        candidates = [key for key in job.include if key not in job.exclude]
         try:
-            table = self.index.vectors(candidates)
-        except KeyError:
+            table = self.catalog.vectors_of(candidates)
+        except MissingItems:
             return GatewayError("NOT_FOUND", "an item of filter.include_ids was deleted during the call")
-        scores = table @ user
+        scores = table @ user if candidates else np.zeros(0, dtype=np.float32)
         order = np.argsort(-scores, kind="stable")[: job.k]
-        return candidates[order], scores[order].astype(np.float32)
+        items = self.catalog.items([candidates[i] for i in order])
+        return [(item, float(scores[i])) for i, item in zip(order, items, strict=True) if item is not None]
 
     # ------------------------------------------------------------------ EmbedItems
     def embed(self, texts: Sequence[str], deadline: float | None = None) -> np.ndarray:
@@ -257,9 +245,9 @@ class RecommendationPipeline:
     def upsert(self, items: Sequence[NewItem], deadline: float | None = None) -> list[str]:
         """Embed and store validated items; returns their catalogue ids (assigned where none was given)."""
         vectors = self.embed([item.text for item in items], deadline)
-        if vectors.shape[1] != self.index.dim:
+        if vectors.shape[1] != self.catalog.dim:
             raise GatewayError("FAILED_PRECONDITION", f"the item encoder gives {vectors.shape[1]}-d vectors but the "
-                                                      f"index holds {self.index.dim}-d ones: export the item encoder "
+                                                      f"index holds {self.catalog.dim}-d ones: export the item encoder "
                                                       "with the SRS adapter of the deployed user encoder")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) != len(items) or not np.isfinite(vectors).all():  # checked before anything is logged
@@ -285,8 +273,7 @@ class RecommendationPipeline:
 
     def get(self, ids: Sequence[str]) -> tuple[list[Item], list[str]]:
         """Known items (catalogue ids) in the order asked, and the unknown ids."""
-        rows = self.store.rows_of(ids)
-        found = self.store.get([row if row is not None else -1 for row in rows])
+        found = self.catalog.items(ids)
         items = [item for item in found if item is not None]
         missing = [key for key, item in zip(ids, found, strict=True) if item is None]
         return items, missing
@@ -299,7 +286,7 @@ class RecommendationPipeline:
 
     def _after_write(self, operation: str, ids: list[str]) -> None:
         if self.metrics is not None:
-            self.metrics.index_items.set(len(self.index))
-        log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=len(self.index))
+            self.metrics.index_items.set(len(self.catalog))
+        log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=len(self.catalog))
         if self.catalog.needs_compaction():
             self._compact_wanted.set()

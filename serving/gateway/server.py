@@ -42,6 +42,7 @@ from llmrec.itemtext import ItemText
 from llmrec.logs import log_event
 from llmrec.manifests import RepositoryManifest
 
+from ..index.catalog import Catalog
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
@@ -169,13 +170,13 @@ class RecommenderServicer:
                                  for i in request.items], self.limits, self.item_text)
         self._require_ready()
         ids = self.pipeline.upsert(items, deadline)
-        return pb.UpsertItemsResponse(ids=ids, index_size=len(self.pipeline.index))
+        return pb.UpsertItemsResponse(ids=ids, index_size=len(self.pipeline.catalog))
 
     def _delete(self, request: pb.DeleteItemsRequest, deadline: float) -> pb.DeleteItemsResponse:
         self._refuse_writes("DeleteItems")
         ids = check_ids(request.ids, "ids", self.limits.max_items, self.limits.max_text_bytes, distinct=True)
         removed, missing = self.pipeline.delete(ids)
-        return pb.DeleteItemsResponse(deleted=removed, missing_ids=missing, index_size=len(self.pipeline.index))
+        return pb.DeleteItemsResponse(deleted=removed, missing_ids=missing, index_size=len(self.pipeline.catalog))
 
     def _get(self, request: pb.GetItemsRequest, deadline: float) -> pb.GetItemsResponse:
         ids = check_ids(request.ids, "ids", self.limits.max_items, self.limits.max_text_bytes)
@@ -408,8 +409,8 @@ class Gateway:
                 catalog.close(compact=False)
             raise
         self.pipeline = RecommendationPipeline(
-            self.backend, index, store, max_len=max_len, batching=config.batching, metrics=self.metrics,
-            user_model=config.triton.user_encoder, item_model=config.triton.item_encoder, durable=catalog).start()
+            self.backend, Catalog(index, store, catalog), max_len=max_len, batching=config.batching,
+            metrics=self.metrics, user_model=config.triton.user_encoder, item_model=config.triton.item_encoder).start()
         credentials = server_credentials(config.tls)
         warn_if_exposed(config, token is not None)
         if config.metrics_port is not None:
@@ -489,7 +490,7 @@ class Gateway:
                 log_event(logger, "gateway_health", serving=ready)
         self._ready = ready
         self.metrics.ready.set(1 if ready else 0)
-        self.metrics.index_items.set(len(self.pipeline.index))
+        self.metrics.index_items.set(len(self.pipeline.catalog))
 
     def _health_loop(self) -> None:
         while True:

@@ -39,6 +39,17 @@ class NotDurable(OSError):
     """The write could not be logged (fsynced); nothing was applied."""
 
 
+class MissingItems(KeyError):
+    """Catalogue ids that are not in the catalogue (sorted, distinct)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(sorted(set(keys)))
+        self.keys: list[str] = sorted(set(keys))
+
+
+Hit = tuple[Item, float]  # an item of a search result and its inner-product score
+
+
 def advance_next_id(next_id: int, ids: Sequence[int] | np.ndarray) -> int:
     """The next row to assign once rows `ids` exist: rows are never reused, not even after a delete or a restart."""
     return max(int(next_id), max((int(i) for i in ids), default=0) + 1)
@@ -93,6 +104,8 @@ def apply_write(index: ItemIndex, store: ItemStore, op: str, ids: np.ndarray, ve
 class Catalog:
     """Index + store (+ the durable log when persisting), written one batch at a time under one lock.
 
+    What the gateway reads and writes, in catalogue ids (`dim`, `len`, `vectors_of`, `search`, `items`, `upsert`,
+    `delete`, compaction): the interface the Milvus catalogue (milvus_catalog.py) offers too.
     `observe(operation, seconds)` receives the time of each log append ("wal_append") and index write
     ("upsert", "delete", "compact"), for the gateway's metrics.
     """
@@ -106,6 +119,43 @@ class Catalog:
         self.lock = threading.Lock()
         self.next_id = first_free_id(index, store, durable.next_id if durable is not None else 0)
 
+    # ------------------------------------------------------------------ reads
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def vectors_of(self, keys: Sequence[str]) -> np.ndarray:
+        """The vectors [len(keys), dim] of catalogue ids, in order; MissingItems naming the ids it lacks."""
+        rows = self.store.rows_of(keys)
+        missing = [key for key, row in zip(keys, rows, strict=True) if row is None or row not in self.index]
+        if missing:
+            raise MissingItems(missing)
+        try:
+            return self.index.vectors(np.asarray(rows, dtype=np.int64))
+        except KeyError:  # deleted between the check and the read
+            raise MissingItems(keys) from None
+
+    def search(self, users: np.ndarray, k: int, exclude: Sequence[Sequence[str]]) -> list[list[Hit]]:
+        """The k best items per user vector (inner product), leaving out `exclude[b]` (ids; unknown ones ignored);
+        an item deleted after the search found it is left out rather than shown without its title."""
+        rows = [np.asarray([r for r in self.store.rows_of(e) if r is not None], dtype=np.int64) for e in exclude]
+        ids, scores = self.index.search(users, k, exclude=rows)
+        out = []
+        for row_ids, row_scores in zip(ids, scores, strict=True):
+            keep = row_ids >= 0
+            found = self.store.get(row_ids[keep][:k])
+            out.append([(item, float(s)) for item, s in zip(found, row_scores[keep][:k], strict=True)
+                        if item is not None])
+        return out
+
+    def items(self, keys: Sequence[str]) -> list[Item | None]:
+        """The items of catalogue ids, in order (None for an unknown id)."""
+        return self.store.get([row if row is not None else -1 for row in self.store.rows_of(keys)])
+
+    # ------------------------------------------------------------------ writes
     def upsert(self, keys: Sequence[str], vectors: np.ndarray, items: Sequence[tuple[str, dict[str, str]]]
                ) -> list[str]:
         """Store items (title, attributes) with their vectors under their catalogue ids (an empty key is

@@ -110,8 +110,7 @@ def test_a_failed_compaction_backs_off_and_resumes_when_space_returns(base, tmp_
 
 def test_an_append_the_disk_refuses_is_unavailable_and_reads_go_on(base, tmp_path, monkeypatch):
     durable = DurableCatalog.open(base, tmp_path / "state")
-    pipeline = RecommendationPipeline(backend=None, index=durable.index, store=durable.store, max_len=10,
-                                      durable=durable)
+    pipeline = RecommendationPipeline(None, Catalog(durable.index, durable.store, durable), max_len=10)
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(GatewayError) as refused:
         pipeline.delete(["1"])

@@ -127,6 +127,6 @@ def test_still_serving_after_the_fuzzing(gateway):
     stub = pb_grpc.RecommenderStub(channel)
     assert len(stub.GetItems(pb.GetItemsRequest(ids=["i1"]), timeout=10, metadata=GOOD).items) <= 1
     size = stub.DeleteItems(pb.DeleteItemsRequest(ids=["no such item"]), timeout=10, metadata=GOOD).index_size
-    assert size == len(running.pipeline.index)
+    assert size == len(running.pipeline.catalog)
     methods = {s.labels.get("method") for m in running.metrics.registry.collect() for s in m.samples}
     assert methods - {None} <= {"Recommend", "EmbedItems", "UpsertItems", "DeleteItems", "GetItems", "unknown"}

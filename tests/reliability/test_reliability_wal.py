@@ -212,8 +212,7 @@ def test_a_write_the_disk_refuses_is_not_applied(base, tmp_path, monkeypatch):
     from serving.gateway.pipeline import RecommendationPipeline
 
     catalog = DurableCatalog.open(base, tmp_path / "state")
-    pipeline = RecommendationPipeline(backend=None, index=catalog.index, store=catalog.store, max_len=10,
-                                      durable=catalog)
+    pipeline = RecommendationPipeline(None, Catalog(catalog.index, catalog.store, catalog), max_len=10)
     before = state(catalog)
     size = catalog.wal.path.stat().st_size
     real_fsync = os.fsync

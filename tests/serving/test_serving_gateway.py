@@ -322,7 +322,7 @@ class FileTracer:
 CALL_PATHS = {
     "Recommend": ["serving/gateway/batching.py", "serving/gateway/metrics.py", "serving/gateway/pipeline.py",
                   "serving/gateway/server.py", "serving/gateway/triton_client.py", "serving/gateway/validation.py",
-                  "serving/index/item_index.py", "serving/index/item_store.py"],
+                  "serving/index/catalog.py", "serving/index/item_index.py", "serving/index/item_store.py"],
     "UpsertItems": ["llmrec/itemtext.py", "llmrec/logs.py", "serving/gateway/batching.py", "serving/gateway/metrics.py",
                     "serving/gateway/pipeline.py", "serving/gateway/server.py", "serving/gateway/triton_client.py",
                     "serving/gateway/validation.py", "serving/index/catalog.py", "serving/index/item_index.py",

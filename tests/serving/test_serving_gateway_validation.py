@@ -352,7 +352,7 @@ def test_read_replica_refuses_writes_and_serves_reads(deployment, caplog):
                     metadata=None)
             refused(stub.DeleteItems, pb.DeleteItemsRequest(ids=["i1"]), grpc.StatusCode.FAILED_PRECONDITION,
                     "DeleteItems", metadata=None)
-            assert len(running.pipeline.index) == len(deployment.titles) - 1
+            assert len(running.pipeline.catalog) == len(deployment.titles) - 1
     assert not deployment.index.with_name("index-state").exists()  # a replica opens no state folder
     assert "writes_not_durable" not in caplog.text
 

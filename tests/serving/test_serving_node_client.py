@@ -54,7 +54,7 @@ def test_independent_client_gets_every_status_code_and_works_end_to_end(deployme
             "address": gateway.address, "replica_address": replica.address, "proto": str(PROTO), "token": TOKEN,
             "limits": LIMITS, "known_ids": catalogue.keys([3, 4, 5]), "max_message_bytes": MAX_MESSAGE_BYTES,
             "deadline_ms": 30000}, tmp_path)
-        size_after = len(gateway.pipeline.index)
+        size_after = len(gateway.pipeline.catalog)
     failed = [c for c in checks if not c["ok"]]
     assert not failed, json.dumps(failed, indent=1)
     codes = {c["got"] for c in checks}
