@@ -19,6 +19,7 @@ from llmrec.names import ITEM_ENCODER, USER_ENCODER
 
 DEFAULT_TOKEN_ENV = "LLMREC_GATEWAY_TOKEN"
 BACKENDS = ("triton", "onnxruntime")
+INDEX_BACKENDS = ("faiss", "milvus")
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,16 @@ class TritonConfig:
     restart_window_s: float = 600.0
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
+
+
+@dataclass
+class MilvusConfig:
+    """The catalogue on Milvus (index_backend: milvus; serving/index/milvus_catalog.py). A collection that does not
+    exist yet is created and filled from the index snapshot at `index`."""
+
+    uri: str = "runs/demo/milvus.db"  # a local file = Milvus Lite in the gateway's process; or http://host:19530
+    collection: str = "llmrec_items"
+    token_env: str | None = None  # environment variable holding "user:password" or an API key, if the server asks
 
 
 @dataclass
@@ -113,6 +124,10 @@ class GatewayConfig:
     # repository with one is always verified, extra files included
     allow_unverified: bool = False
     index: str = "runs/demo/index"  # folder written by `python -m export.index` (item index + item store)
+    # where the catalogue lives: "faiss" (the snapshot at `index` in this process, with the write-ahead log below)
+    # or "milvus" (a Milvus collection shared by every gateway, `milvus`; persist and state_dir do not apply)
+    index_backend: str = "faiss"
+    milvus: MilvusConfig = field(default_factory=MilvusConfig)
     max_len: int | None = None  # history window of the user encoder; None = from the repository's llmrec.json
     # durable writes: every UpsertItems / DeleteItems is fsynced to a write-ahead log in `state_dir` before it is
     # answered, replayed over the last snapshot on start, compacted into a new snapshot every `compact_every`
@@ -151,6 +166,10 @@ def validate_config(config: GatewayConfig) -> None:
     """Raise ConfigError for the first value out of range (the message names the key)."""
     if config.backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
+    if config.index_backend not in INDEX_BACKENDS:
+        raise ConfigError(f"index_backend must be one of {INDEX_BACKENDS}, got {config.index_backend!r}")
+    if not (isinstance(config.milvus.collection, str) and config.milvus.collection.replace("_", "").isalnum()):
+        raise ConfigError(f"milvus.collection must be letters, digits and _, got {config.milvus.collection!r}")
     for name in ("port",):
         value = getattr(config, name)
         if not isinstance(value, int) or not 0 <= value <= 65535:
@@ -214,6 +233,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (GatewayConfig, "limits"): LimitsConfig,
     (GatewayConfig, "auth"): AuthConfig,
     (GatewayConfig, "tls"): TLSConfig,
+    (GatewayConfig, "milvus"): MilvusConfig,
 }
 
 
@@ -239,7 +259,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ga
     for key in ("index", "model_repository", "state_dir"):
         if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
-    for section, keys in (("auth", ("token_file",)), ("tls", ("cert_file", "key_file", "client_ca_file"))):
+    for section, keys in (("auth", ("token_file",)), ("tls", ("cert_file", "key_file", "client_ca_file")),
+                          ("milvus", ("uri",))):
         mapping = values.get(section)
         for key in keys if isinstance(mapping, dict) else ():
             if isinstance(mapping.get(key), str) and not Path(mapping[key]).is_absolute():

@@ -46,6 +46,7 @@ from ..index.catalog import Catalog
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
+from ..index.milvus_catalog import MilvusCatalog
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
 from ..proto.llmrec.v2 import recommend_pb2 as pb
@@ -239,7 +240,41 @@ def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
     return catalog
 
 
-def check_pairing(index: ItemIndex, provenance: dict[str, Any], manifest: RepositoryManifest | None,
+def open_catalog(config: GatewayConfig) -> Catalog | MilvusCatalog:
+    """The catalogue the gateway serves, with `provenance` (the snapshot manifest's fields) set on it: FAISS with
+    the write-ahead log (persist), FAISS in memory (persist: false or a read replica), or Milvus."""
+    if config.index_backend == "milvus":
+        import os
+
+        from ..index.milvus_catalog import MilvusError, MilvusSettings, open_milvus_catalog
+
+        token = os.environ.get(config.milvus.token_env) if config.milvus.token_env else None
+        settings = MilvusSettings(config.milvus.uri, config.milvus.collection, token)
+        snapshot = Path(config.index) if (Path(config.index) / "manifest.json").is_file() else None
+        try:
+            live = open_milvus_catalog(settings, snapshot)
+        except MilvusError as exc:
+            raise StartupError(str(exc)) from None
+        live.provenance = load_catalog(snapshot)[2] if snapshot is not None else {}
+        log_event(logger, "catalog_opened", backend="milvus", uri=settings.uri, collection=settings.collection,
+                  items=len(live))
+        return live
+    durable = None
+    if config.persist and not config.read_only:
+        durable = open_durable_catalog(config)
+        index, store, provenance = durable.index, durable.store, durable.extra
+    else:
+        index, store, provenance = load_catalog(config.index)
+        if not config.read_only:
+            log_event(logger, "writes_not_durable", logging.WARNING, index=config.index,
+                      message="persist: false: acknowledged upserts and deletes live in memory only and are "
+                              "lost when the gateway stops")
+    live = Catalog(index, store, durable)
+    live.provenance = provenance
+    return live
+
+
+def check_pairing(dim: int, provenance: dict[str, Any], manifest: RepositoryManifest | None,
                   repository: Path) -> None:
     """The index must hold the item table of the deployed user encoder, not merely vectors of its size.
 
@@ -247,9 +282,9 @@ def check_pairing(index: ItemIndex, provenance: dict[str, Any], manifest: Reposi
     recommendations. Export records the table's sha256 in both llmrec.json and the index manifest; an
     index or repository without that record (built by hand) is accepted on its dimensions with a warning."""
     user = manifest.user_encoder if manifest is not None else None
-    if user is not None and user.hidden_size != index.dim:
+    if user is not None and user.hidden_size != dim:
         hidden = user.hidden_size
-        raise StartupError(f"the item index holds {index.dim}-d vectors but the user encoder reads {hidden}-d ones "
+        raise StartupError(f"the item index holds {dim}-d vectors but the user encoder reads {hidden}-d ones "
                            f"({repository}/llmrec.json): build the index from this user encoder's item table")
     expected = ((user.item_vectors or {}) if user is not None else {}).get("sha256")
     found = provenance.get("item_vectors_sha256")
@@ -260,9 +295,9 @@ def check_pairing(index: ItemIndex, provenance: dict[str, Any], manifest: Reposi
     if not (expected and found):
         log_event(logger, "index_pairing_unchecked", logging.WARNING,
                   message="the index or the repository records no item-table sha256: only dimensions checked")
-    dim = manifest.embedder.dim if manifest is not None and manifest.embedder is not None else None
-    if dim is not None and int(dim) != index.dim:
-        log_event(logger, "item_encoder_dim", logging.WARNING, item_encoder_dim=dim, index_dim=index.dim,
+    encoder_dim = manifest.embedder.dim if manifest is not None and manifest.embedder is not None else None
+    if encoder_dim is not None and int(encoder_dim) != dim:
+        log_event(logger, "item_encoder_dim", logging.WARNING, item_encoder_dim=encoder_dim, index_dim=dim,
                   message="the item encoder was exported without the SRS adapter: UpsertItems will be refused")
 
 
@@ -391,25 +426,15 @@ class Gateway:
                 verify_repository(repository, config.allow_unverified)
             except ValueError as exc:
                 raise StartupError(str(exc)) from None
-        catalog = None
-        if config.persist and not config.read_only:
-            catalog = open_durable_catalog(config)
-            index, store, provenance = catalog.index, catalog.store, catalog.extra
-        else:
-            index, store, provenance = load_catalog(config.index)
-            if not config.read_only:
-                log_event(logger, "writes_not_durable", logging.WARNING, index=config.index,
-                          message="persist: false: acknowledged upserts and deletes live in memory only and are "
-                                  "lost when the gateway stops")
+        live = open_catalog(config)
         try:
-            check_pairing(index, provenance, manifest, repository)
+            check_pairing(live.dim, live.provenance, manifest, repository)
             self.backend = self._make_backend()
         except BaseException:
-            if catalog is not None:
-                catalog.close(compact=False)
+            live.close(compact=False)
             raise
         self.pipeline = RecommendationPipeline(
-            self.backend, Catalog(index, store, catalog), max_len=max_len, batching=config.batching,
+            self.backend, live, max_len=max_len, batching=config.batching,
             metrics=self.metrics, user_model=config.triton.user_encoder, item_model=config.triton.item_encoder).start()
         credentials = server_credentials(config.tls)
         warn_if_exposed(config, token is not None)
@@ -459,7 +484,8 @@ class Gateway:
         log_event(logger, "gateway_ready", address=self.address, metrics_port=self.metrics_port,
                   health_port=self.health_port,
                   backend=self.backend.name, triton=getattr(self.backend, "url", None), index=str(config.index),
-                  items=len(index), max_len=max_len, auth=token is not None, tls=config.tls.enabled,
+                  items=len(live), index_backend=config.index_backend, max_len=max_len, auth=token is not None,
+                  tls=config.tls.enabled,
                   client_certificates=config.tls.client_ca_file is not None, serving=self._ready,
                   config={k: v for k, v in config_to_dict(config).items() if k != "auth"})
 

@@ -117,6 +117,7 @@ class Catalog:
         self.durable = durable
         self.observe = observe or (lambda operation, seconds: None)
         self.lock = threading.Lock()
+        self.provenance: dict[str, Any] = {}  # the snapshot manifest's provenance fields (set by who opened it)
         self.next_id = first_free_id(index, store, durable.next_id if durable is not None else 0)
 
     # ------------------------------------------------------------------ reads
