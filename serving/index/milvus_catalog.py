@@ -74,6 +74,7 @@ class MilvusCatalog:
                     raise MilvusError(f"Milvus collection {settings.collection!r} does not exist at {settings.uri}")
                 self._create(int(dim))
             self.dim = self._stored_dim()
+            self.client.load_collection(settings.collection)  # searchable (a reopened collection starts released)
         except MilvusException as exc:
             raise MilvusError(f"Milvus at {settings.uri}: {exc.message}") from None
         if dim is not None and int(dim) != self.dim:

@@ -142,6 +142,28 @@ def test_gateway_killed_mid_write_loses_no_acknowledged_write(deployment, index_
     assert 1 <= len(snapshots) <= 2  # compaction ran and kept at most two
 
 
+def test_gateway_on_milvus_killed_mid_write_loses_no_acknowledged_write(index_copy, make_config, spawn_gateway,
+                                                                        planted_data, tmp_path):
+    """With index_backend: milvus the gateway keeps no log of its own: Milvus's persistence (Milvus Lite's write-
+    ahead log here) holds every write the gateway acknowledged when the gateway process is killed."""
+    pytest.importorskip("pymilvus")
+    config = make_config(index_copy, index_backend="milvus", milvus={"uri": str(tmp_path / "milvus" / "items.db")})
+    gateway = spawn_gateway(config)
+    stop = threading.Event()
+    writers = [Writer(gateway.address, 100_000 + 1000 * k, stop) for k in range(3)]
+    for writer in writers:
+        writer.start()
+    wait_for(lambda: sum(len(w.acked) for w in writers) >= 24, timeout=30)
+    gateway.kill()  # SIGKILL while the writers are mid-call
+    stop.set()
+    for writer in writers:
+        writer.join(timeout=15)
+    assert all(w.acked for w in writers)
+    restarted = spawn_gateway(config)
+    check_recovered(restarted.address, writers, planted_data.num_items)
+    assert not (index_copy.parent / "index-state").exists()  # no gateway-side log with this backend
+
+
 # ---------------------------------------------------------------------------------------------- Triton faults
 @pytest.fixture(scope="module")
 def triton(deployment):
