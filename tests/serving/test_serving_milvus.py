@@ -6,6 +6,7 @@ collection that outlives its client."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -104,3 +105,74 @@ def test_the_gateway_on_milvus_answers_as_on_faiss(deployment, tmp_path):
                 assert refused.value.code() == code
         got = on_milvus.GetItems(pb.GetItemsRequest(ids=[histories[1][0], "fresh"]), timeout=30)
         assert [i.id for i in got.items] == histories[1] and list(got.missing_ids) == ["fresh"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """`milvus-lite server` (the engine as its own process, one gRPC port for several clients); stopped by PID."""
+    import shutil
+    import subprocess
+    import time
+
+    from pymilvus import MilvusClient
+
+    port = free_port()
+    beside = Path(sys.executable).with_name("milvus-lite")  # the venv's console script
+    binary = str(beside) if beside.is_file() else shutil.which("milvus-lite")
+    process = subprocess.Popen([binary, "server", "--data-dir", str(tmp_path / "milvus-data"), "--host", "127.0.0.1",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            MilvusClient(uri, timeout=2).close()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"milvus-lite server did not start: {process.stderr.read()[-2000:]!r}")
+            time.sleep(0.2)
+    try:
+        yield uri
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        assert process.wait(timeout=15) is not None
+
+
+def test_two_gateways_on_one_milvus_see_each_others_writes_at_once(deployment, milvus_server):
+    """Stateless replicas: either gateway takes writes, the other sees them on its next call, no restart."""
+    import time
+
+    keys = sys.modules["llmrec_gateway_deployment"].keys
+    config = gateway_config(deployment, index_backend="milvus", milvus={"uri": milvus_server})
+    with Gateway(config) as first, Gateway(config) as second, grpc.insecure_channel(first.address) as a, \
+            grpc.insecure_channel(second.address) as b:
+        writers = [pb_grpc.RecommenderStub(a), pb_grpc.RecommenderStub(b)]
+        latencies = []
+        for n in range(10):
+            writer, reader = writers[n % 2], writers[1 - n % 2]
+            key = f"replica-{n}"
+            writer.UpsertItems(pb.UpsertItemsRequest(items=[pb.ItemUpsert(id=key, title="alpha beta")]), timeout=30)
+            t0 = time.perf_counter()
+            got = reader.GetItems(pb.GetItemsRequest(ids=[key]), timeout=30)
+            latencies.append(time.perf_counter() - t0)
+            assert [i.id for i in got.items] == [key], f"{key} written through one gateway, not seen by the other"
+            top = reader.Recommend(pb.RecommendRequest(history=keys([1, 2]), k=1, filter=pb.Filter(
+                include_ids=[key])), timeout=30)
+            assert [i.id for i in top.items] == [key]
+        writers[0].DeleteItems(pb.DeleteItemsRequest(ids=["replica-3"]), timeout=30)
+        assert list(writers[1].GetItems(pb.GetItemsRequest(ids=["replica-3"]), timeout=30).missing_ids) == ["replica-3"]
+        assert len(first.pipeline.catalog) == len(second.pipeline.catalog) == len(deployment.titles) - 1 + 9
+    print(f"write -> visible on the other gateway: first read after the ack, max {1000 * max(latencies):.1f} ms")
