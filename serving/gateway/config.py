@@ -242,8 +242,8 @@ def config_from_dict(values: dict[str, Any] | None) -> GatewayConfig:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GatewayConfig:
-    """Read a YAML config; relative paths in it (index, model_repository, state_dir, auth.token_file and the tls
-    files) are taken from the file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
+    """Read a YAML config; relative paths in it (index, model_repository, state_dir, auth.token_file, the tls
+    files and a Milvus Lite file) are taken from the file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
     path = Path(path)
     try:
         values = read_yaml_mapping(path, "gateway config")
@@ -263,8 +263,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ga
                           ("milvus", ("uri",))):
         mapping = values.get(section)
         for key in keys if isinstance(mapping, dict) else ():
-            if isinstance(mapping.get(key), str) and not Path(mapping[key]).is_absolute():
-                mapping[key] = str(base / mapping[key])
+            value = mapping.get(key)
+            if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():  # a file, not a URL
+                mapping[key] = str(base / value)
     return config_from_dict(values)
 
 

@@ -260,3 +260,24 @@ def test_kubectl_kustomize_renders_the_folder():
     images = {c["image"] for d in rendered if d["kind"] in WORKLOADS
               for c in d["spec"]["template"]["spec"]["containers"]}
     assert "registry.example.com/llmrec/gateway:0.1.0" in images
+
+
+def test_milvus_overlay_runs_writable_replicas_on_one_collection(tmp_path):
+    """serving/deploy/kubernetes-milvus: no writer StatefulSet; every replica of the HPA-scaled Deployment takes
+    writes, on the Milvus collection named by a config the gateway's loader accepts."""
+    overlay = DEPLOY / "kubernetes-milvus"
+    out = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=60)
+    rendered = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert not [d for d in rendered if d["kind"] == "StatefulSet" or d["metadata"]["name"] == "llmrec-gateway-writer"]
+    gateway = next(d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == "llmrec-gateway")
+    args = gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "--config" and args[1].startswith("/etc/llmrec/")
+    hpa = next(d for d in rendered if d["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "llmrec-gateway"
+    configmap = next(d for d in rendered if d["kind"] == "ConfigMap")
+    name = Path(args[1]).name
+    (tmp_path / name).write_text(configmap["data"][name])
+    config = load_config(tmp_path / name)
+    assert config.index_backend == "milvus" and config.milvus.uri.startswith("http://")
+    assert not config.read_only and not config.persist and config.auth.enabled and config.tls.enabled
+    assert config.host == "0.0.0.0" and Path(config.index).is_absolute()
