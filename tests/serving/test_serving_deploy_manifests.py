@@ -231,12 +231,12 @@ def test_triton_runs_the_ngc_image_on_a_gpu_with_http_probes():
 
 
 # ---------------------------------------------------------------------------------------------- image
-def test_dockerfile_installs_the_serving_extra_only():
+def test_dockerfile_installs_the_serving_extras_only():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     installs = re.findall(r"pip install ([^\n\\&]+)", dockerfile)
-    assert [i.strip() for i in installs] == ['".[serving]"']
+    assert [i.strip() for i in installs] == ['".[serving,milvus]"']
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert not [r for r in extras["serving"] if re.match(r"(torch|transformers|accelerate)\b", r)]
+    assert not [r for r in extras["serving"] + extras["milvus"] if re.match(r"(torch|transformers|accelerate)\b", r)]
     defaults = GatewayConfig()
     assert re.search(rf"^EXPOSE {defaults.port} {defaults.metrics_port}$", dockerfile, re.M)
     assert 'ENTRYPOINT ["python", "-m", "serving", "gateway"]' in dockerfile
