@@ -8,7 +8,8 @@ Measures, each part on its own (a failing part is recorded with its error, the o
     batch 64 and batch 1: CUDA bf16, CUDA fp32, and the CPU fp32 of the same machine, side by side;
   - CUDA/CPU parity of those embeddings: cosine per item and top-10 neighbour overlap against CPU fp32;
   - one short run (4 optimizer steps, the cpu-small profile's batch) of each embedder stage on CUDA: seconds per
-    step after the first;
+    step after the first; and CSFT under FSDP stopped with a sharded checkpoint and resumed (accelerate runs
+    FSDP on GPUs only, so this is where that path runs);
   - one SASRec epoch on ML-100k (the bench/srs_baselines.py setting) on CUDA and on the CPU.
 Writes bench/results/gpu_check.json (machine, versions and command included). Without CUDA every CUDA part is
 recorded as skipped, so the script is tested on CPU (tests/test_gpu_check.py, with a tiny model).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -161,6 +163,34 @@ def stage_step(name: str, folder: Path, data, work: Path) -> dict:
             "final_loss": result.get("final_loss"), "wall_seconds": result.get("wall_seconds")}
 
 
+def fsdp_resume(folder: Path, data_source: str, work: Path) -> dict:
+    """CSFT under FSDP (one process: FULL_SHARD over a world of 1 still takes the sharded-checkpoint path):
+    stopped after 2 of 4 steps with a sharded checkpoint, then resumed to the end."""
+    import subprocess
+
+    out = work / "fsdp-csft"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
+               "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
+               "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap",
+               "LlamaDecoderLayer,Qwen2DecoderLayer", "--fsdp_state_dict_type", "SHARDED_STATE_DICT",
+               "-m", "train.stages", "csft", "--embedder", str(folder), "--dataset", data_source,
+               "--cache-dir", str(work / "data-cache"), "--profile", "cpu-small", "--steps", str(STAGE_STEPS),
+               "--quiet", "--out", str(out)]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    first = subprocess.run([*command, "--stop-after", "2"], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=300)
+    if first.returncode:
+        raise RuntimeError(first.stderr[-2000:])
+    sharded = (out / "checkpoint" / "sharded").is_dir()
+    second = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    if second.returncode:
+        raise RuntimeError(second.stderr[-2000:])
+    stage = json.loads((out / "stage.json").read_text())
+    return {"sharded_checkpoint": sharded, "steps": stage["steps"], "final_loss": stage["final_loss"],
+            "embedder_saved": (out / "embedder" / "config.json").is_file()}
+
+
 def srs_epoch(data, device: str, work: Path) -> dict:
     from bench.srs_baselines import PROFILE
     from train.srs.config import SRSConfig
@@ -223,6 +253,7 @@ def main() -> None:
                 part(results, key, lambda n=name: parity(reference, vectors[n]))
         for stage in args.stages:
             part(results, f"stage_{stage}", lambda s=stage: stage_step(s, folder, data, work), needs_cuda=True)
+        part(results, "stage_fsdp_resume", lambda: fsdp_resume(folder, args.data, work), needs_cuda=True)
         part(results, "srs_epoch_cuda", lambda: srs_epoch(data, "cuda", work), needs_cuda=True)
         part(results, "srs_epoch_cpu", lambda: srs_epoch(data, "cpu", work))
     ratio = {}

@@ -39,7 +39,7 @@ def test_runs_on_cpu_with_cuda_parts_skipped_and_random_weights(tiny_dir, plante
     cpu = result["embed_cpu_fp32"]
     assert cpu["status"] == "ok" and cpu["items"] == result["data"]["items"] == 40 and cpu["b64_items_per_s"] > 0
     cuda_parts = [k for k in result if k.startswith(("embed_cuda", "parity_", "stage_", "srs_epoch_cuda"))]
-    assert len(cuda_parts) == 2 + 2 + 5 + 1
+    assert len(cuda_parts) == 2 + 2 + 5 + 1 + 1
     assert all(result[k]["status"] == "skipped" and result[k]["reason"] == "no CUDA device" for k in cuda_parts)
     assert result["srs_epoch_cpu"]["status"] == "ok" and result["srs_epoch_cpu"]["epochs"] == 1
     assert result["ratios"] == {}

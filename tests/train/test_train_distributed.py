@@ -127,3 +127,22 @@ def test_accelerate_configs_load_and_name_real_layer_classes():
     modeling = [importlib.import_module(f"transformers.models.{f}.modeling_{f}") for f in ("llama", "qwen2", "mistral")]
     for name in fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","):
         assert any(isinstance(getattr(m, name, None), type) for m in modeling), name
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="the accelerate launcher is not installed")
+def test_fsdp_on_the_cpu_is_refused_instead_of_two_lone_runs(tiny_dir, tmp_path):
+    """accelerate runs FSDP on GPUs only: launched with FSDP on a CPU machine, each process would come up as a
+    lone 1-process run and both would train into the same folder. The stage refuses, naming the way that works
+    here (DDP); FSDP's sharded checkpoints (save_sharded_checkpoint) run on CUDA machines (bench/gpu_check.py)."""
+    data = write_worded_atomic(tmp_path / "worded")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf"),
+           "TOKENIZERS_PARALLELISM": "false"}
+    command = [ACCELERATE, "launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--fsdp_cpu_ram_efficient_loading", "false",
+               "--main_process_port", str(free_port()), "-m", "train.stages", "csft", "--embedder",
+               str(tiny_dir("llama")), "--dataset", str(data), "--k-core", "5", "--cache-dir", str(tmp_path / "c"),
+               "--quiet", "--profile", "demo", "--steps", "2", "--batch-size", "4", "--set", "num_samples=16",
+               "--set", "history=3", "--out", str(tmp_path / "out")]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "accelerate runs FSDP on GPUs only" in run.stderr, run.stderr[-3000:]
+    assert not (tmp_path / "out" / "stage.json").exists() and not (tmp_path / "out" / "log.jsonl").exists()

@@ -25,6 +25,7 @@ from llmrec.files import replace_folder, write_json_atomic
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
+SHARDED = "sharded"  # an FSDP run's checkpoint: accelerate's save_state folder (every process writes its shard)
 
 
 def _jsonable(value: Any) -> Any:
@@ -85,10 +86,40 @@ def save_training_checkpoint(folder: Path, trainable: dict[str, torch.Tensor], o
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
-    """`state.json` of a complete checkpoint, or None when there is none."""
-    if not all((folder / name).is_file() for name in (TRAINABLE, OPTIMIZER, STATE)):
+    """`state.json` of a complete checkpoint (plain or FSDP-sharded), or None when there is none."""
+    plain = all((folder / name).is_file() for name in (TRAINABLE, OPTIMIZER))
+    if not (folder / STATE).is_file() or not (plain or (folder / SHARDED).is_dir()):
         return None
     return json.loads((folder / STATE).read_text())
+
+
+def save_sharded_checkpoint(folder: Path, accelerator: Any, scheduler: Any, state: dict[str, Any]) -> Path:
+    """An FSDP checkpoint: every process saves its shard of the model and optimizer through accelerate's sharded
+    state dict (no full gather) into a folder beside `folder`, which the main process completes with state.json
+    (step, seeds, scheduler) and renames into place. Call it on every process."""
+    staging = folder.with_name(f".{folder.name}-next")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging / SHARDED))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(staging / STATE, {**state, "scheduler": scheduler_state(scheduler)})
+        staging.chmod(0o755)
+        replace_folder(staging, folder)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def load_sharded_checkpoint(folder: Path, accelerator: Any, scheduler: Any) -> dict[str, Any]:
+    """Restore an FSDP checkpoint on every process (its shard); returns state.json."""
+    state = read_state(folder)
+    if state is None or not (folder / SHARDED).is_dir():
+        raise FileNotFoundError(f"{folder} is not a complete FSDP training checkpoint")
+    accelerator.load_state(str(folder / SHARDED))
+    scheduler.load_state_dict(dict(state["scheduler"]))
+    return state
 
 
 def load_training_checkpoint(folder: Path, parameters: dict[str, torch.nn.Parameter], optimizer: Any,

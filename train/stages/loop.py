@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +41,14 @@ from llmrec.files import write_json_atomic
 
 from ..data.dataset import SequenceData
 from ..embedder import ItemEmbedder
-from .checkpoint import load_training_checkpoint, read_state, save_training_checkpoint
+from .checkpoint import (
+    SHARDED,
+    load_sharded_checkpoint,
+    load_training_checkpoint,
+    read_state,
+    save_sharded_checkpoint,
+    save_training_checkpoint,
+)
 from .common import StageError, input_identity, load_input_embedder, prepare_trainable, trainable_parameters
 from .config import StageConfig
 from .sampling import LengthGroupedBatches
@@ -89,6 +97,25 @@ class _StageModule(torch.nn.Module):
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         return self.stage.loss(self.embedder, batch)
+
+
+def final_embedder(accelerator: Any, module: torch.nn.Module, stage: Stage, source: str | Path, data: SequenceData,
+                   config: StageConfig, cache_dir: str | Path | None) -> ItemEmbedder:
+    """Under FSDP: the trained weights gathered into one full state dict (a collective: every process calls it)
+    and loaded, on the main process, into a fresh embedder of the same shape on the CPU (other processes get that
+    fresh embedder untouched; only the main one saves)."""
+    full = accelerator.get_state_dict(module)  # full tensors on the main process
+    embedder = load_input_embedder(source, device="cpu", cache_dir=cache_dir)
+    prepare_trainable(embedder, config)
+    stage.setup(embedder, data)  # the stage's own trainable modules (e.g. SCFT's temperature)
+    if accelerator.is_main_process:
+        prefix = "embedder."
+        weights = {k.removeprefix(prefix): v for k, v in full.items() if k.startswith(prefix)}
+        missing, unexpected = embedder.load_state_dict(weights, strict=False)
+        if unexpected or [k for k in missing if "lora_" in k]:
+            raise StageError(f"FSDP state dict does not fit the embedder (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]})")
+    return embedder
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -174,9 +201,18 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
                              "re-run with the same settings to resume, or use another --out / delete it")
 
     accelerator = Accelerator(cpu=device is not None and torch.device(device).type == "cpu")
-    if accelerator.distributed_type.name == "FSDP":
-        raise StageError("FSDP is not supported by the stage checkpoints yet (they need a gathered full state "
-                         "dict); use train/accelerate/ddp.yaml")
+    # FSDP: each process holds a shard, so checkpoints go through accelerate's sharded state dict and the final
+    # embedder through a gathered full state dict (see save_sharded_checkpoint and `final_embedder`)
+    fsdp = accelerator.distributed_type.name == "FSDP"
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes or (os.environ.get("ACCELERATE_USE_FSDP") == "true" and not fsdp):
+        raise StageError(f"launched as {launched} processes{' with FSDP' if not fsdp and launched > 1 else ''}, but "
+                         f"accelerate runs this as {accelerator.num_processes} {accelerator.distributed_type.name} "
+                         "process(es): accelerate runs FSDP on GPUs only (on the CPU use train/accelerate/ddp.yaml "
+                         "with --device cpu); every process would train alone into the same folder")
+    if resume is not None and fsdp != (checkpoint_dir / SHARDED).is_dir():
+        raise StageError(f"{checkpoint_dir} was written {'without' if fsdp else 'under'} FSDP: resume it the way it "
+                         "was started, or use another --out / delete it")
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)  # LoRA initialisation
     embedder = load_input_embedder(source, device=device or accelerator.device, dtype=dtype, cache_dir=cache_dir)
@@ -195,10 +231,17 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
         optimizer, linear_schedule(total, math.ceil(config.warmup_ratio * total)))
     embedder.train()
     module, optimizer = accelerator.prepare(_StageModule(embedder, stage), optimizer)
+    if fsdp:  # the wrapper replaced the parameters by their shards
+        clipped = [p for p in module.parameters() if p.requires_grad]
+    else:
+        clipped = list(params.values())
 
     step, seconds, last_loss = 0, 0.0, float("nan")
     if resume is not None:
-        state = load_training_checkpoint(checkpoint_dir, params, optimizer, scheduler)
+        if fsdp:
+            state = load_sharded_checkpoint(checkpoint_dir, accelerator, scheduler)
+        else:
+            state = load_training_checkpoint(checkpoint_dir, params, optimizer, scheduler)
         step, seconds, last_loss = int(state["step"]), float(state["seconds"]), float(state["loss"])
         logger.info(json.dumps({"event": "stage_resumed", "stage": stage.name, "step": step, "out": str(out)}))
     main = accelerator.is_main_process
@@ -211,9 +254,12 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
                             "lora": config.lora, "processes": processes}))
 
     def save_checkpoint() -> None:
+        state = {**expected, "step": step, "loss": last_loss, "seconds": seconds + time.perf_counter() - t_run,
+                 "seeds": {"seed": config.seed, "torch_seed_of_next_step": step_seed(config.seed, step, rank)}}
+        if fsdp:
+            save_sharded_checkpoint(checkpoint_dir, accelerator, scheduler, state)
+            return
         if main:
-            state = {**expected, "step": step, "loss": last_loss, "seconds": seconds + time.perf_counter() - t_run,
-                     "seeds": {"seed": config.seed, "torch_seed_of_next_step": step_seed(config.seed, step, rank)}}
             save_training_checkpoint(checkpoint_dir, params, optimizer, scheduler, state)
         accelerator.wait_for_everyone()
 
@@ -236,7 +282,7 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
                     accelerator.backward(loss / config.grad_accum)
                 losses.append(loss.detach().float())
             if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(list(params.values()), config.max_grad_norm)
+                accelerator.clip_grad_norm_(clipped, config.max_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
@@ -265,7 +311,10 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
     finally:
         bar.close()
 
-    embedder = accelerator.unwrap_model(module).embedder
+    if fsdp:
+        embedder = final_embedder(accelerator, module, stage, source, data, config, cache_dir)
+    else:
+        embedder = accelerator.unwrap_model(module).embedder
     embedder.eval()
     stage.finish(embedder)
     wall = seconds + time.perf_counter() - t_run
