@@ -111,7 +111,7 @@ def test_two_processes_train_the_same_curve_as_one(tiny_dir, tmp_path):
 
 def test_accelerate_configs_load_and_name_real_layer_classes():
     """The configs of train/accelerate/ parse with accelerate's own loader; FSDP wraps decoder layer classes that
-    exist in transformers (the loop itself still refuses FSDP: see fsdp.yaml)."""
+    exist in transformers (accelerate runs FSDP on GPUs only: see fsdp.yaml)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     folder = ROOT / "train" / "accelerate"
