@@ -262,25 +262,33 @@ class SlowBackend:
         pass
 
 
+def concurrent_codes(stub, callers: int, timeout: float) -> list[grpc.StatusCode]:
+    """The status codes of `callers` Recommend calls sent at the same moment from as many threads."""
+    codes: list[grpc.StatusCode] = []
+    start = threading.Barrier(callers)
+
+    def call() -> None:
+        start.wait()
+        try:
+            stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=timeout)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            codes.append(error.code())
+
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return codes
+
+
 def test_full_queue_is_resource_exhausted_and_deadlines_are_honoured(deployment):
     backend = SlowBackend(OnnxRuntimeBackend(deployment.repository), delay=0.3)
     cfg = config(deployment, batching={"max_batch_size": 1, "max_queue": 1, "workers": 1, "max_wait_ms": 0})
     with Gateway(cfg, backend=backend) as running, grpc.insecure_channel(running.address) as ch:
         stub = pb_grpc.RecommenderStub(ch)
-        codes: list[grpc.StatusCode] = []
-
-        def call() -> None:
-            try:
-                stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=20)
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as error:
-                codes.append(error.code())
-
-        threads = [threading.Thread(target=call) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        codes = concurrent_codes(stub, 6, timeout=20)
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and grpc.StatusCode.OK in codes
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
         t0 = time.monotonic()
@@ -298,23 +306,7 @@ def test_callers_beyond_the_threads_wait_for_one_instead_of_being_refused(deploy
     cfg = config(deployment, grpc_workers=2, batching={"max_queue": 64, "max_wait_ms": 0})
     assert cfg.concurrent_rpcs == 2 + 2 * 64 and GatewayConfig().concurrent_rpcs == 32 + 2 * 1024
     with Gateway(cfg, backend=backend) as running, grpc.insecure_channel(running.address) as ch:
-        stub = pb_grpc.RecommenderStub(ch)
-        codes: list[grpc.StatusCode] = []
-        start = threading.Barrier(48)
-
-        def call() -> None:
-            start.wait()
-            try:
-                stub.Recommend(pb.RecommendRequest(history=["i0", "i1"], k=3), timeout=60)
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as error:
-                codes.append(error.code())
-
-        threads = [threading.Thread(target=call) for _ in range(48)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        codes = concurrent_codes(pb_grpc.RecommenderStub(ch), 48, timeout=60)
     assert codes == [grpc.StatusCode.OK] * 48
 
 
