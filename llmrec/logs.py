@@ -71,6 +71,17 @@ class StderrHandler(logging.StreamHandler):
     def stream(self):  # type: ignore[override]
         return sys.stderr
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Above the progress bars when tqdm draws some (a line written under a bar would split it)."""
+        bars = sys.modules.get("tqdm")
+        if bars is None or not getattr(bars.tqdm, "_instances", None):
+            super().emit(record)
+            return
+        try:
+            bars.tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
 
 def log_format() -> str:
     """"json" or "text": LLMREC_LOG_FORMAT when set, else text on a terminal and JSON anywhere else."""

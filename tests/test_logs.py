@@ -50,3 +50,23 @@ def test_an_unknown_format_names_the_variable(monkeypatch):
     monkeypatch.setenv(logs.LOG_FORMAT_ENV, "xml")
     with pytest.raises(ValueError, match="LLMREC_LOG_FORMAT must be one of"):
         logs.setup_logging()
+
+
+def test_a_line_logged_under_a_progress_bar_goes_above_it(monkeypatch):
+    """With a tqdm bar on the same stream, a log line is written by tqdm.write: the bar is cleared, the line
+    printed whole on its own line, the bar redrawn after it (never `step 3/10 ... 12:00:01 INFO ...` on one line)."""
+    from tqdm import tqdm
+
+    stream = io.StringIO()
+    stream.isatty = lambda: True  # type: ignore[method-assign]
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setenv(logs.LOG_FORMAT_ENV, "text")
+    logs.setup_logging()
+    with tqdm(total=10, file=stream, desc="stage", mininterval=0, ascii=True) as bar:
+        bar.update(3)
+        logs.log_event(logging.getLogger("llmrec.test"), "train_step", step=3)
+        bar.update(1)
+    text = stream.getvalue()
+    line = next(part for part in text.replace("\r", "\n").split("\n") if "train_step" in part)
+    assert line.endswith("INFO llmrec.test: train_step step=3") and "stage" not in line  # whole, on its own
+    assert text.rindex("4/10") > text.index("train_step")  # the bar goes on below it
