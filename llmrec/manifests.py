@@ -3,6 +3,10 @@
 `RepositoryManifest` is the Triton model repository's `llmrec.json`: export writes it beside the models
 (export/triton/repository.py) and serving reads it (the gateway's history window, the item-text recipe of
 UpsertItems, the pairing of index and user encoder, the sha256 of every file checked before a start).
+
+`EmbeddingsManifest` is the `manifest.json` train.embed writes beside items.safetensors: export reads from it
+the item-text recipe the vectors were made with (what the gateway must build for an upserted item) and the
+embedder's sha256 (were these the embedder's vectors?).
 """
 
 from __future__ import annotations
@@ -17,6 +21,36 @@ REPOSITORY_FORMAT = "llmrec.triton-repository/1"
 # checked-in files of a repository folder (the project's model_repository/): kept when export rewrites it, not
 # listed in llmrec.json (Triton ignores files at the repository root)
 REPOSITORY_KEPT_FILES = ("README.md", ".gitignore")
+EMBEDDINGS_MANIFEST = "manifest.json"
+EMBEDDINGS_FORMAT = "llmrec.embeddings/1"  # also the safetensors metadata of items.safetensors
+
+
+@dataclass(frozen=True)
+class EmbeddingsManifest:
+    """What one item-embedding file was made from (the fields other layers read; the file holds more)."""
+
+    item_text: dict[str, str]  # {"kind", "domain"}: the recipe (llmrec/itemtext.py) the texts were built with
+    embedder_sha256: str | None  # the embedder's content hash, when it was recorded
+    dim: int
+    count: int
+
+    @classmethod
+    def read(cls, folder: str | Path) -> EmbeddingsManifest | None:
+        """The manifest of an embeddings folder; None when it has none or it cannot be read. Files written before
+        the recipe was recorded as `item_text` name it as `text: "kind[:domain]"` (bare titles when absent)."""
+        try:
+            data = json.loads((Path(folder) / EMBEDDINGS_MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        item_text = data.get("item_text")
+        if not isinstance(item_text, dict):
+            kind, _, domain = str(data.get("text", "title")).partition(":")
+            item_text = {"kind": kind, "domain": domain or "movie"}
+        return cls(item_text={"kind": str(item_text["kind"]), "domain": str(item_text["domain"])},
+                   embedder_sha256=(data.get("embedder") or {}).get("sha256"), dim=int(data.get("dim") or 0),
+                   count=int(data.get("count") or 0))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from llmrec.cli import HelpFormatter, add_force_option
 from llmrec.files import refuse_foreign_folder
 from llmrec.itemtext import DEFAULT_KIND, TEXT_KINDS, ItemText
 from llmrec.logs import setup_logging
+from llmrec.manifests import EMBEDDINGS_FORMAT, EMBEDDINGS_MANIFEST
 
 from .data import DataConfig, SequenceData, load_dataset
 from .data.text import recipe_texts
@@ -37,9 +38,9 @@ __all__ = ["extract", "item_texts", "write_embeddings"]
 
 logger = logging.getLogger("llmrec.stages")
 
-FORMAT = "llmrec.embeddings/1"
+FORMAT = EMBEDDINGS_FORMAT
 ITEMS_FILE = "items.safetensors"
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = EMBEDDINGS_MANIFEST  # llmrec.manifests.EmbeddingsManifest reads it
 EXIT_BAD_INPUT = 2
 
 

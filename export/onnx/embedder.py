@@ -204,14 +204,13 @@ def item_text_of(srs_meta: dict[str, Any]) -> dict[str, str]:
 def embeddings_made_by(adapter_info: dict[str, Any], embedder_sha256: str) -> bool | None:
     """Whether the embeddings the SRS was trained on came from this embedder (their manifest's sha256);
     None when that manifest is not found."""
+    from llmrec.manifests import EmbeddingsManifest
+
     path = adapter_info.get("embeddings")
-    if not path:
+    manifest = EmbeddingsManifest.read(Path(path).parent) if path else None
+    if manifest is None or manifest.embedder_sha256 is None:
         return None
-    manifest = Path(path).parent / "manifest.json"
-    if not manifest.is_file():
-        return None
-    recorded = (json.loads(manifest.read_text()).get("embedder") or {}).get("sha256")
-    return None if recorded is None else recorded == embedder_sha256
+    return manifest.embedder_sha256 == embedder_sha256
 
 
 # ----------------------------------------------------------------------------------------------- graph surgery

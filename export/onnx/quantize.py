@@ -497,15 +497,12 @@ def srs_hits_of_table(model: Any, data: Any, vectors: np.ndarray, k: int = GATE_
 def srs_text_kind(meta: dict[str, Any]) -> tuple[str, str]:
     """The item-text recipe (kind, domain; llmrec.itemtext) the SRS's frozen embeddings were extracted with,
     read from the embeddings' manifest (train.embed); bare titles when it cannot be found."""
-    path = Path((meta.get("items") or {}).get("path") or "").parent / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+    from llmrec.manifests import EmbeddingsManifest
+
+    manifest = EmbeddingsManifest.read(Path((meta.get("items") or {}).get("path") or "").parent)
+    if manifest is None:
         return "title", "movie"
-    if "item_text" in manifest:
-        return manifest["item_text"]["kind"], manifest["item_text"]["domain"]
-    kind, _, domain = str(manifest.get("text", "title")).partition(":")
-    return kind, domain or "movie"
+    return manifest.item_text["kind"], manifest.item_text["domain"]
 
 
 def gate_variant(export_dir: str | Path, variant: str | Path, srs_checkpoint: str | Path, dataset: str,
