@@ -243,7 +243,8 @@ def config_from_dict(values: dict[str, Any] | None) -> GatewayConfig:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GatewayConfig:
     """Read a YAML config; relative paths in it (index, model_repository, state_dir, auth.token_file, the tls
-    files and a Milvus Lite file) are taken from the file's folder. `overrides` (dotted keys, e.g. {"port": 0}) are applied on top."""
+    files and a Milvus Lite file) are taken from the file's folder. `overrides` (dotted keys, e.g. {"port": 0})
+    are applied on top."""
     path = Path(path)
     try:
         values = read_yaml_mapping(path, "gateway config")

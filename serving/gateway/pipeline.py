@@ -30,7 +30,7 @@ import numpy as np
 from llmrec.logs import log_event
 from llmrec.names import ITEM_ENCODER, USER_ENCODER
 
-from ..index.catalog import Catalog, IdsExhausted, MissingItems, NotDurable
+from ..index.catalog import IdsExhausted, ItemCatalog, MissingItems, NotDurable
 from ..index.item_store import Item
 from .backends import EncoderBackend
 from .batching import BatchQueue
@@ -78,7 +78,7 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 class RecommendationPipeline:
-    def __init__(self, backend: EncoderBackend, catalog: Catalog, *, max_len: int,
+    def __init__(self, backend: EncoderBackend, catalog: ItemCatalog, *, max_len: int,
                  batching: BatchingConfig | None = None, metrics: GatewayMetrics | None = None,
                  user_model: str = USER_ENCODER, item_model: str = ITEM_ENCODER) -> None:
         """`catalog`: the items, read and written in catalogue ids (serving/index/catalog.py over FAISS, with a
@@ -110,7 +110,7 @@ class RecommendationPipeline:
     def start(self) -> RecommendationPipeline:
         self.recommend_queue.start()
         self.embed_queue.start()
-        if getattr(self.catalog, "durable", None) is not None:
+        if self.catalog.durable is not None:
             self._compactor = threading.Thread(target=self._compact_loop, name="catalog-compactor", daemon=True)
             self._compactor.start()
         return self

@@ -42,11 +42,10 @@ from llmrec.itemtext import ItemText
 from llmrec.logs import log_event
 from llmrec.manifests import RepositoryManifest
 
-from ..index.catalog import Catalog
+from ..index.catalog import Catalog, ItemCatalog
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
 from ..index.item_store import ItemStore
-from ..index.milvus_catalog import MilvusCatalog
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
 from ..proto.llmrec.v2 import recommend_pb2 as pb
@@ -240,7 +239,7 @@ def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
     return catalog
 
 
-def open_catalog(config: GatewayConfig) -> Catalog | MilvusCatalog:
+def open_catalog(config: GatewayConfig) -> ItemCatalog:
     """The catalogue the gateway serves, with `provenance` (the snapshot manifest's fields) set on it: FAISS with
     the write-ahead log (persist), FAISS in memory (persist: false or a read replica), or Milvus."""
     if config.index_backend == "milvus":

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,27 @@ class MissingItems(KeyError):
 
 
 Hit = tuple[Item, float]  # an item of a search result and its inner-product score
+
+
+class ItemCatalog(Protocol):
+    """What the gateway reads and writes, in catalogue ids: `Catalog` (FAISS, here) and `MilvusCatalog`
+    (milvus_catalog.py) implement it."""
+
+    dim: int
+    durable: Any  # the write-ahead log the pipeline compacts in the background, or None
+    observe: Callable[[str, float], None]
+    provenance: dict[str, Any]
+
+    def __len__(self) -> int: ...
+    def vectors_of(self, keys: Sequence[str]) -> np.ndarray: ...
+    def search(self, users: np.ndarray, k: int, exclude: Sequence[Sequence[str]]) -> list[list[Hit]]: ...
+    def items(self, keys: Sequence[str]) -> list[Item | None]: ...
+    def upsert(self, keys: Sequence[str], vectors: np.ndarray, items: Sequence[tuple[str, dict[str, str]]]
+               ) -> list[str]: ...
+    def delete(self, keys: Sequence[str]) -> tuple[int, list[str]]: ...
+    def needs_compaction(self) -> bool: ...
+    def compact(self) -> Any: ...
+    def close(self, compact: bool = True) -> None: ...
 
 
 def advance_next_id(next_id: int, ids: Sequence[int] | np.ndarray) -> int:
