@@ -4,8 +4,8 @@ One module per concern, as in text-embeddings-inference:
   ../proto/llmrec/v2/recommend.proto   the protocol (and its generated stubs)
   config.py       dataclass config = the YAML keys
   validation.py   every field checked, the refusal naming the field and its limit
-  batching.py     the bounded coalescing queue (one model call / index search per batch)
-  pipeline.py     the operators: history -> user vector -> top-k -> titles; texts -> vectors -> index
+  pipeline.py     the operators: history -> user vector -> top-k -> titles; texts -> vectors -> catalogue;
+                  and the bounded coalescing queue they run on (one model call / index search per batch)
   backends.py     the model runtimes' interface, and the in-process onnxruntime backend
   triton_client.py the Triton adapter (tritonclient.grpc)
   server.py       the gRPC server: service, health, reflection, limits; Gateway start/stop

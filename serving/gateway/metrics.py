@@ -79,14 +79,6 @@ class GatewayMetrics:
                                     registry=r)
         self._http = None
 
-    def observe_batch(self, queue: str, size: int, wait_s: float, run_s: float) -> None:
-        self.batch_size.labels(queue).observe(size)
-        self.batch_wait.labels(queue).observe(wait_s)
-
-    def observe_request_stage(self, queue: str, stage: str, seconds: float, requests: int) -> None:
-        """A batch's stage took `seconds` and every one of its `requests` waited for all of it."""
-        self.request_stage.labels(queue, stage).inc(seconds * requests)
-
     def track_queue_depth(self, queue: str, depth: Callable[[], int]) -> None:
         self.queue_depth.labels(queue).set_function(depth)
 

@@ -42,10 +42,9 @@ from llmrec.itemtext import ItemText
 from llmrec.logs import log_event
 from llmrec.manifests import RepositoryManifest
 
-from ..index.catalog import Catalog, ItemCatalog
+from ..index.catalog import Catalog, ItemCatalog, ItemStore
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
-from ..index.item_store import ItemStore
 from ..index.snapshot import IndexMismatch
 from ..index.wal import DurableCatalog
 from ..proto.llmrec.v2 import recommend_pb2 as pb

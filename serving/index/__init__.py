@@ -57,9 +57,9 @@ Thread safety: searches share a readers-writer lock, updates take it alone; a se
 update, and no search returns an id after its `delete` returned. This package never imports torch or train.
 """
 
+from .catalog import STORE_FORMAT, Item, ItemStore
 from .item_index import FORMAT, METRICS, ItemIndex, gpu_available
-from .item_store import STORE_FILE, STORE_FORMAT, Item, ItemStore
-from .snapshot import IndexMismatch, SnapshotError
+from .snapshot import STORE_FILE, IndexMismatch, SnapshotError
 
 __all__ = [
     "FORMAT",

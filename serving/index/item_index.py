@@ -77,8 +77,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .item_store import STORE_FILE
-from .snapshot import IndexMismatch, SnapshotError, check_expected, read_manifest, verify_files, write_snapshot
+from .snapshot import (
+    STORE_FILE,
+    IndexMismatch,
+    SnapshotError,
+    check_expected,
+    read_manifest,
+    verify_files,
+    write_snapshot,
+)
 
 __all__ = ["FORMAT", "METRICS", "IndexMismatch", "ItemIndex", "SnapshotError"]
 

@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Hit, MissingItems
-from .item_store import Item
+from .catalog import Hit, Item, MissingItems
 
 MAX_TEXT = 65535  # Milvus's VARCHAR limit (bytes): titles and ids are far below the gateway's own limits
 SEARCH_LIMIT = 16384  # Milvus's top-k limit
@@ -193,8 +192,8 @@ class MilvusCatalog:
 def open_milvus_catalog(settings: MilvusSettings, snapshot: str | Path | None) -> MilvusCatalog:
     """The Milvus catalogue; a collection that does not exist yet is created and filled from the index
     snapshot (`python -m export.index` output) at `snapshot`."""
+    from .catalog import ItemStore
     from .item_index import ItemIndex
-    from .item_store import ItemStore
 
     try:
         return MilvusCatalog(settings)

@@ -25,6 +25,7 @@ from typing import Any
 from llmrec.files import fsync_path, sha256_file, write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
+STORE_FILE = "store.json"  # the item store inside a snapshot (catalog.ItemStore)
 
 
 class IndexMismatch(ValueError):

@@ -74,9 +74,8 @@ import numpy as np
 
 from llmrec.files import fsync_path, make_dirs_durable
 
-from .catalog import OPERATIONS, advance_next_id, apply_write, first_free_id
+from .catalog import OPERATIONS, Item, ItemStore, advance_next_id, apply_write, first_free_id
 from .item_index import RESERVED, ItemIndex
-from .item_store import Item, ItemStore
 from .snapshot import MANIFEST_FILE, IndexMismatch, SnapshotError
 
 logger = logging.getLogger("llmrec.serving.index")

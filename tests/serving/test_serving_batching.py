@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from serving.gateway.batching import BatchQueue
 from serving.gateway.errors import DeadlineExceeded, QueueFull
+from serving.gateway.pipeline import BatchQueue
 
 
 def recording_queue(window_s: float, run_s: float = 0.0, **options):

@@ -320,13 +320,11 @@ class FileTracer:
 
 # every project file whose code runs in the gateway for one call, as README ("Where things are") lists them
 CALL_PATHS = {
-    "Recommend": ["serving/gateway/batching.py", "serving/gateway/metrics.py", "serving/gateway/pipeline.py",
-                  "serving/gateway/server.py", "serving/gateway/triton_client.py", "serving/gateway/validation.py",
-                  "serving/index/catalog.py", "serving/index/item_index.py", "serving/index/item_store.py"],
-    "UpsertItems": ["llmrec/itemtext.py", "llmrec/logs.py", "serving/gateway/batching.py", "serving/gateway/metrics.py",
-                    "serving/gateway/pipeline.py", "serving/gateway/server.py", "serving/gateway/triton_client.py",
-                    "serving/gateway/validation.py", "serving/index/catalog.py", "serving/index/item_index.py",
-                    "serving/index/item_store.py", "serving/index/wal.py"],
+    "Recommend": ["serving/gateway/pipeline.py", "serving/gateway/server.py", "serving/gateway/triton_client.py",
+                  "serving/gateway/validation.py", "serving/index/catalog.py", "serving/index/item_index.py"],
+    "UpsertItems": ["llmrec/itemtext.py", "llmrec/logs.py", "serving/gateway/pipeline.py", "serving/gateway/server.py",
+                    "serving/gateway/triton_client.py", "serving/gateway/validation.py", "serving/index/catalog.py",
+                    "serving/index/item_index.py", "serving/index/wal.py"],
 }
 
 
