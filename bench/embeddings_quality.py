@@ -188,8 +188,10 @@ def ensure_stages(runs: Path, stages: set[str], datasets: dict, progress: bool) 
     from train.stages.loop import run_stage
     from train.stages.pipeline import LLM2REC_ORDER, make_stage, run_llm2rec
 
-    if stages & set(LLM2REC_ORDER):
-        run_llm2rec("smollm2", datasets["standard"], runs / "embedder", STAGE_PROFILE, {}, progress=progress)
+    chain = [s for s in LLM2REC_ORDER if s in stages]
+    if chain:  # up to the last stage a row needs
+        run_llm2rec("smollm2", datasets["standard"], runs / "embedder", STAGE_PROFILE, {}, until=chain[-1],
+                    progress=progress)
     for stage in sorted(stages - set(LLM2REC_ORDER)):
         data = datasets["cold" if stage in COLD_SAFE_STAGES else "standard"]
         run_stage(make_stage(stage, STAGE_PROFILE), "smollm2", data, stage_dir(runs, stage), progress=progress)

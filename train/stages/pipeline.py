@@ -37,12 +37,17 @@ def make_stage(name: str, profile: str = "paper", **overrides: Any) -> Any:
 
 
 def run_llm2rec(source: str, data: SequenceData, out: str | Path, profile: str = "cpu-small",
-                overrides: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+                overrides: dict[str, dict[str, Any]] | None = None, until: str | None = None,
+                **kwargs: Any) -> list[dict[str, Any]]:
     """Run the three stages into out/<stage>/, each starting from the previous one's embedder; finished stages
-    are skipped, an interrupted one resumes. `overrides` maps stage name -> config overrides."""
+    are skipped, an interrupted one resumes. `overrides` maps stage name -> config overrides; `until` ends the
+    chain after that stage."""
+    if until is not None and until not in LLM2REC_ORDER:
+        raise ValueError(f"until must be one of {LLM2REC_ORDER}, got {until!r}")
     out = Path(out)
     results = []
-    for name in LLM2REC_ORDER:
+    order = LLM2REC_ORDER if until is None else LLM2REC_ORDER[:LLM2REC_ORDER.index(until) + 1]
+    for name in order:
         stage = make_stage(name, profile, **(overrides or {}).get(name, {}))
         result = run_stage(stage, source, data, out / name, **kwargs)
         results.append(result)

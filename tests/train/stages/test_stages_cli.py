@@ -28,6 +28,19 @@ def test_llm2rec_chain_runs_and_skips_finished_stages(tiny_dir, planted_folder, 
     assert capsys.readouterr().out.count("skipped") == 3
 
 
+def test_llm2rec_chain_can_end_after_a_stage(tiny_dir, planted_data, tmp_path):
+    from train.stages.pipeline import run_llm2rec
+
+    steps = {"steps": 2, "batch_size": 4}
+    results = run_llm2rec(str(tiny_dir("llama")), planted_data, tmp_path / "emb", "demo",
+                          {name: steps for name in ("csft", "mntp")} | {"csft": steps | {"num_samples": 8}},
+                          until="mntp", progress=False, device="cpu")
+    assert [r["stage"] for r in results] == ["csft", "mntp"]
+    assert (tmp_path / "emb" / "mntp" / "stage.json").is_file() and not (tmp_path / "emb" / "item-contrastive").exists()
+    with pytest.raises(ValueError, match="until must be one of"):
+        run_llm2rec(str(tiny_dir("llama")), planted_data, tmp_path / "emb", "demo", until="scft")
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["csft", "--set", "nope=1"], "no such setting"),
     (["csft", "--set", "history=x"], "expected int"),
