@@ -71,6 +71,8 @@ _LOG_LINE = re.compile(r"^([IWEV])(\d{4} \d{2}:\d{2}:\d{2}\.\d+)\s+\d+\s+(\S+)\]
 _LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "V": logging.DEBUG}
 
 
+PORT_RETRIES = 2  # new free ports after Triton found one taken (see TritonServer.start)
+
 class TritonError(RuntimeError):
     """A failure to explain to a person (missing binary, bad repository, model load errors); no stack trace needed."""
 
@@ -294,7 +296,20 @@ class TritonServer:
         """Start the server and block until it is ready; TritonError (server stopped) if it cannot be.
 
         `cancel` (anything with is_set(): a threading.Event, serving.signals.StopSignal), when set, aborts the wait.
+        A free port picked here can be taken by another process before Triton binds it: when Triton exits because
+        a port it was given is in use, it is started again on new free ports (up to PORT_RETRIES times).
         """
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                return self._start(cancel)
+            except TritonError:
+                lost_race = any("already in use" in line for line in self.logs())
+                if not lost_race or attempt == PORT_RETRIES or any(self._requested_ports.values()):
+                    raise
+                log_event(logger, "triton_port_taken", logging.WARNING, ports=self.ports, attempt=attempt + 1)
+        raise AssertionError("unreachable")
+
+    def _start(self, cancel: Any) -> TritonServer:
         if self.is_running():
             raise TritonError(f"Triton is already running (pid {self.pid})")
         models = check_repository(self.model_repository, self.allow_unverified)

@@ -166,6 +166,29 @@ def test_failed_model_load_is_reported_and_the_process_stopped(python_repository
     assert not server.is_running()
 
 
+def test_a_port_taken_before_triton_binds_it_is_replaced(python_repository, monkeypatch):
+    """The free-port race: another process takes the gRPC port between the pick and Triton's bind. Triton exits
+    ("already in use"); start() picks new ports and Triton comes up."""
+    import socket
+
+    from serving.triton import server as triton_server
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([None, taken.getsockname()[1]])  # http: a real free port, grpc: the taken one, then real ones
+    real = triton_server.free_port
+    monkeypatch.setattr(triton_server, "free_port", lambda host: next(picks, None) or real(host))
+    server = TritonServer(python_repository, exit_timeout=5, startup_timeout=90)
+    try:
+        server.start()
+        assert server.ports["grpc"] != taken.getsockname()[1] and server.is_running()
+        assert any("already in use" in line for line in server.logs()) is False  # the new run's log
+    finally:
+        server.stop()
+        taken.close()
+
+
 def test_edited_model_file_is_refused_before_triton_starts(python_repository, tmp_path):
     """Every start (a supervisor's restart too) checks the files against the sha256 export recorded."""
     import shutil
