@@ -297,6 +297,41 @@ def earlier_rows(seeds: list[int], exclude: set[str]) -> dict[str, dict]:
             if r["key"] in ROWS and r["key"] not in exclude}
 
 
+# what each stage row adds to: its effect is the row minus that one, paired on the same test examples
+BUILDS_ON = {"csft": "raw-bidir-mean", "mntp": "csft", "llm2rec": "mntp", "scft": "raw-bidir-mean",
+             "llmemb": "scft", "co-occurrence": "raw-bidir-mean"}
+
+
+def stage_effects(results: list[dict]) -> list[dict]:
+    """Each stage row against the row it builds on (BUILDS_ON), paired bootstrap on the test examples."""
+    by_key = {r["key"]: r for r in results}
+    out = []
+    for key, base_key in BUILDS_ON.items():
+        row, base = by_key.get(key), by_key.get(base_key)
+        if row is None or base is None:
+            continue
+        effect = {"key": key, "builds_on": base_key, "label": row["label"], "base_label": base["label"]}
+        for metric in ("recall", "ndcg"):
+            ours = seed_mean([s["test"] for s in row["ranks"]], metric, 10)
+            theirs = seed_mean([s["test"] for s in base["ranks"]], metric, 10)
+            effect[f"{metric}@10"] = paired_bootstrap(ours, theirs)
+        out.append(effect)
+    return out
+
+
+def effects_markdown(effects: list[dict]) -> str:
+    lines = ["| stage row | builds on | ΔR@10 [95%] | ΔN@10 [95%] |", "|---|---|---|---|"]
+    for e in effects:
+        cells = []
+        for metric in ("recall@10", "ndcg@10"):
+            c = e[metric]
+            cells.append(f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
+                         + ("" if c["excludes_zero"] else " (no difference)"))
+        lines.append(f"| {e['label'].removeprefix('SASRec, ')} | {e['base_label'].removeprefix('SASRec, ')} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def candidates(examples, num_items: int) -> np.ndarray:
     """Items a full ranking with history exclusion ranks the target among, per example."""
     return np.array([num_items - len(set(examples.history(i).tolist()) - {int(examples.targets[i])})
@@ -431,6 +466,7 @@ def main() -> None:
         if r["embedding"] and "anisotropy" not in r:
             r["anisotropy"] = anisotropy(Path(r["items"]["path"]))
     randoms = random_baselines(datasets)
+    effects = stage_effects([r for r in results if r["split"] == "standard"])
     by_split = {name: [r for r in results if r["split"] == name] for name in
                 ("standard", "cold-start", f"k-core {SPARSE_K_CORE}")}
     stages = stage_times(runs)
@@ -451,6 +487,8 @@ def main() -> None:
         (f"Sparser catalogue, k-core {SPARSE_K_CORE} ({sparse.num_users} users, {sparse.num_items} items; random "
          f"R@10 {randoms['sparse']['test']['recall@10']:.4f})",
          markdown(by_split[f"k-core {SPARSE_K_CORE}"], COLUMNS, INTERVALS, False)),
+        ("Stage effects (standard split): each stage row minus the row it builds on, on the same test examples",
+         effects_markdown(effects)),
         (f"Embedder stages ({STAGE_PROFILE}) and extraction", stage_markdown(stages)),
     ]
     text = "\n\n".join(f"{title}\n\n{table}" for title, table in tables if table.count("\n") > 1)
@@ -470,7 +508,7 @@ def main() -> None:
     path = write_result("embeddings_quality", {
         "dataset": dataset, "seeds": args.seeds, "profile": PROFILE, "stage_profile": STAGE_PROFILE,
         "frozen_items": {"adapter": "mlp", "standardize": True}, "torch_threads": args.threads,
-        "random": randoms, "rows": results, "stages": stages})
+        "random": randoms, "rows": results, "stage_effects": effects, "stages": stages})
     (RESULTS / "embeddings_quality.md").write_text(text + "\n")
     plot(by_split["standard"], by_split["cold-start"], RESULTS / "embeddings_quality.png")
     print(f"wrote {path}")
