@@ -68,10 +68,16 @@ class MilvusCatalog:
             Path(settings.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MilvusClient(settings.uri, token=settings.token or "")
+            self.created = False  # True when this client created the collection (and so fills it)
             if not self.client.has_collection(settings.collection):
                 if dim is None:
                     raise MilvusError(f"Milvus collection {settings.collection!r} does not exist at {settings.uri}")
-                self._create(int(dim))
+                try:
+                    self._create(int(dim))
+                    self.created = True
+                except MilvusException:
+                    if not self.client.has_collection(settings.collection):  # not another gateway's creation
+                        raise
             self.dim = self._stored_dim()
             self.client.load_collection(settings.collection)  # searchable (a reopened collection starts released)
         except MilvusException as exc:
@@ -191,7 +197,9 @@ class MilvusCatalog:
 
 def open_milvus_catalog(settings: MilvusSettings, snapshot: str | Path | None) -> MilvusCatalog:
     """The Milvus catalogue; a collection that does not exist yet is created and filled from the index
-    snapshot (`python -m export.index` output) at `snapshot`."""
+    snapshot (`python -m export.index` output) at `snapshot`, by the one gateway whose create succeeded (an
+    emptied collection is never refilled). A fill cut short leaves a partial catalogue: drop the collection and
+    start again."""
     from .catalog import ItemStore
     from .item_index import ItemIndex
 
@@ -202,7 +210,7 @@ def open_milvus_catalog(settings: MilvusSettings, snapshot: str | Path | None) -
             raise
     index, store = ItemIndex.load(snapshot), ItemStore.load(snapshot)
     catalog = MilvusCatalog(settings, dim=index.dim)
-    if len(catalog) == 0:
+    if catalog.created:  # only the gateway that created it fills it: a later fill could undo acknowledged deletes
         ids = np.asarray([i for i in index.ids() if i in store], dtype=np.int64)
         catalog.import_items(index.vectors(ids), [item for item in store.get(ids) if item is not None])
     return catalog

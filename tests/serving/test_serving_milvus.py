@@ -58,9 +58,11 @@ def test_milvus_catalogue_answers_as_the_faiss_one(deployment, tmp_path):
     assert milvus.items([odd[0]])[0].title == "a2" and len(milvus) == len(reference) + 4
     assert milvus.delete([odd[1], "never-there"]) == (1, ["never-there"])
     assert milvus.items([odd[1]]) == [None]
+    assert milvus.delete([some[3]]) == (1, [])  # an item of the snapshot
     milvus.close()
     again = open_milvus_catalog(settings, deployment.index)  # exists: opened, not filled again
-    assert len(again) == len(reference) + 3 and again.items([odd[0]])[0].title == "a2"
+    assert len(again) == len(reference) + 2 and again.items([odd[0]])[0].title == "a2"
+    assert again.items([some[3]]) == [None] and not again.created  # the acknowledged delete holds
     again.close()
     with pytest.raises(MilvusError, match="8-d"):
         MilvusCatalog(settings, dim=8)
