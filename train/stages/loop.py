@@ -102,19 +102,19 @@ class _StageModule(torch.nn.Module):
 def final_embedder(accelerator: Any, module: torch.nn.Module, stage: Stage, source: str | Path, data: SequenceData,
                    config: StageConfig, cache_dir: str | Path | None) -> ItemEmbedder:
     """Under FSDP: the trained weights gathered into one full state dict (a collective: every process calls it)
-    and loaded, on the main process, into a fresh embedder of the same shape on the CPU (other processes get that
-    fresh embedder untouched; only the main one saves)."""
+    and loaded, on the main process only, into a fresh embedder of the same shape on the CPU, which is what gets
+    saved. The other processes return their (sharded, unsaved) embedder."""
     full = accelerator.get_state_dict(module)  # full tensors on the main process
+    if not accelerator.is_main_process:
+        return accelerator.unwrap_model(module).embedder
     embedder = load_input_embedder(source, device="cpu", cache_dir=cache_dir)
     prepare_trainable(embedder, config)
     stage.setup(embedder, data)  # the stage's own trainable modules (e.g. SCFT's temperature)
-    if accelerator.is_main_process:
-        prefix = "embedder."
-        weights = {k.removeprefix(prefix): v for k, v in full.items() if k.startswith(prefix)}
-        missing, unexpected = embedder.load_state_dict(weights, strict=False)
-        if unexpected or [k for k in missing if "lora_" in k]:
-            raise StageError(f"FSDP state dict does not fit the embedder (missing {missing[:3]}, unexpected "
-                             f"{unexpected[:3]})")
+    weights = {k.removeprefix("embedder."): v for k, v in full.items() if k.startswith("embedder.")}
+    missing, unexpected = embedder.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if "lora_" in k]:
+        raise StageError(f"FSDP state dict does not fit the embedder (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]})")
     return embedder
 
 
