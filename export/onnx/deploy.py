@@ -10,8 +10,8 @@ Steps (each the same function its own subcommand runs):
   user-encoder  OUT/user_encoder: the SRS sequence encoder + its item table (`export.onnx user-encoder`)
   int8          OUT/item_embedder_int8/model.onnx, only with --int8, and its quality gate against fp32
                 on the --dataset catalogue (top-10 neighbour overlap, the SRS's Recall@10 drop) in
-                gate.json beside it; the repository serves the int8 graph when it passed, fp32 otherwise
-                (llmrec.json's sources.embedder.graph says which)
+                gate.json beside it; with --serve-int8 the repository serves the int8 graph when it passed,
+                fp32 otherwise (llmrec.json's sources.embedder.graph says which)
   repository    the Triton model repository (`export.onnx repository`)
   index         the FAISS snapshot over the user encoder's item table, only with --index (`export.index`)
 
@@ -158,7 +158,7 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
                 embedder_dir, int8, int8_sha, args.int8, srs_ckpt, args.dataset, args.cache_dir, gate_file),
                 args.force)
             report = json.loads(gate_file.read_text())
-            variant = ServedVariant(int8.parent, report) if report["passed"] else None
+            variant = ServedVariant(int8.parent, report) if report["passed"] and args.serve_int8 else None
             print(f"int8 {args.int8}: " + ("passes" if report["passed"] else "fails") + " the quality gate "
                   f"(top-10 overlap {report['overlap']:.3f}, R@10 drop {100 * (report['recall_drop'] or 0):+.1f}%, "
                   f"{100 * (report['recall_drop_bound'] or 0):+.1f}% at the 95% bound); "
@@ -213,6 +213,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="python: Python backend + onnxruntime (CPU); native: onnxruntime_onnx (GPU)")
     p.add_argument("--tensorrt", action="store_true", help="native flavour: TensorRT execution accelerator")
     p.add_argument("--int8", metavar="RECIPE", default=None, help="also write this int8 variant of the embedder")
+    p.add_argument("--serve-int8", action="store_true",
+                   help="serve the int8 variant when it passes its quality gate (default: gate it, serve fp32; a "
+                        "variant can pass and still be slower than fp32 on a CPU: bench/export_speed.py says)")
     p.add_argument("--index", default=None, help="also build the FAISS index snapshot here")
     p.add_argument("--dataset", default="ml-100k", help="the dataset of the index's titles and attributes")
     p.add_argument("--factory", default="Flat", help="FAISS index_factory string of the index")

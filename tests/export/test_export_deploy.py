@@ -76,6 +76,11 @@ def test_one_command_deployment_and_skipping(tmp_path, trained, planted_folder, 
     assert gate["extra"]["items"] == planted_data.num_items and gate["extra"]["texts"] == "title"
     fourth = run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys, "--int8", "dynamic")
     assert all("up to date" in line for line in fourth) and len(fourth) == 6
+    manifest = tmp_path / "model_repository" / "llmrec.json"
+    assert json.loads(manifest.read_text())["sources"]["embedder"]["graph"] == {"variant": "fp32"}  # unless asked
+    run_all(tmp_path, checkpoint, srs_dir, planted_folder, capsys, "--int8", "dynamic", "--serve-int8")
+    served = json.loads(manifest.read_text())["sources"]["embedder"]["graph"]["variant"]
+    assert served == ("int8" if gate["passed"] else "fp32")
 
 
 def test_srs_hits_of_its_own_table_are_its_hits(srs_checkpoint, planted_data, tmp_path):
