@@ -2,10 +2,11 @@
 
     Recommend: history ids -> item vectors (index) -> [batched] user encoder -> [batched] index top-k -> titles
     Embed:     texts -> [batched] item encoder -> vectors
-    Upsert:    texts -> [batched] item encoder -> index + store (recommendable and usable in histories at once)
+    Upsert:    texts -> [batched] item encoder -> catalogue (recommendable and usable in histories at once)
 
-`RecommendationPipeline` takes plain, validated values (validation.py) and a
-backend (backends.py: Triton or in-process onnxruntime), so the gRPC server,
+`RecommendationPipeline` takes plain, validated values (validation.py), a
+backend (backends.py: Triton or in-process onnxruntime) and a catalogue
+(serving/index/catalog.py: FAISS, or Milvus), so the gRPC server,
 tests and the load benchmark's in-process baseline run the same code.
 
 Histories are truncated to the user encoder's window (`max_len`, the SRS's
@@ -15,10 +16,9 @@ and a user's vector never depends on which other requests shared its batch.
 History exclusion uses the whole history, not only the window (as the
 offline evaluation does).
 
-Batching. The coalescing queue: concurrent requests become one batched call.
-
-Every call of the gateway that needs a model (or the index) puts its payload
-on a `BatchQueue` and waits on a future. A worker thread takes the first
+Batching (`BatchQueue`): concurrent requests become one batched call. Every
+call of the gateway that needs a model (or the index) puts its payload on a
+`BatchQueue` and waits on a future. A worker thread takes the first
 waiting payload with everything already queued behind it; when others were
 queued (calls are arriving), it keeps collecting for at most `max_wait_s` (or
 until `max_batch_size` payloads), then hands the whole batch to `run_batch` —

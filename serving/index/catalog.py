@@ -1,4 +1,5 @@
-"""The catalogue's one write path: row allocation, the order a write is applied in, and its log entry first.
+"""The catalogue: its items (`ItemStore`), what the gateway reads and writes through (`ItemCatalog`, `Catalog`),
+and its one write path: row allocation, the order a write is applied in, and its log entry first.
 
 Clients name items by their catalogue ids (keys, strings); the index, the store and the log work on internal
 rows. A key in use keeps its row (the item is replaced); a new key gets the next row; an upsert without a key
@@ -10,7 +11,7 @@ state — the same ids, vectors, titles and tombstones — and two copies of "as
 index" drift apart. `apply_write` is the only place a write touches the index and the store, `advance_next_id`
 the only id rule; `Catalog` (what the gateway writes through) and `DurableCatalog` (replay) both use them.
 
-The items: ItemStore: every item's catalogue id, title and attributes; the vectors live in ItemIndex.
+The items: `ItemStore` holds every item's catalogue id, title and attributes; the vectors live in ItemIndex.
 
 Two ids per item: `key`, the catalogue's own id that clients use (the dataset's
 raw item id, MovieLens "242", or one an upsert brought or was assigned), and
