@@ -225,6 +225,7 @@ class _UserJob:
     k: int
     exclude: frozenset[str]  # catalogue ids never returned
     include: tuple[str, ...]  # catalogue ids to rank among (empty = the whole catalogue)
+    include_vectors: np.ndarray  # their vectors, read when the call was checked
 
 
 def _listed(ids: Sequence[str]) -> str:
@@ -342,14 +343,13 @@ class RecommendationPipeline:
         """Top-k items after `query.history` (validated). NOT_FOUND names history ids the catalogue lacks."""
         item_vectors = self._vectors(query.history, "history")[-self.max_len:]  # every id must exist
         window = len(item_vectors)
-        if query.include_ids:
-            self._vectors(query.include_ids, "filter.include_ids")
+        include = self._vectors(query.include_ids, "filter.include_ids") if query.include_ids else None
         vectors = np.zeros((self.max_len, item_vectors.shape[1]), dtype=np.float32)
         mask = np.zeros(self.max_len, dtype=np.int64)
         vectors[self.max_len - window:] = item_vectors
         mask[self.max_len - window:] = 1
         exclude = set(query.exclude_ids) | (set(query.history) if query.exclude_history else set())
-        job = _UserJob(vectors, mask, query.k, frozenset(exclude), tuple(query.include_ids))
+        job = _UserJob(vectors, mask, query.k, frozenset(exclude), tuple(query.include_ids), include)
         hits = self.recommend_queue.call(job, deadline)
         return [Recommendation(item.key, score, item.title, dict(item.attributes)) for item, score in hits]
 
@@ -380,14 +380,11 @@ class RecommendationPipeline:
 
     def _rank_among(self, user: np.ndarray, job: _UserJob) -> Any:
         """Exact inner-product ranking among the filter's include_ids (a small set, so no index search)."""
-        candidates = [key for key in job.include if key not in job.exclude]
-        try:
-            table = self.catalog.vectors_of(candidates)
-        except MissingItems:
-            return GatewayError("NOT_FOUND", "an item of filter.include_ids was deleted during the call")
-        scores = table @ user if candidates else np.zeros(0, dtype=np.float32)
+        keep = [i for i, key in enumerate(job.include) if key not in job.exclude]
+        scores = job.include_vectors[keep] @ user if keep else np.zeros(0, dtype=np.float32)
         order = np.argsort(-scores, kind="stable")[: job.k]
-        items = self.catalog.items([candidates[i] for i in order])
+        # an item deleted since the call was checked has no item any more: left out, as in a search
+        items = self.catalog.items([job.include[keep[i]] for i in order])
         return [(item, float(scores[i])) for i, item in zip(order, items, strict=True) if item is not None]
 
     # ------------------------------------------------------------------ EmbedItems
@@ -454,8 +451,9 @@ class RecommendationPipeline:
                                            "nothing was changed, retry later")
 
     def _after_write(self, operation: str, ids: list[str]) -> None:
+        size = len(self.catalog)  # one count (a query on Milvus) for the metric and the log
         if self.metrics is not None:
-            self.metrics.index_items.set(len(self.catalog))
-        log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=len(self.catalog))
+            self.metrics.index_items.set(size)
+        log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=size)
         if self.catalog.needs_compaction():
             self._compact_wanted.set()

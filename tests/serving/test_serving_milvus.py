@@ -18,6 +18,7 @@ from serving.index.catalog import Catalog, MissingItems
 from serving.index.milvus_catalog import MilvusCatalog, MilvusError, MilvusSettings, open_milvus_catalog
 from serving.proto.llmrec.v2 import recommend_pb2 as pb
 from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
+from serving.triton.server import free_port
 
 pytest.importorskip("pymilvus")
 
@@ -107,14 +108,6 @@ def test_the_gateway_on_milvus_answers_as_on_faiss(deployment, tmp_path):
                 assert refused.value.code() == code
         got = on_milvus.GetItems(pb.GetItemsRequest(ids=[histories[1][0], "fresh"]), timeout=30)
         assert [i.id for i in got.items] == histories[1] and list(got.missing_ids) == ["fresh"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
