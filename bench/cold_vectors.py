@@ -11,14 +11,18 @@ A screen that takes seconds. It reads the cold-split residual rows that bench/em
     by cosine of the standardised frozen embedding or of the adapted text vector (a text -> ID mapping).
 For the LLM-initialised ID rows (fusion init: a cold item keeps its untrained start) it tries instead a
 text -> trained ID map fitted on the warm items (ridge regression of the ID rows on the standardised frozen
-embedding, lambda in RIDGE) and the ID transfer from the nearest warm items.
+embedding, lambda in RIDGE), the ID transfer from the nearest warm items, and the ridge map calibrated by ranking
+with the trained model frozen (train/srs/coldmap.py: a scale and a shared offset, a [D, D] matrix, or the whole
+map, fitted while a share of the warm items pretends to be new; RANKED).
 For each it reports validation R@10 over all targets and over cold targets (cold_valid), mean of the seeds.
-Writes bench/results/cold_vectors.{json,md}.
+Writes bench/results/cold_vectors.{json,md}; with --rows, the other rows are kept from the current result file.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 from pathlib import Path
 
@@ -33,12 +37,19 @@ from train.data import load_dataset  # noqa: E402
 from train.data.cold import COLD_VALID, cold_start_split  # noqa: E402
 from train.eval.ranking import full_ranking  # noqa: E402
 from train.srs.checkpoint import load_checkpoint  # noqa: E402
+from train.srs.coldmap import fit_ranked_cold_map  # noqa: E402
 from train.srs.items import load_item_embeddings  # noqa: E402
 
 ROWS = ("hybrid", "hybrid-co-occurrence", "id-init", "id-init-co-occurrence")
 RIDGE = (10.0, 30.0, 100.0, 300.0, 1000.0)
 SCALES = (1.05, 1.1, 1.2, 1.3)
 NEIGHBOURS = ((10, 0.05), (10, 0.2), (50, 0.2))
+# ridge lambda, what is fitted, share pretending to be new, epochs, learning rate (the full map moves 37k weights
+# over a 576-d input: 1e-3 diverged in the first screen)
+RANKED = ((100.0, "scale", 0.2, 6, 1e-3), (100.0, "scale", 0.1, 6, 1e-3), (100.0, "scale", 0.4, 6, 1e-3),
+          (30.0, "scale", 0.2, 6, 1e-3), (300.0, "scale", 0.2, 6, 1e-3), (1000.0, "scale", 0.2, 6, 1e-3),
+          (100.0, "affine", 0.2, 6, 1e-3), (30.0, "affine", 0.2, 6, 1e-3),
+          (100.0, "full", 0.2, 5, 3e-5), (100.0, "full", 0.2, 20, 3e-5))
 
 
 def recall10(model, table: torch.Tensor, examples, num_items: int) -> float:
@@ -56,6 +67,18 @@ def transferred(feats: torch.Tensor, warm: torch.Tensor, rows: torch.Tensor, k: 
     unit = torch.nn.functional.normalize(feats, dim=1)
     top = (unit @ unit[warm].T).topk(k, dim=1)
     return (torch.softmax(top.values / tau, dim=1)[..., None] * rows[warm][top.indices]).sum(1)
+
+
+def ranked_variants(model, data) -> dict[str, torch.Tensor]:
+    """The ridge map calibrated by ranking (train/srs/coldmap.py), each setting of RANKED on a copy of `model`."""
+    out = {}
+    for ridge, params, pretend, epochs, lr in RANKED:
+        calibrated = copy.deepcopy(model)
+        calibrated.items.fit_cold_map(ridge)
+        fit_ranked_cold_map(calibrated, data, epochs, pretend, lr=lr, params=params)
+        out[f"ridge lambda={ridge:g} ranked: {params}, pretend {pretend:g}, {epochs} epochs, lr {lr:g}"] = \
+            calibrated.item_vectors().detach()
+    return out
 
 
 @torch.no_grad()
@@ -104,13 +127,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default="runs/bench", help="where bench/embeddings_quality.py keeps its runs")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows to screen (default all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data, cold_mask = cold_start_split(load_dataset("ml-100k"), COLD_FRACTION, seed=0)
     cold = torch.from_numpy(cold_mask)
     sets = {"valid": data.valid, COLD_VALID: data.extra_eval[COLD_VALID]}
+    previous = RESULTS / "cold_vectors.json"
+    kept = json.loads(previous.read_text())["rows"] if previous.is_file() else {}
     results: dict[str, dict] = {}
     for row in ROWS:
+        if row not in args.rows:
+            if row in kept:
+                results[row] = kept[row]
+            continue
         seeds = sorted(p for p in (Path(args.runs) / "cold" / row).glob("seed-*") if (p / "metrics.json").is_file())
         if not seeds:
             raise SystemExit(f"no trained seeds of {row!r} under {args.runs}/cold: run bench/embeddings_quality.py "
@@ -120,7 +150,7 @@ def main() -> None:
             model, meta = load_checkpoint(seed_dir)
             if model.config.fusion == "init":
                 frozen, _ = load_item_embeddings(meta["items"]["path"], data.item_ids)
-                tables = init_variants(model, cold, frozen)
+                tables = init_variants(model, cold, frozen) | ranked_variants(model, data)
             else:
                 tables = variants(model, cold)
             for name, table in tables.items():
@@ -133,9 +163,13 @@ def main() -> None:
     for row, rs in results.items():
         lines += [f"| {row} | {name} | {v['valid']:.4f} | {v[COLD_VALID]:.4f} |" for name, v in rs.items()
                   if name != "seeds"]
+    if set(results) - set(args.rows):
+        stamp = json.loads(previous.read_text())["environment"]
+        lines.append(f"\nRows {', '.join(sorted(set(results) - set(args.rows)))} are kept from the run of "
+                     f"{stamp['date'][:10]} (commit {stamp['git_commit']}); the others are this run's.")
     table = "\n".join(lines)
     print(table)
-    write_result("cold_vectors", {"rows": results, "scales": SCALES, "neighbours": NEIGHBOURS})
+    write_result("cold_vectors", {"rows": results, "scales": SCALES, "neighbours": NEIGHBOURS, "ranked": RANKED})
     (RESULTS / "cold_vectors.md").write_text(table + "\n")
 
 

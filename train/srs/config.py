@@ -35,6 +35,10 @@ FIELD_HELP = {
     "input_dropout": "dropout on the standardised frozen embeddings before the adapter",
     "cold_map": "fusion init: ridge lambda of a text -> ID map fitted on the warm items after training, which "
                 "places cold and new items (0: they keep the text's starting point)",
+    "cold_map_rank_epochs": "fusion init with cold_map: epochs calibrating that map by ranking (a scale and a shared "
+                            "offset fitted with the frozen recommender's loss while a share cold_map_pretend of the warm "
+                            "items pretends to be new; train/srs/coldmap.py); 0: the ridge map alone",
+    "cold_map_pretend": "share of warm items whose vectors the map replaces in each calibration batch",
     "standardize": "standardise frozen embeddings per dimension before the adapter",
     "train_targets": "all: a loss at every position of max_len windows; last: one prefix per example",
     "loss": f"{', '.join(LOSSES)}: full-softmax cross-entropy or BCE with sampled negatives",
@@ -73,6 +77,9 @@ class SRSConfig:
     input_dropout: float = 0.0  # on the adapter's input (frozen embeddings)
     # fusion="init": after training, cold (and upserted) items get ridge(text -> trained ID rows of warm items)
     cold_map: float = 0.0
+    # fusion="init": then calibrate that map by ranking with the trained model frozen (train/srs/coldmap.py)
+    cold_map_rank_epochs: int = 0
+    cold_map_pretend: float = 0.2
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
     # training; every training prefix is still a target exactly once), "last": one prefix per
@@ -107,6 +114,9 @@ class SRSConfig:
             ("input_dropout", 0.0 <= self.input_dropout < 1.0, "in [0, 1)"),
             ("cold_map", self.cold_map >= 0 and (self.cold_map == 0 or self.fusion == "init"),
              ">= 0, and > 0 only with fusion 'init'"),
+            ("cold_map_rank_epochs", self.cold_map_rank_epochs >= 0
+             and (self.cold_map_rank_epochs == 0 or self.cold_map > 0), ">= 0, and > 0 only with cold_map > 0"),
+            ("cold_map_pretend", 0.0 < self.cold_map_pretend < 1.0, "in (0, 1)"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),
             ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

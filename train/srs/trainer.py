@@ -28,6 +28,7 @@ from train.data.dataset import Examples, SequenceData
 from train.eval import evaluate, full_ranking
 
 from .checkpoint import save_checkpoint
+from .coldmap import fit_ranked_cold_map
 from .config import SRSConfig
 from .losses import full_softmax_ce, sample_negatives, sampled_bce
 from .model import SequentialRecommender
@@ -229,6 +230,9 @@ def train_one_seed(
         model.load_state_dict(best_state)
     if config.cold_map > 0:  # fusion init: place cold items by their text; the validation the map is read on
         model.items.fit_cold_map(config.cold_map)
+        if config.cold_map_rank_epochs > 0:
+            losses = fit_ranked_cold_map(model, data, config.cold_map_rank_epochs, config.cold_map_pretend, seed=seed)
+            log.info(json.dumps({"event": "cold_map_ranked", "seed": seed, "losses": losses}))
         best_valid = validate(model, data, config, device)
     test = evaluate_test(model, data, config, device)
     result = TrainResult(seed, best_epoch, epoch, best_valid, test, train_seconds, out_dir)
