@@ -83,6 +83,7 @@ RESIDUAL_SRS = (("fusion", "residual"), ("id_dropout", 0.25), ("input_dropout", 
 # LLM-initialised IDs (bench/results/recipe_search.md, stage D): the text shapes where the ID table starts
 INIT_SRS = (("fusion", "init"),)
 COLD_MAP = 100.0  # the ridge lambda of the cold split's text -> ID map
+COLD_MAP_RANK_EPOCHS = 6  # its calibration by ranking (a scale and a shared offset, 40% of warm items pretending)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,12 @@ COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
 # validation: bench/results/cold_vectors.md); on the standard split nothing is cold and these equal id-init*
 COLD += [replace(r, key=f"cold-{r.key}-map", split="cold", label=f"{r.label}, cold items by a text -> ID map",
                  srs=INIT_SRS + (("cold_map", COLD_MAP),))
+         for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
+# the same map calibrated by ranking with the trained model frozen (train/srs/coldmap.py; settings chosen on the
+# cold split's validation: bench/results/cold_vectors.md)
+COLD += [replace(r, key=f"cold-{r.key}-ranked-map", split="cold",
+                 label=f"{r.label}, cold items by a text -> ID map calibrated by ranking",
+                 srs=INIT_SRS + (("cold_map", COLD_MAP), ("cold_map_rank_epochs", COLD_MAP_RANK_EPOCHS)))
          for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
           if r.key in ("id", "raw-bidir-mean", "hybrid", "id-init")]

@@ -49,7 +49,7 @@ def training_states(model: SequentialRecommender, data: SequenceData, batch_size
     return torch.cat(states), torch.cat(kept)
 
 
-def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs: int, pretend: float = 0.2,
+def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs: int, pretend: float = 0.4,
                         lr: float = 1e-3, batch_size: int = 1024, seed: int = 0, params: str = "scale") -> list[float]:
     """Calibrate the text path of a fusion-init model (holding its ridge map) by ranking, the model frozen.
     Returns the mean loss of every epoch. Deterministic given `seed`."""

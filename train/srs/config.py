@@ -79,7 +79,7 @@ class SRSConfig:
     cold_map: float = 0.0
     # fusion="init": then calibrate that map by ranking with the trained model frozen (train/srs/coldmap.py)
     cold_map_rank_epochs: int = 0
-    cold_map_pretend: float = 0.2
+    cold_map_pretend: float = 0.4  # chosen on validation (bench/results/cold_vectors.md)
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
     # training; every training prefix is still a target exactly once), "last": one prefix per
