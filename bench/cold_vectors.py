@@ -13,7 +13,8 @@ For the LLM-initialised ID rows (fusion init: a cold item keeps its untrained st
 text -> trained ID map fitted on the warm items (ridge regression of the ID rows on the standardised frozen
 embedding, lambda in RIDGE), the ID transfer from the nearest warm items, and the ridge map calibrated by ranking
 with the trained model frozen (train/srs/coldmap.py: a scale and a shared offset, a [D, D] matrix, or the whole
-map, fitted while a share of the warm items pretends to be new; RANKED).
+map, or the scale with an offset weighted by the text, fitted while a share of the warm items pretends to be new;
+RANKED).
 For each it reports validation R@10 over all targets and over cold targets (cold_valid), mean of the seeds.
 Writes bench/results/cold_vectors.{json,md}; with --rows, the other rows are kept from the current result file.
 """
@@ -49,7 +50,9 @@ NEIGHBOURS = ((10, 0.05), (10, 0.2), (50, 0.2))
 RANKED = ((100.0, "scale", 0.2, 6, 1e-3), (100.0, "scale", 0.1, 6, 1e-3), (100.0, "scale", 0.4, 6, 1e-3),
           (30.0, "scale", 0.2, 6, 1e-3), (300.0, "scale", 0.2, 6, 1e-3), (1000.0, "scale", 0.2, 6, 1e-3),
           (100.0, "affine", 0.2, 6, 1e-3), (30.0, "affine", 0.2, 6, 1e-3),
-          (100.0, "full", 0.2, 5, 3e-5), (100.0, "full", 0.2, 20, 3e-5))
+          (100.0, "full", 0.2, 5, 3e-5), (100.0, "full", 0.2, 20, 3e-5),
+          (100.0, "scale-pop", 0.4, 3, 3e-4), (100.0, "scale-pop", 0.4, 6, 3e-4), (100.0, "scale-pop", 0.4, 6, 1e-3),
+          (100.0, "scale-pop", 0.4, 6, 1e-4))
 
 
 def recall10(model, table: torch.Tensor, examples, num_items: int) -> float:

@@ -83,7 +83,7 @@ RESIDUAL_SRS = (("fusion", "residual"), ("id_dropout", 0.25), ("input_dropout", 
 # LLM-initialised IDs (bench/results/recipe_search.md, stage D): the text shapes where the ID table starts
 INIT_SRS = (("fusion", "init"),)
 COLD_MAP = 100.0  # the ridge lambda of the cold split's text -> ID map
-COLD_MAP_RANK_EPOCHS = 6  # its calibration by ranking (a scale and a shared offset, 40% of warm items pretending)
+COLD_MAP_RANK_EPOCHS = 3  # its calibration by ranking (train/srs/coldmap.py's defaults: scale-pop, 40% pretending)
 
 
 @dataclass(frozen=True)
