@@ -45,7 +45,7 @@ SRS_IDS    := $(RUN)/srs/sasrec-ids
 # The recipe bench/results/embeddings_quality.md measured best on a 2-core budget: SmolLM2 as it is (bidirectional
 # attention, mean pooling) over LLMEmb's attribute sentence, and SASRec with LLM-initialised IDs (the ID table
 # starts on the text's principal components) whose cold and new items are placed by a ridge text -> ID map,
-# calibrated by ranking (a scale and an offset weighted by the text; bench/results/cold_vectors.md).
+# calibrated by ranking (a scale and a shared offset; bench/results/cold_vectors.md).
 # The LLM2Rec / LLMEmb stages are `python -m train stages ...` (README); at CPU scale they did not help.
 EMBEDDER   := $(RUN)/embedder/base
 ITEM_TEXT  := attributes
@@ -54,7 +54,7 @@ SRS_TEXT   := $(RUN)/srs/sasrec-text
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
 # chosen on validation: bench/results/recipe_search.md, bench/results/cold_vectors.md
 TEXT_SRS   := --adapter mlp --standardize --input-dropout 0.0
-HYBRID_SRS := --fusion init --cold-map 100 --cold-map-rank-epochs 3
+HYBRID_SRS := --fusion init --cold-map 100 --cold-map-rank-epochs 6
 INT8_RECIPE   := nbits8-w
 REPOSITORY := model_repository
 INDEX      := $(RUN)/index

@@ -10,11 +10,12 @@ its users look; every other target teaches it not to let pretend-new items take 
 trade-off a new item's vector has to strike when it is served.
 
 What is fitted (`params`), screened on validation in bench/cold_vectors.py:
-  - "scale": one scale of the ridge map and a shared offset (65 numbers). The offset is the part of a trained
-    item vector that every item shares (how much any item is looked at), which the ridge map, fitted without
-    intercept, leaves out;
-  - "scale-pop" (the default): as "scale", the offset weighted per item by a linear function of its text (how
-    much this item will be looked at), i.e. a rank-one term on top of the scaled map;
+  - "scale" (the default): one scale of the ridge map and a shared offset (65 numbers). The offset is the part of
+    a trained item vector that every item shares (how much any item is looked at), which the ridge map, fitted
+    without intercept, leaves out;
+  - "scale-pop": as "scale", the offset weighted per item by a linear function of its text (how much this item
+    will be looked at), a rank-one term on top of the scaled map; its result depends more on the calibration's
+    random draws;
   - "affine": a [D, D] matrix after the ridge map and the offset;
   - "full": the whole [D, text dim] map and the offset (memorises the warm items it is fitted on).
 The result is still one linear layer, so the exported item encoder computes it unchanged.
@@ -31,6 +32,9 @@ from train.data.dataset import SequenceData
 from .model import SequentialRecommender
 
 RANK_PARAMS = ("scale", "scale-pop", "affine", "full")
+# Adam's step per parameter suits the size of what it moves: one scale and an offset take 1e-3; the text-sized
+# weights of "scale-pop" and "full" move every item at once and diverged at that rate in the screen
+DEFAULT_LR = {"scale": 1e-3, "scale-pop": 3e-4, "affine": 1e-3, "full": 3e-5}
 
 
 @torch.no_grad()
@@ -52,13 +56,14 @@ def training_states(model: SequentialRecommender, data: SequenceData, batch_size
 
 
 def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs: int, pretend: float = 0.4,
-                        lr: float = 3e-4, batch_size: int = 1024, seed: int = 0, params: str = "scale-pop"
+                        lr: float | None = None, batch_size: int = 1024, seed: int = 0, params: str = "scale"
                         ) -> list[float]:
     """Calibrate the text path of a fusion-init model (holding its ridge map) by ranking, the model frozen.
-    Returns the mean loss of every epoch. Deterministic given `seed`. The defaults were chosen on the cold
-    split's validation (bench/results/cold_vectors.md)."""
+    `lr` defaults to DEFAULT_LR[params]. Returns the mean loss of every epoch. Deterministic given `seed`. The
+    defaults were chosen on the cold split's validation (bench/results/cold_vectors.md)."""
     if params not in RANK_PARAMS:
         raise ValueError(f"params must be one of {RANK_PARAMS}, got {params!r}")
+    lr = DEFAULT_LR[params] if lr is None else lr
     items = model.items
     layer = items.text.adapter.net
     states, targets = training_states(model, data)

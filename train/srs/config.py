@@ -14,6 +14,7 @@ ADAPTERS = ("linear", "mlp")
 PADDINGS = ("left", "right")
 TRAIN_TARGETS = ("all", "last")
 FUSIONS = ("none", "gated", "residual", "init", "residual-init")
+COLD_MAP_RANKS = ("scale", "scale-pop", "affine", "full")  # train/srs/coldmap.py
 
 
 # one line per field, for --help (the comments in SRSConfig say why)
@@ -39,6 +40,8 @@ FIELD_HELP = {
                             "offset weighted by the text, fitted with the frozen recommender's loss while a share "
                             "cold_map_pretend of the warm items pretends to be new; train/srs/coldmap.py); 0: the "
                             "ridge map alone",
+    "cold_map_rank": "what that calibration fits: scale (a scale and a shared offset), scale-pop (the offset "
+                     "weighted by the text), affine, full",
     "cold_map_pretend": "share of warm items whose vectors the map replaces in each calibration batch",
     "standardize": "standardise frozen embeddings per dimension before the adapter",
     "train_targets": "all: a loss at every position of max_len windows; last: one prefix per example",
@@ -80,6 +83,7 @@ class SRSConfig:
     cold_map: float = 0.0
     # fusion="init": then calibrate that map by ranking with the trained model frozen (train/srs/coldmap.py)
     cold_map_rank_epochs: int = 0
+    cold_map_rank: str = "scale"
     cold_map_pretend: float = 0.4  # chosen on validation (bench/results/cold_vectors.md)
     # optimisation
     # "all": a loss at every position of max_len windows of each training sequence (SASRec's
@@ -118,6 +122,7 @@ class SRSConfig:
             ("cold_map_rank_epochs", self.cold_map_rank_epochs >= 0
              and (self.cold_map_rank_epochs == 0 or self.cold_map > 0), ">= 0, and > 0 only with cold_map > 0"),
             ("cold_map_pretend", 0.0 < self.cold_map_pretend < 1.0, "in (0, 1)"),
+            ("cold_map_rank", self.cold_map_rank in COLD_MAP_RANKS, f"one of {COLD_MAP_RANKS}"),
             ("hidden_size", self.hidden_size > 0, "> 0"),
             ("num_layers", self.num_layers > 0, "> 0"),
             ("num_heads", self.num_heads > 0 and self.hidden_size % self.num_heads == 0,

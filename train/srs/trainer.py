@@ -231,7 +231,8 @@ def train_one_seed(
     if config.cold_map > 0:  # fusion init: place cold items by their text; the validation the map is read on
         model.items.fit_cold_map(config.cold_map)
         if config.cold_map_rank_epochs > 0:
-            losses = fit_ranked_cold_map(model, data, config.cold_map_rank_epochs, config.cold_map_pretend, seed=seed)
+            losses = fit_ranked_cold_map(model, data, config.cold_map_rank_epochs, config.cold_map_pretend, seed=seed,
+                                         params=config.cold_map_rank)
             log.info(json.dumps({"event": "cold_map_ranked", "seed": seed, "losses": losses}))
         best_valid = validate(model, data, config, device)
     test = evaluate_test(model, data, config, device)
