@@ -29,11 +29,12 @@ import torch.nn.functional as F
 
 from train.data.dataset import SequenceData
 
+from .config import COLD_MAP_RANKS
 from .model import SequentialRecommender
 
-RANK_PARAMS = ("scale", "scale-pop", "affine", "full")
 # Adam's step per parameter suits the size of what it moves: one scale and an offset take 1e-3; the text-sized
-# weights of "scale-pop" and "full" move every item at once and diverged at that rate in the screen
+# weights of "scale-pop" and "full" move every item at once (at 1e-3 in the screen, "full" diverged and
+# "scale-pop" lost validation R@10)
 DEFAULT_LR = {"scale": 1e-3, "scale-pop": 3e-4, "affine": 1e-3, "full": 3e-5}
 
 
@@ -61,8 +62,8 @@ def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs
     """Calibrate the text path of a fusion-init model (holding its ridge map) by ranking, the model frozen.
     `lr` defaults to DEFAULT_LR[params]. Returns the mean loss of every epoch. Deterministic given `seed`. The
     defaults were chosen on the cold split's validation (bench/results/cold_vectors.md)."""
-    if params not in RANK_PARAMS:
-        raise ValueError(f"params must be one of {RANK_PARAMS}, got {params!r}")
+    if params not in COLD_MAP_RANKS:
+        raise ValueError(f"params must be one of {COLD_MAP_RANKS}, got {params!r}")
     lr = DEFAULT_LR[params] if lr is None else lr
     items = model.items
     layer = items.text.adapter.net

@@ -36,10 +36,9 @@ FIELD_HELP = {
     "input_dropout": "dropout on the standardised frozen embeddings before the adapter",
     "cold_map": "fusion init: ridge lambda of a text -> ID map fitted on the warm items after training, which "
                 "places cold and new items (0: they keep the text's starting point)",
-    "cold_map_rank_epochs": "fusion init with cold_map: epochs calibrating that map by ranking (a scale and an "
-                            "offset weighted by the text, fitted with the frozen recommender's loss while a share "
-                            "cold_map_pretend of the warm items pretends to be new; train/srs/coldmap.py); 0: the "
-                            "ridge map alone",
+    "cold_map_rank_epochs": "fusion init with cold_map: epochs calibrating that map by ranking (what cold_map_rank "
+                            "names, fitted with the frozen recommender's loss while a share cold_map_pretend of the "
+                            "warm items pretends to be new; train/srs/coldmap.py); 0: the ridge map alone",
     "cold_map_rank": "what that calibration fits: scale (a scale and a shared offset), scale-pop (the offset "
                      "weighted by the text), affine, full",
     "cold_map_pretend": "share of warm items whose vectors the map replaces in each calibration batch",
