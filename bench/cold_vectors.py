@@ -137,12 +137,12 @@ def main() -> None:
     cold = torch.from_numpy(cold_mask)
     sets = {"valid": data.valid, COLD_VALID: data.extra_eval[COLD_VALID]}
     previous = RESULTS / "cold_vectors.json"
-    kept = json.loads(previous.read_text())["rows"] if previous.is_file() else {}
+    earlier = json.loads(previous.read_text()) if previous.is_file() else {"rows": {}}
     results: dict[str, dict] = {}
     for row in ROWS:
         if row not in args.rows:
-            if row in kept:
-                results[row] = kept[row]
+            if row in earlier["rows"]:
+                results[row] = earlier["rows"][row]
             continue
         seeds = sorted(p for p in (Path(args.runs) / "cold" / row).glob("seed-*") if (p / "metrics.json").is_file())
         if not seeds:
@@ -167,7 +167,7 @@ def main() -> None:
         lines += [f"| {row} | {name} | {v['valid']:.4f} | {v[COLD_VALID]:.4f} |" for name, v in rs.items()
                   if name != "seeds"]
     if set(results) - set(args.rows):
-        stamp = json.loads(previous.read_text())["environment"]
+        stamp = earlier["environment"]
         lines.append(f"\nRows {', '.join(sorted(set(results) - set(args.rows)))} are kept from the run of "
                      f"{stamp['date'][:10]} (commit {stamp['git_commit']}); the others are this run's.")
     table = "\n".join(lines)

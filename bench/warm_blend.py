@@ -41,10 +41,8 @@ def valid_metrics(model, table: torch.Tensor, data, tail: np.ndarray) -> dict[st
         with torch.no_grad():
             return model.user_vectors(torch.from_numpy(hist), table) @ table.T
 
-    ranks = full_ranking(scores, data.valid, data.num_items, (10,), config.exclude_history, 1024).ranks
-    hit = ranks < 10
-    return {"recall@10": float(hit.mean()), "ndcg@10": float(np.where(hit, 1 / np.log2(ranks + 2), 0).mean()),
-            "tail recall@10": float(hit[tail[data.valid.targets]].mean())}
+    ranking = full_ranking(scores, data.valid, data.num_items, (10,), config.exclude_history, 1024)
+    return {**ranking.metrics, "tail recall@10": float((ranking.ranks < 10)[tail[data.valid.targets]].mean())}
 
 
 def main() -> None:

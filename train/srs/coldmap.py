@@ -2,7 +2,7 @@
 
 A ridge regression of the trained ID rows on the text (InitItemEmbedding.fit_cold_map) spends its fit equally on
 every direction of the ID space and never sees what a cold item competes against: its vectors are shrunk towards
-zero, with nothing of the popularity that the trained rows carry. `fit_ranked_cold_map` calibrates that map by the
+zero and, without intercept, share no direction. `fit_ranked_cold_map` calibrates that map by the
 recommender's own loss, with the trained model frozen: each batch pretends a random share of the warm items is new
 (their vectors replaced by the map's output, as DropoutNet drops IDs) and minimises the full-softmax cross-entropy
 of the training transitions over the whole catalogue. A pretend-new target teaches the map to place an item where
@@ -40,11 +40,11 @@ DEFAULT_LR = {"scale": 1e-3, "scale-pop": 3e-4, "affine": 1e-3, "full": 3e-5}
 
 
 @torch.no_grad()
-def training_states(model: SequentialRecommender, data: SequenceData, batch_size: int = 512
+def training_states(model: SequentialRecommender, data: SequenceData, table: torch.Tensor, batch_size: int = 512
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen model's user vector before every training target, and that target: [N, D], [N]."""
+    """The frozen model's user vector before every training target, and that target: [N, D], [N]; `table` is the
+    model's item table."""
     model.eval()
-    table = model.item_vectors()
     device = table.device
     inputs, targets = data.train.windows(model.config.max_len)
     states, kept = [], []
@@ -68,11 +68,12 @@ def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs
     lr = DEFAULT_LR[params] if lr is None else lr
     items = model.items
     layer = items.text.adapter.net
-    states, targets = training_states(model, data)
-    device = states.device
+    model.eval()
     with torch.no_grad():
         table = model.item_vectors().detach()
         z = (items.text.frozen - items.text.mean) / items.text.std
+    states, targets = training_states(model, data, table)
+    device = states.device
     warm = items.warm
     seen = torch.zeros_like(warm)
     seen[targets] = True
