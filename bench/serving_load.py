@@ -1,6 +1,6 @@
 """The cost of serving: a bounded closed-loop gRPC load on the MovieLens-100k demo deployment vs in-process.
 
-    python bench/serving_load.py [--duration 15] [--concurrency 1 8 32 64] [--clients 4]
+    python bench/serving_load.py [--duration 15] [--concurrency 1 8 32 64] [--clients 4] [--index-backends faiss]
     python bench/serving_load.py --duration 3 --concurrency 1 8 --inproc-concurrency 8 --name serving_load_smoke
 
 Full settings: 14 points x 20 s + start-up, ~6-7 min on a quiet 2-core machine once the deployment exists
@@ -29,6 +29,13 @@ UpsertItems: one new item with a synthetic title per call, id assigned by the
 gateway. All Recommend points run before any upsert (upserts grow the index);
 the gateway runs with persist=false, so the index on disk is never changed and
 the upserted items disappear with the gateway.
+
+Item index backends (`--index-backends`, default both): the served points run once per backend, each with a
+fresh gateway: `faiss` (the embedded index loaded from the snapshot) and `milvus` (`index_backend: milvus` on
+Milvus Lite, the engine in the gateway's process from a file in the run's temporary folder, the collection
+created and filled from the same snapshot at start-up; Strong consistency, so an upsert is searchable when it
+is acknowledged). The in-process baseline uses FAISS; a third table compares the two backends served at the
+same concurrency.
 
 Time split per call, from the gateway's Prometheus metrics read before and
 after each point (the clients' warm-up calls happen before the first read,
@@ -411,8 +418,10 @@ def rounded(row: dict[str, Any]) -> dict[str, Any]:
 class Served:
     """Triton + the gateway subprocess; both stopped by `stop()` (by the handles this class holds)."""
 
-    def __init__(self, dep: Deployment, workdir: Path, faiss_threads: int, gateway_overrides: dict[str, Any]) -> None:
+    def __init__(self, dep: Deployment, workdir: Path, faiss_threads: int, gateway_overrides: dict[str, Any],
+                 index_backend: str = "faiss") -> None:
         self.dep = dep
+        self.index_backend = index_backend
         self.workdir = workdir
         self.faiss_threads = faiss_threads
         self.overrides = gateway_overrides
@@ -433,7 +442,10 @@ class Served:
               flush=True)
         self.config = {"port": 0, "metrics_port": 0, "backend": "triton", "persist": False,
                        "model_repository": str(self.dep.repository.resolve()), "index": str(self.dep.index.resolve()),
-                       "triton": {"url": self.triton.grpc_url}, **self.overrides}
+                       "triton": {"url": self.triton.grpc_url}, "index_backend": self.index_backend,
+                       **self.overrides}
+        if self.index_backend == "milvus":  # a fresh Milvus Lite file, filled from the snapshot by the gateway
+            self.config["milvus"] = {"uri": str(self.workdir / "milvus.db"), "collection": "serving_load"}
         config_path = self.workdir / "gateway.yaml"
         config_path.write_text(json.dumps(self.config, indent=2) + "\n")  # JSON is YAML
         log = (self.workdir / "gateway.log").open("w")
@@ -521,7 +533,8 @@ def run_served_point(served: Served, method: str, concurrency: int, clients: int
             starts.append(thread["start"])
             ends.append(thread["end"])
     shutil.rmtree(out, ignore_errors=True)
-    row = {"mode": "grpc", "method": method, "concurrency": concurrency, "client_processes": procs_n,
+    row = {"mode": "grpc", "index_backend": served.index_backend, "method": method, "concurrency": concurrency,
+           "client_processes": procs_n,
            **summarise(latencies, errors, max(ends) - min(starts))}
     row.update(server_split(before, after, method))
     if row.get("calls"):
@@ -538,9 +551,9 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
     from serving.gateway.backends import OnnxRuntimeBackend, history_length
     from serving.gateway.config import LimitsConfig
     from serving.gateway.metrics import GatewayMetrics
-    from serving.gateway.pipeline import RecommendationPipeline
+    from serving.gateway.pipeline import NewItem, RecommendationPipeline
     from serving.gateway.server import load_catalog
-    from serving.gateway.validation import NewItem, check_new_items, check_recommend
+    from serving.gateway.service import check_new_items, check_recommend
     from serving.index.catalog import Catalog
 
     index, store, _ = load_catalog(dep.index)
@@ -596,7 +609,8 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
         backend.close()
     latencies = [x for r in results for x in r.get("latencies", [])]
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
-    row = {"mode": label, "method": method, "concurrency": concurrency, **summarise(latencies, {}, wall)}
+    row = {"mode": label, "index_backend": "faiss", "method": method, "concurrency": concurrency,
+           **summarise(latencies, {}, wall)}
     split = split_inproc(before, after, method, len(latencies))
     row.update(split)
     return row
@@ -630,7 +644,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r["mode"] != "grpc" or r["method"] != method or not r.get("calls"):
                 continue
             ref = inproc.get(r["concurrency"])
-            entry = {"method": method, "concurrency": r["concurrency"]}
+            entry = {"method": method, "index_backend": r.get("index_backend", "faiss"),
+                     "concurrency": r["concurrency"]}
             if direct and direct.get("calls"):
                 entry["vs_direct_throughput"] = direct["throughput"] / r["throughput"]
                 entry["vs_direct_p50"] = r["p50_ms"] / direct["p50_ms"]
@@ -638,6 +653,22 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry["vs_pipeline_throughput"] = ref["throughput"] / r["throughput"]
                 entry["vs_pipeline_p50"] = r["p50_ms"] / ref["p50_ms"]
             out.append(rounded(entry))
+    return out
+
+
+def backend_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Milvus served vs FAISS served at the same method and concurrency: throughput FAISS / Milvus, p50 Milvus /
+    FAISS (above 1: Milvus is slower)."""
+    served = {(r["method"], r["concurrency"], r.get("index_backend", "faiss")): r for r in rows
+              if r["mode"] == "grpc" and r.get("calls")}
+    out = []
+    for (method, concurrency, backend), milvus in served.items():
+        faiss = served.get((method, concurrency, "faiss"))
+        if backend == "milvus" and faiss is not None:
+            out.append(rounded({"method": method, "concurrency": concurrency,
+                                "throughput_faiss_over_milvus": faiss["throughput"] / milvus["throughput"],
+                                "p50_milvus_over_faiss": milvus["p50_ms"] / faiss["p50_ms"],
+                                "index_ms_faiss": faiss.get("index_ms"), "index_ms_milvus": milvus.get("index_ms")}))
     return out
 
 
@@ -673,36 +704,50 @@ def markdown(payload: dict[str, Any]) -> str:
         "triton - index (validation, batching window, queues, response); network = client mean - server "
         "(gRPC + loopback + the server's thread pool queue). In-process rows have no server/network.",
         "",
-        "| mode | method | conc. | calls | calls/s | p50 | p95 | p99 | mean | server | triton | index | gateway | "
-        "network | batch | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| mode | index | method | conc. | calls | calls/s | p50 | p95 | p99 | mean | server | triton | index | "
+        "gateway | network | batch | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         errors = ", ".join(f"{k} {v}" for k, v in (r.get("errors") or {}).items())
         lines.append(
-            f"| {r['mode']} | {r['method']} | {r['concurrency']} | {fmt(r.get('calls'))} | "
+            f"| {r['mode']} | {r.get('index_backend', 'faiss')} | {r['method']} | {r['concurrency']} | "
+            f"{fmt(r.get('calls'))} | "
             f"{fmt(r.get('throughput'))} | {fmt(r.get('p50_ms'), 2)} | {fmt(r.get('p95_ms'), 2)} | "
             f"{fmt(r.get('p99_ms'), 2)} | {fmt(r.get('mean_ms'), 2)} | {fmt(r.get('server_ms'), 2)} | "
             f"{fmt(r.get('triton_ms'), 2)} | {fmt(r.get('index_ms'), 3)} | {fmt(r.get('gateway_ms'), 2)} | "
             f"{fmt(r.get('network_ms'), 2)} | {fmt(r.get('mean_batch'))} | {errors} |")
     lines += ["", "Inside Triton (per Triton request = one gateway batch; ms): the gateway's Triton time minus "
                   "Triton's request time is the gateway->Triton gRPC hop.", "",
-              "| method | conc. | model | requests | executions | request | queue | compute |",
-              "|---|---:|---|---:|---:|---:|---:|---:|"]
+              "| index | method | conc. | model | requests | executions | request | queue | compute |",
+              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         for model, t in (r.get("triton_inside") or {}).items():
-            lines.append(f"| {r['method']} | {r['concurrency']} | {model} | {t['requests']:,} | "
+            lines.append(f"| {r.get('index_backend', 'faiss')} | {r['method']} | {r['concurrency']} | {model} | "
+                         f"{t['requests']:,} | "
                          f"{t['executions']:,} | {t['request_ms']:.2f} | {t['queue_ms']:.2f} | "
                          f"{t['compute_ms']:.2f} |")
     lines += ["", "Cost of serving (same run): throughput ratio = in-process / gRPC; p50 ratio = gRPC / in-process. "
                   "direct = one thread, no batching window; pipeline = the gateway's batching at the same "
                   "concurrency in one process.", "",
-              "| method | conc. | throughput vs direct | p50 vs direct | throughput vs pipeline | p50 vs pipeline |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| served index | method | conc. | throughput vs direct | p50 vs direct | throughput vs pipeline | "
+              "p50 vs pipeline |",
+              "|---|---|---:|---:|---:|---:|---:|"]
     for e in ratio_rows:
-        lines.append(f"| {e['method']} | {e['concurrency']} | {fmt(e.get('vs_direct_throughput'), 2)} | "
+        lines.append(f"| {e.get('index_backend', 'faiss')} | {e['method']} | {e['concurrency']} | "
+                     f"{fmt(e.get('vs_direct_throughput'), 2)} | "
                      f"{fmt(e.get('vs_direct_p50'), 2)} | {fmt(e.get('vs_pipeline_throughput'), 2)} | "
                      f"{fmt(e.get('vs_pipeline_p50'), 2)} |")
+    if payload.get("backend_ratios"):
+        lines += ["", "Milvus vs FAISS behind the same gateway and Triton (same run): throughput FAISS / Milvus, "
+                      "p50 Milvus / FAISS (above 1: Milvus is slower); index = ms per call in the item index "
+                      "(vector lookup + search, or the upsert).", "",
+                  "| method | conc. | throughput FAISS / Milvus | p50 Milvus / FAISS | index ms FAISS | "
+                  "index ms Milvus |", "|---|---:|---:|---:|---:|---:|"]
+        for e in payload["backend_ratios"]:
+            lines.append(f"| {e['method']} | {e['concurrency']} | {fmt(e['throughput_faiss_over_milvus'], 2)} | "
+                         f"{fmt(e['p50_milvus_over_faiss'], 2)} | {fmt(e.get('index_ms_faiss'), 3)} | "
+                         f"{fmt(e.get('index_ms_milvus'), 3)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -717,11 +762,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     methods = ("Recommend", "UpsertItems")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, method in zip(axes, methods, strict=True):
-        served = sorted((r for r in rows if r["mode"] == "grpc" and r["method"] == method and r.get("calls")),
-                        key=lambda r: r["concurrency"])
-        for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
-            ax.plot([r["concurrency"] for r in served], [r[key] for r in served], style,
-                    label=f"gRPC {key[:3]}")
+        backends = sorted({r.get("index_backend", "faiss") for r in rows if r["mode"] == "grpc"})
+        for backend in backends:
+            served = sorted((r for r in rows if r["mode"] == "grpc" and r["method"] == method and r.get("calls")
+                             and r.get("index_backend", "faiss") == backend), key=lambda r: r["concurrency"])
+            for key, style in (("p50_ms", "o-"), ("p95_ms", "s--")):
+                ax.plot([r["concurrency"] for r in served], [r[key] for r in served], style,
+                        label=f"gRPC {backend} {key[:3]}")
         for r in rows:
             if r["method"] == method and r["mode"].startswith("inproc") and r.get("calls"):
                 marker = "x" if r["mode"] == "inproc-direct" else "D"
@@ -734,8 +781,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.set_title(method)
         ax.grid(True, which="both", alpha=0.3)
         ax2 = ax.twinx()
-        ax2.plot([r["concurrency"] for r in served], [r["throughput"] for r in served], color="grey", alpha=0.6,
-                 label="gRPC calls/s")
+        faiss_served = sorted((r for r in rows if r["mode"] == "grpc" and r["method"] == method and r.get("calls")
+                               and r.get("index_backend", "faiss") == "faiss"), key=lambda r: r["concurrency"])
+        ax2.plot([r["concurrency"] for r in faiss_served], [r["throughput"] for r in faiss_served], color="grey",
+                 alpha=0.6, label="gRPC (FAISS) calls/s")
         ax2.set_ylabel("calls/s (grey)")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -753,6 +802,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inproc-concurrency", type=int, nargs="*", default=[1, 32],
                    help="thread counts of the in-process pipeline baseline (with batching); the direct "
                         "single-thread baseline always runs")
+    p.add_argument("--index-backends", nargs="+", default=["faiss", "milvus"], choices=["faiss", "milvus"],
+                   help="item index backends of the served points (milvus: Milvus Lite in the gateway)")
     p.add_argument("--methods", nargs="+", default=["Recommend", "UpsertItems"], choices=["Recommend", "UpsertItems"])
     p.add_argument("--max-history", type=int, default=100, help="longest sampled history (the encoder reads 50)")
     p.add_argument("--ort-threads", type=int, default=1, help="onnxruntime intra-op threads per model")
@@ -783,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = str(args.faiss_threads)
     t_start = time.perf_counter()
     load = os.getloadavg()
-    points = len(args.methods) * (len(args.concurrency) + 1 + len(args.inproc_concurrency))
+    points = len(args.methods) * (len(args.index_backends) * len(args.concurrency) + 1 + len(args.inproc_concurrency))
     print(f"serving load: {points} points x {args.duration:.0f} s (+ start-up)", flush=True)
 
     print("deployment", flush=True)
@@ -804,18 +855,21 @@ def main(argv: list[str] | None = None) -> int:
     gateway_defaults = GatewayConfig(**{k: v for k, v in overrides.items()})
     rows: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="llmrec-serving-load-"))
-    served = Served(dep, workdir, args.faiss_threads, overrides)
-    try:
-        served.start()
-        for method in args.methods:  # Recommend first: upserts grow the index
-            for c in args.concurrency:
-                row = run_served_point(served, method, c, args.clients, args.duration, histories, args.seed,
-                                       workdir)
-                rows.append(row)
-                print_row(row)
-        gateway_log = (workdir / "gateway.log").read_text()[-4000:]
-    finally:
-        served.stop()
+    gateway_logs, configs = {}, {}
+    for backend in args.index_backends:  # a fresh gateway each: the upserts of one never reach the other
+        served = Served(dep, workdir, args.faiss_threads, overrides, index_backend=backend)
+        try:
+            served.start()
+            for method in args.methods:  # Recommend first: upserts grow the index
+                for c in args.concurrency:
+                    row = run_served_point(served, method, c, args.clients, args.duration, histories, args.seed,
+                                           workdir)
+                    rows.append(row)
+                    print_row(row)
+            gateway_logs[backend] = (workdir / "gateway.log").read_text()[-4000:]
+            configs[backend] = served.config
+        finally:
+            served.stop()
     for method in args.methods:
         row = run_inproc_point(dep, method, 1, args.duration, histories, args.seed,
                                BatchingConfig(max_wait_ms=0.0, workers=1), args.ort_threads, "inproc-direct")
@@ -847,11 +901,12 @@ def main(argv: list[str] | None = None) -> int:
         "triton_repository": repo_manifest.get("options"),
         "gateway": {k: v for k, v in asdict(gateway_defaults).items() if k in ("grpc_workers", "batching",
                                                                                 "max_concurrent_rpcs")},
-        "gateway_config": served.config,
+        "index_backends": args.index_backends, "gateway_config": configs,
         "time_split": "see the module docstring of bench/serving_load.py",
     }
     payload = {"benchmark": "serving_load", "settings": settings, "seconds": round(seconds, 1),
-               "rows": [rounded(r) for r in rows], "ratios": ratios(rows), "gateway_log_tail": gateway_log}
+               "rows": [rounded(r) for r in rows], "ratios": ratios(rows), "backend_ratios": backend_ratios(rows),
+               "gateway_log_tail": gateway_logs}
     png = RESULTS / f"{args.name}.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     has_png = plot(rows, png)
@@ -866,7 +921,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_row(r: dict[str, Any]) -> None:
-    print(f"  {r['mode']:<15} {r['method']:<11} c={r['concurrency']:<3} calls {r.get('calls', 0):>6}  "
+    print(f"  {r['mode']:<15} {r.get('index_backend', 'faiss'):<6} {r['method']:<11} c={r['concurrency']:<3} "
+          f"calls {r.get('calls', 0):>6}  "
           f"{r.get('throughput', 0):8.1f}/s  p50 {r.get('p50_ms', 0):7.2f}  p95 {r.get('p95_ms', 0):7.2f}  "
           f"p99 {r.get('p99_ms', 0):7.2f} ms  triton {r.get('triton_ms', 0):6.2f}  index {r.get('index_ms', 0):6.3f}"
           + (f"  gateway {r.get('gateway_ms', 0):6.2f}  network {r.get('network_ms', 0):6.2f}" if r['mode'] == 'grpc'

@@ -174,9 +174,9 @@ def build_index(item_vectors: str | Path, dataset: str, out: str | Path, factory
         if items_source.get("sha256"):
             extra["embeddings_sha256"] = items_source["sha256"]
     manifest = index.save(out, extra=extra, store=store)
-    logger.info(json.dumps({"event": "index_written", "out": str(out), "count": manifest["count"],
-                            "dim": manifest["dim"], "factory": factory, "metric": metric, "shards": shards,
-                            "seconds": round(time.perf_counter() - t0, 3)}))
+    logger.info("index_written", extra={"out": str(out), "count": manifest["count"], "dim": manifest["dim"],
+                                        "factory": factory, "metric": metric, "shards": shards,
+                                        "seconds": round(time.perf_counter() - t0, 3)})
     return manifest
 
 

@@ -83,7 +83,7 @@ def replace_folder(new: Path, target: Path) -> None:
     try:
         new.rename(target)
     except OSError:
-        logger.info(json.dumps({"event": "folder_written_concurrently", "folder": str(target)}))
+        logger.info("folder_written_concurrently", extra={"folder": str(target)})
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

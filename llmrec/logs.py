@@ -1,9 +1,9 @@
 """Logging for every tool of train, export and serving: JSON lines for machines, readable lines for a person.
 
-JSON: one object per line with time, level and logger; a message that is itself a JSON object is merged into
-the record (`log_event` writes those), anything else lands under "message". Text: the same record as one line,
-`time level logger: event key=value ...`. A terminal gets text, anything else (a pipe, a file, a log collector)
-gets JSON; LLMREC_LOG_FORMAT=json|text decides instead.
+An event is a plain stdlib call, `logger.info("triton_exited", extra={"pid": 100})`: the message names the
+event, `extra` carries its fields. JSON (python-json-logger): one object per line, {"time", "level", "logger",
+"event", **fields}. Text: the same record as one line, `time level logger: event key=value ...`. A terminal gets
+text, anything else (a pipe, a file, a log collector) gets JSON; LLMREC_LOG_FORMAT=json|text decides instead.
 """
 
 from __future__ import annotations
@@ -12,49 +12,30 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMAT_ENV = "LLMREC_LOG_FORMAT"
 LOG_FORMATS = ("json", "text")
+STANDARD_ATTRS = frozenset(RESERVED_ATTRS) | {"taskName"}
 
 
-def _event(message: str) -> dict[str, Any] | None:
-    """The fields of a message written by log_event, None for a plain message."""
-    try:
-        parsed = json.loads(message)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record; a message that is itself a JSON object is merged in."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                               "logger": record.name}
-        message = record.getMessage()
-        parsed = _event(message)
-        if parsed is not None:
-            out.update(parsed)
-        else:
-            out["message"] = message
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter("{asctime}{levelname}{name}{message}", style="{", datefmt="%Y-%m-%dT%H:%M:%S",
+                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                                        "message": "event", "exc_info": "exception"},
+                         json_default=str)
 
 
 class TextFormatter(logging.Formatter):
     """`12:00:01 WARNING llmrec.triton: triton_exited pid=100 exit_code=-9`: one line a person reads."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        fields = _event(message)
-        if fields is not None:
-            event = fields.pop("event", "")
-            message = " ".join([str(event), *(f"{k}={json.dumps(v, default=str) if isinstance(v, dict | list) else v}"
-                                              for k, v in fields.items())]).strip()
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname} {record.name}: {message}"
+        fields = " ".join(f"{k}={json.dumps(v, default=str) if isinstance(v, dict | list) else v}"
+                          for k, v in record.__dict__.items() if k not in STANDARD_ATTRS and not k.startswith("_"))
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{line} {fields}" if fields else line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -94,7 +75,7 @@ def log_format() -> str:
 def setup_logging(verbose: bool = True) -> None:
     """Every `llmrec.*` logger to stderr (INFO, or WARNING when not verbose), as log_format() says."""
     handler = StderrHandler()
-    handler.setFormatter(TextFormatter() if log_format() == "text" else JsonFormatter())
+    handler.setFormatter(TextFormatter() if log_format() == "text" else json_formatter())
     root = logging.getLogger("llmrec")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -102,8 +83,3 @@ def setup_logging(verbose: bool = True) -> None:
     # FAISS reports at INFO every CPU-specific build it could not load before the one it does; a library
     # configuring the root logger (onnxruntime's quantization does) would print them all
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-
-
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one structured event: {"event": event, **fields} as a JSON message."""
-    logger.log(level, json.dumps({"event": event, **fields}, default=str))

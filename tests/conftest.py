@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmrec.logs import TextFormatter
 from train.data import DataConfig, load_dataset
 
 PLANTED_ITEMS = 40
@@ -31,6 +32,13 @@ def write_planted_atomic(folder: Path, num_users: int = 120, num_items: int = PL
     items += [f"i{i}\tItem number {i}\t{'Drama' if i % 2 else 'Comedy'}" for i in range(num_items)]
     (folder / f"{name}.item").write_text("\n".join(items) + "\n")
     return folder
+
+
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """pytest's caplog, its text rendered as a person reads the logs: an event with its fields (`extra`)."""
+    caplog.handler.setFormatter(TextFormatter())
+    return caplog
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def emit(monkeypatch, env: str | None, tty: bool) -> str:
         monkeypatch.setenv(logs.LOG_FORMAT_ENV, env)
     logs.setup_logging()
     logger = logging.getLogger("llmrec.test")
-    logs.log_event(logger, "triton_exited", logging.WARNING, pid=100, ports={"grpc": 2})
+    logger.warning("triton_exited", extra={"pid": 100, "ports": {"grpc": 2}})
     logger.info("plain words")
     return stream.getvalue()
 
@@ -38,7 +38,7 @@ def emit(monkeypatch, env: str | None, tty: bool) -> str:
 def test_a_pipe_gets_json_lines_and_a_terminal_readable_ones(monkeypatch):
     first, second = (json.loads(line) for line in emit(monkeypatch, None, tty=False).splitlines())
     assert first["event"] == "triton_exited" and first["pid"] == 100 and first["ports"] == {"grpc": 2}
-    assert first["level"] == "WARNING" and first["logger"] == "llmrec.test" and second["message"] == "plain words"
+    assert first["level"] == "WARNING" and first["logger"] == "llmrec.test" and second["event"] == "plain words"
     lines = emit(monkeypatch, None, tty=True).splitlines()
     assert lines[0].endswith(' WARNING llmrec.test: triton_exited pid=100 ports={"grpc": 2}')
     assert lines[1].endswith(" INFO llmrec.test: plain words")
@@ -64,7 +64,7 @@ def test_a_line_logged_under_a_progress_bar_goes_above_it(monkeypatch):
     logs.setup_logging()
     with tqdm(total=10, file=stream, desc="stage", mininterval=0, ascii=True) as bar:
         bar.update(3)
-        logs.log_event(logging.getLogger("llmrec.test"), "train_step", step=3)
+        logging.getLogger("llmrec.test").info("train_step", extra={"step": 3})
         bar.update(1)
     text = stream.getvalue()
     line = next(part for part in text.replace("\r", "\n").split("\n") if "train_step" in part)

@@ -98,8 +98,8 @@ def extract(embedder: Any, data: SequenceData, out: str | Path, text: str = DEFA
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json_atomic(out / MANIFEST_FILE, manifest)
-    logger.info(json.dumps({"event": "embeddings_written", "out": str(out), "rows": manifest["rows"],
-                            "dim": manifest["dim"], "seconds": manifest["seconds"]}))
+    logger.info("embeddings_written", extra={"out": str(out), "rows": manifest["rows"], "dim": manifest["dim"],
+                                             "seconds": manifest["seconds"]})
     return manifest
 
 

@@ -86,8 +86,7 @@ class StepRecord:
 def run_step(record: StepRecord, step: str, key: str, output: Path, work: Callable[[], Any], force: bool) -> bool:
     """Run `work` unless `output` is up to date for `key`; True when it ran."""
     if not force and record.up_to_date(step, key, output):
-        logger.info(json.dumps({"event": "step_skipped", "step": step, "reason": "inputs unchanged",
-                                "output": str(output)}))
+        logger.info("step_skipped", extra={"step": step, "reason": "inputs unchanged", "output": str(output)})
         print(f"[{step}] up to date: {output}")
         return False
     print(f"[{step}] -> {output}")

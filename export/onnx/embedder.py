@@ -365,8 +365,8 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
         srs_adapter, adapter_info = load_adapter(adapter, embedder.hidden_size)
         adapter_info["embeddings_from_this_embedder"] = embeddings_made_by(adapter_info, source_sha)
         if adapter_info["embeddings_from_this_embedder"] is False:
-            logger.warning(json.dumps({"event": "adapter_embedder_mismatch", "adapter": str(adapter),
-                                       "message": "the SRS was trained on embeddings of another embedder"}))
+            logger.warning("adapter_embedder_mismatch", extra={
+                "adapter": str(adapter), "detail": "the SRS was trained on embeddings of another embedder"})
     head = ItemHead(config.pooling, config.normalize, srs_adapter, normalize).eval()
     dim = adapter_info["output_dim"] if adapter_info else embedder.hidden_size
     final_normalize = normalize or (config.normalize and srs_adapter is None)
@@ -436,8 +436,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
         replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info(json.dumps({"event": "embedder_exported", "out": str(out), "dim": dim,
-                            "attention": config.attention, "pooling": config.pooling,
-                            "adapter": adapter_info is not None, "min_cosine": report["min_cosine"],
-                            "seconds": manifest["export_seconds"]}))
+    logger.info("embedder_exported", extra={"out": str(out), "dim": dim, "attention": config.attention,
+                                            "pooling": config.pooling, "adapter": adapter_info is not None,
+                                            "min_cosine": report["min_cosine"], "seconds": manifest["export_seconds"]})
     return json.loads((out / EXPORT_FILE).read_text())

@@ -209,8 +209,8 @@ def quantize_int8(src: str | Path, dst: str | Path, recipe: str | Recipe = "nbit
         _save(quantizer.model.model, dst)
     else:
         raise ValueError(f"unknown quantization method {recipe.method!r}")
-    logger.info(json.dumps({"event": "quantized", "recipe": recipe.name, "src": str(src), "dst": str(dst),
-                            "excluded_nodes": len(exclude), "seconds": round(time.perf_counter() - t0, 1)}))
+    logger.info("quantized", extra={"recipe": recipe.name, "src": str(src), "dst": str(dst),
+                                    "excluded_nodes": len(exclude), "seconds": round(time.perf_counter() - t0, 1)})
     return dst
 
 

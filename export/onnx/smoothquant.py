@@ -190,7 +190,7 @@ def smooth(embedder: Any, ids: Sequence[Sequence[int]], alpha: float = 0.5, site
             "seconds": round(time.perf_counter() - t0, 1)}
     if cos < min_cosine:
         raise RuntimeError(f"smoothing changed the item vectors: min cosine {cos:.6f} < {min_cosine}")
-    logger.info(json.dumps({"event": "smoothed", **info}))
+    logger.info("smoothed", extra=info)
     return info
 
 

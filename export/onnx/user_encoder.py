@@ -156,7 +156,7 @@ def export_graph_isolated(model: Any, checkpoint: Path, path: Path) -> None:
         export_graph(model, path)
         return
     except Exception as exc:  # noqa: BLE001 - any tracing failure is retried once, in isolation
-        logger.info(json.dumps({"event": "user_encoder_trace_retry", "reason": str(exc).splitlines()[0][:200]}))
+        logger.info("user_encoder_trace_retry", extra={"reason": str(exc).splitlines()[0][:200]})
     process = multiprocessing.get_context("spawn").Process(target=_export_graph_from_checkpoint,
                                                            args=(str(checkpoint), str(path)))
     process.start()
@@ -236,7 +236,8 @@ def export_user_encoder(checkpoint: str | Path, out: str | Path, min_cosine: flo
         replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info(json.dumps({"event": "user_encoder_exported", "out": str(out), "backbone": srs.backbone,
-                            "hidden_size": srs.hidden_size, "max_len": srs.max_len,
-                            "min_cosine": report["min_cosine"], "seconds": manifest["export_seconds"]}))
+    logger.info("user_encoder_exported", extra={"out": str(out), "backbone": srs.backbone,
+                                                "hidden_size": srs.hidden_size, "max_len": srs.max_len,
+                                                "min_cosine": report["min_cosine"],
+                                                "seconds": manifest["export_seconds"]})
     return json.loads((out / EXPORT_FILE).read_text())

@@ -512,8 +512,8 @@ def write_repository(embedder: str | Path | None, user_encoder: str | Path | Non
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info(json.dumps({"event": "repository_written", "out": str(out), "flavour": options.flavour,
-                            "models": models, "seconds": round(time.perf_counter() - t0, 3)}))
+    logger.info("repository_written", extra={"out": str(out), "flavour": options.flavour, "models": models,
+                                             "seconds": round(time.perf_counter() - t0, 3)})
     return manifest.to_dict()
 
 

@@ -3,12 +3,13 @@
 One module per concern, as in text-embeddings-inference:
   ../proto/llmrec/v2/recommend.proto   the protocol (and its generated stubs)
   config.py       dataclass config = the YAML keys
-  validation.py   every field checked, the refusal naming the field and its limit
+  service.py      the Recommender service on the wire: requests parsed, every field checked (the refusal
+                  naming the field and its limit), the pipeline called, answers built
   pipeline.py     the operators: history -> user vector -> top-k -> titles; texts -> vectors -> catalogue;
                   and the bounded coalescing queue they run on (one model call / index search per batch)
   backends.py     the model runtimes' interface, and the in-process onnxruntime backend
   triton_client.py the Triton adapter (tritonclient.grpc)
-  server.py       the gRPC server: service, health, reflection, limits; Gateway start/stop
+  server.py       the process: catalogue, backend, gRPC server, health, reflection, TLS; Gateway start/stop
   metrics.py      Prometheus metrics on their own port
   auth.py         optional bearer token
   cli.py          the `gateway` subcommand
@@ -22,7 +23,7 @@ from typing import Any
 # imported on first use, so `python -m serving client` does not load FAISS and the server
 _EXPORTS = {"ConfigError": ".config", "GatewayConfig": ".config", "config_from_dict": ".config",
             "load_config": ".config", "GatewayError": ".errors", "Recommendation": ".pipeline",
-            "RecommendationPipeline": ".pipeline", "SERVICE_NAME": ".server", "Gateway": ".server",
+            "RecommendationPipeline": ".pipeline", "SERVICE_NAME": ".service", "Gateway": ".server",
             "StartupError": ".server"}
 __all__ = sorted(_EXPORTS)
 

@@ -131,7 +131,7 @@ class GatewayConfig:
     max_len: int | None = None  # history window of the user encoder; None = from the repository's llmrec.json
     # durable writes: every UpsertItems / DeleteItems is fsynced to a write-ahead log in `state_dir` before it is
     # answered, replayed over the last snapshot on start, compacted into a new snapshot every `compact_every`
-    # writes and at shutdown (serving/index/wal.py); `index` itself is never modified. false: writes live in
+    # writes and at shutdown (serving/index/catalog.py); `index` itself is never modified. false: writes live in
     # memory only and are gone at the next start (a demo, a benchmark); a warning says so at start-up
     persist: bool = True
     # a read replica: UpsertItems / DeleteItems are refused with FAILED_PRECONDITION (they go to the one writer),

@@ -1,6 +1,6 @@
 """Errors the gateway answers with: a status code name and a message for the caller.
 
-The pipeline and the validation raise `GatewayError` with a gRPC status code
+The pipeline and the service's checks raise `GatewayError` with a gRPC status code
 *name* ("INVALID_ARGUMENT", ...) rather than a grpc object, so they run the
 same in-process (tests, the load benchmark's baseline) as behind the gRPC
 server, which maps the name to `grpc.StatusCode` and never sends a stack trace.

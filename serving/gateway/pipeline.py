@@ -4,7 +4,7 @@
     Embed:     texts -> [batched] item encoder -> vectors
     Upsert:    texts -> [batched] item encoder -> catalogue (recommendable and usable in histories at once)
 
-`RecommendationPipeline` takes plain, validated values (validation.py), a
+`RecommendationPipeline` takes plain, checked values (service.py checks the wire's requests), a
 backend (backends.py: Triton or in-process onnxruntime) and a catalogue
 (serving/index/catalog.py: FAISS, or Milvus), so the gRPC server,
 tests and the load benchmark's in-process baseline run the same code.
@@ -47,7 +47,6 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from llmrec.logs import log_event
 from llmrec.names import ITEM_ENCODER, USER_ENCODER
 
 from ..index.catalog import IdsExhausted, Item, ItemCatalog, MissingItems, NotDurable
@@ -55,7 +54,6 @@ from .backends import EncoderBackend
 from .config import BatchingConfig
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError, QueueFull
 from .metrics import GatewayMetrics
-from .validation import NewItem, RecommendQuery
 
 logger = logging.getLogger("llmrec.gateway")
 
@@ -64,6 +62,25 @@ R = TypeVar("R")
 
 # run_batch(payloads, deadline) -> one result per payload (a GatewayError instance fails that payload only)
 BatchFunction = Callable[[Sequence[Any], float | None], Sequence[Any]]
+
+
+# ---------------------------------------------------------------------------------------------- requests
+# what the pipeline is asked, checked (serving/gateway/service.py checks the wire's requests into these)
+@dataclass(frozen=True)
+class RecommendQuery:
+    history: tuple[str, ...]  # catalogue ids, oldest first
+    k: int
+    exclude_history: bool = False
+    exclude_ids: tuple[str, ...] = ()
+    include_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewItem:
+    id: str  # the catalogue id; "" = assign one
+    title: str
+    text: str  # what the item encoder embeds (the title when the request left it empty)
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,8 +192,8 @@ class BatchQueue(Generic[P, R]):
             except GatewayError as error:
                 results = [error] * len(live)
             except Exception as error:  # a bug or an unexpected backend failure: log it, answer INTERNAL
-                log_event(logger, "batch_failed", logging.ERROR, queue=self.name, size=len(live),
-                          error=f"{type(error).__name__}: {error}")
+                logger.error("batch_failed", extra={"queue": self.name, "size": len(live),
+                                                    "error": f"{type(error).__name__}: {error}"})
                 logger.debug("batch failure", exc_info=True)
                 results = [GatewayError("INTERNAL", f"the {self.name} batch failed (see the gateway log)")] * len(live)
             run = time.perf_counter() - t0
@@ -446,7 +463,7 @@ class RecommendationPipeline:
 
     @staticmethod
     def _not_durable(error: NotDurable) -> GatewayError:
-        log_event(logger, "wal_append_failed", logging.ERROR, error=str(error))
+        logger.error("wal_append_failed", extra={"error": str(error)})
         return GatewayError("UNAVAILABLE", "the write could not be made durable (write-ahead log failure); "
                                            "nothing was changed, retry later")
 
@@ -454,6 +471,6 @@ class RecommendationPipeline:
         size = len(self.catalog)  # one count (a query on Milvus) for the metric and the log
         if self.metrics is not None:
             self.metrics.index_items.set(size)
-        log_event(logger, f"items_{operation}", count=len(ids), ids=ids[:MAX_LISTED_IDS], index_size=size)
+        logger.info(f"items_{operation}", extra={"count": len(ids), "ids": ids[:MAX_LISTED_IDS], "index_size": size})
         if self.catalog.needs_compaction():
             self._compact_wanted.set()

@@ -15,10 +15,7 @@ answers calls until shutdown, whatever Triton does, so an orchestrator can
 restart a dead gateway without restarting live ones whose Triton is away
 (serving/deploy/kubernetes probes both).
 
-The servicer parses requests itself (raw bytes in), so a string field with
-invalid UTF-8 becomes INVALID_ARGUMENT naming the field instead of gRPC's
-INTERNAL "Exception deserializing request". Every failure is answered with a
-status code and a one-line message; stack traces go to the log only.
+The service itself (parsing, checks, answers) is serving/gateway/service.py.
 """
 
 from __future__ import annotations
@@ -27,172 +24,36 @@ import ipaddress
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from llmrec.itemtext import ItemText
-from llmrec.logs import log_event
 from llmrec.manifests import RepositoryManifest
 
-from ..index.catalog import Catalog, ItemCatalog, ItemStore
+from ..index.catalog import Catalog, DurableCatalog, ItemCatalog, ItemStore
 from ..index.item_index import RESERVED as INDEX_FIELDS
 from ..index.item_index import ItemIndex
 from ..index.snapshot import IndexMismatch
-from ..index.wal import DurableCatalog
-from ..proto.llmrec.v2 import recommend_pb2 as pb
 from ..repository import remove_bytecode, verify_repository
 from .auth import AuthInterceptor, load_token
 from .backends import EncoderBackend, OnnxRuntimeBackend, item_text_of
 from .config import ConfigError, GatewayConfig, TLSConfig, config_to_dict
-from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
 from .metrics import GatewayMetrics, method_label
 from .pipeline import RecommendationPipeline
-from .validation import (
-    NewItem,
-    check_ids,
-    check_new_items,
-    check_recommend,
-    check_texts,
-    parse_request,
-)
+from .service import METHODS, SERVICE_NAME, RecommenderServicer, method_handlers
 
 logger = logging.getLogger("llmrec.gateway")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name  # "llmrec.v2.Recommender"
-METHODS = frozenset(m.name for m in pb.DESCRIPTOR.services_by_name["Recommender"].methods)  # metric label values
 LIVENESS_SERVICE = "liveness"  # health-check name that is SERVING while the process answers calls
 RESERVED_MANIFEST_KEYS = set(INDEX_FIELDS)  # the index's own manifest fields (shards too), not provenance
 
 
 class StartupError(RuntimeError):
     """The gateway cannot start (bad index, missing repository, Triton failed); the message says why."""
-
-
-# ---------------------------------------------------------------------------------------------- servicer
-class RecommenderServicer:
-    """The five methods of llmrec.v2.Recommender over a RecommendationPipeline."""
-
-    def __init__(self, pipeline: RecommendationPipeline, config: GatewayConfig, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool], item_text: ItemText | None) -> None:
-        """`item_text`: the recipe the served item encoder was trained with (None: texts are embedded as sent)."""
-        self.pipeline = pipeline
-        self.item_text = item_text
-        self.limits = config.limits
-        self.read_only = config.read_only
-        self.metrics = metrics
-        self.is_ready = is_ready
-
-    # ------------------------------------------------------------------ plumbing
-    def _deadline(self, context: grpc.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        if remaining is None or remaining > self.limits.default_timeout_s:
-            remaining = self.limits.default_timeout_s
-        if remaining <= 0:
-            raise DeadlineExceeded("the call's deadline had passed when it arrived")
-        return time.monotonic() + remaining
-
-    def _require_ready(self) -> None:
-        if not self.is_ready():
-            raise BackendUnavailable("the gateway is not ready (Triton or the item index is not ready); retry later")
-
-    def _call(self, method: str, raw: bytes, context: grpc.ServicerContext, request_type: type[Message],
-              handler: Callable[[Any, float], Message]) -> Message:
-        t0 = time.perf_counter()
-        code = "OK"
-        try:
-            request = parse_request(request_type, raw)
-            deadline = self._deadline(context)
-            return handler(request, deadline)
-        except GatewayError as error:
-            code = error.code
-            if code == "INTERNAL":
-                log_event(logger, "call_failed", logging.WARNING, method=method, code=code, message=error.message)
-            context.abort(grpc.StatusCode[code], error.message)
-        except Exception as error:  # a bug: the log gets the trace, the caller one line
-            code = "INTERNAL"
-            logger.exception("unexpected error in %s", method)
-            log_event(logger, "call_failed", logging.ERROR, method=method, code=code,
-                      error=f"{type(error).__name__}: {error}")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error (details in the gateway log)")
-        finally:
-            self.metrics.requests.labels(method, code).inc()
-            self.metrics.latency.labels(method).observe(time.perf_counter() - t0)
-        raise AssertionError("unreachable")  # context.abort always raises
-
-    # ------------------------------------------------------------------ methods
-    def Recommend(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802 - gRPC method name
-        return self._call("Recommend", raw, context, pb.RecommendRequest, self._recommend)
-
-    def EmbedItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
-        return self._call("EmbedItems", raw, context, pb.EmbedItemsRequest, self._embed)
-
-    def UpsertItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
-        return self._call("UpsertItems", raw, context, pb.UpsertItemsRequest, self._upsert)
-
-    def DeleteItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
-        return self._call("DeleteItems", raw, context, pb.DeleteItemsRequest, self._delete)
-
-    def GetItems(self, raw: bytes, context: grpc.ServicerContext) -> Message:  # noqa: N802
-        return self._call("GetItems", raw, context, pb.GetItemsRequest, self._get)
-
-    def _recommend(self, request: pb.RecommendRequest, deadline: float) -> pb.RecommendResponse:
-        query = check_recommend(request.history, request.k, request.exclude_history, request.filter.exclude_ids,
-                                request.filter.include_ids, self.limits)
-        self._require_ready()
-        items = self.pipeline.recommend(query, deadline)
-        return pb.RecommendResponse(items=[pb.ScoredItem(id=r.id, score=r.score, title=r.title,
-                                                         attributes=r.attributes) for r in items])
-
-    def _embed(self, request: pb.EmbedItemsRequest, deadline: float) -> pb.EmbedItemsResponse:
-        texts = check_texts(list(request.texts), self.limits)
-        self._require_ready()
-        vectors = self.pipeline.embed(texts, deadline)
-        return pb.EmbedItemsResponse(vectors=[pb.Vector(values=v.tolist()) for v in vectors],
-                                     dim=int(vectors.shape[1]))
-
-    def _refuse_writes(self, method: str) -> None:
-        if self.read_only:
-            raise GatewayError("FAILED_PRECONDITION", f"this gateway is a read replica (read_only: true): send "
-                                                      f"{method} to the writer")
-
-    def _upsert(self, request: pb.UpsertItemsRequest, deadline: float) -> pb.UpsertItemsResponse:
-        self._refuse_writes("UpsertItems")
-        items = check_new_items([NewItem(id=i.id, title=i.title, text=i.text, attributes=dict(i.attributes))
-                                 for i in request.items], self.limits, self.item_text)
-        self._require_ready()
-        ids = self.pipeline.upsert(items, deadline)
-        return pb.UpsertItemsResponse(ids=ids, index_size=len(self.pipeline.catalog))
-
-    def _delete(self, request: pb.DeleteItemsRequest, deadline: float) -> pb.DeleteItemsResponse:
-        self._refuse_writes("DeleteItems")
-        ids = check_ids(request.ids, "ids", self.limits.max_items, self.limits.max_text_bytes, distinct=True)
-        removed, missing = self.pipeline.delete(ids)
-        return pb.DeleteItemsResponse(deleted=removed, missing_ids=missing, index_size=len(self.pipeline.catalog))
-
-    def _get(self, request: pb.GetItemsRequest, deadline: float) -> pb.GetItemsResponse:
-        ids = check_ids(request.ids, "ids", self.limits.max_items, self.limits.max_text_bytes)
-        items, missing = self.pipeline.get(ids)
-        return pb.GetItemsResponse(items=[pb.Item(id=i.key, title=i.title, attributes=i.attributes) for i in items],
-                                   missing_ids=missing)
-
-
-def method_handlers(servicer: RecommenderServicer) -> grpc.GenericRpcHandler:
-    """The service's handlers with raw-bytes requests (the servicer parses them) and protobuf responses."""
-    responses = {"Recommend": pb.RecommendResponse, "EmbedItems": pb.EmbedItemsResponse,
-                 "UpsertItems": pb.UpsertItemsResponse, "DeleteItems": pb.DeleteItemsResponse,
-                 "GetItems": pb.GetItemsResponse}
-    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
-                                                           response_serializer=response.SerializeToString)
-                for name, response in responses.items()}
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 # ---------------------------------------------------------------------------------------------- gateway
@@ -207,9 +68,9 @@ def load_catalog(directory: str | Path) -> tuple[ItemIndex, ItemStore, dict[str,
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     extra = {k: v for k, v in manifest.items() if k not in RESERVED_MANIFEST_KEYS}
     if index.metric != "inner_product":
-        log_event(logger, "index_metric", logging.WARNING, metric=index.metric,
-                  message="the SRS scores with the inner product; an index searched with another metric ranks "
-                          "differently")
+        logger.warning("index_metric", extra={
+            "metric": index.metric,
+            "detail": "the SRS scores with the inner product; an index searched with another metric ranks differently"})
     return index, store, extra
 
 
@@ -222,7 +83,7 @@ def state_dir(config: GatewayConfig) -> Path:
 
 
 def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
-    """Recover the catalogue: the last good snapshot + the write-ahead log (serving/index/wal.py)."""
+    """Recover the catalogue: the last good snapshot + the write-ahead log (serving/index/catalog.py)."""
     try:
         catalog = DurableCatalog.open(config.index, state_dir(config), compact_every=config.compact_every,
                                       reserved=frozenset(RESERVED_MANIFEST_KEYS))
@@ -231,10 +92,10 @@ def open_durable_catalog(config: GatewayConfig) -> DurableCatalog:
     except OSError as exc:
         raise StartupError(f"item index state {state_dir(config)}: {exc}") from None
     report = catalog.report
-    log_event(logger, "catalog_recovered", logging.WARNING if report.refused or report.torn_bytes else logging.INFO,
-              snapshot=report.snapshot, snapshot_seq=report.snapshot_seq, replayed=report.replayed,
-              last_seq=report.last_seq, refused=report.refused, torn_bytes=report.torn_bytes,
-              items=len(catalog.index))
+    logger.log(logging.WARNING if report.refused or report.torn_bytes else logging.INFO, "catalog_recovered", extra={
+        "snapshot": report.snapshot, "snapshot_seq": report.snapshot_seq, "replayed": report.replayed,
+        "last_seq": report.last_seq, "refused": report.refused, "torn_bytes": report.torn_bytes,
+        "items": len(catalog.index)})
     return catalog
 
 
@@ -254,8 +115,8 @@ def open_catalog(config: GatewayConfig) -> ItemCatalog:
         except MilvusError as exc:
             raise StartupError(str(exc)) from None
         live.provenance = load_catalog(snapshot)[2] if snapshot is not None else {}
-        log_event(logger, "catalog_opened", backend="milvus", uri=settings.uri, collection=settings.collection,
-                  items=len(live))
+        logger.info("catalog_opened", extra={"backend": "milvus", "uri": settings.uri,
+                                             "collection": settings.collection, "items": len(live)})
         return live
     durable = None
     if config.persist and not config.read_only:
@@ -264,9 +125,9 @@ def open_catalog(config: GatewayConfig) -> ItemCatalog:
     else:
         index, store, provenance = load_catalog(config.index)
         if not config.read_only:
-            log_event(logger, "writes_not_durable", logging.WARNING, index=config.index,
-                      message="persist: false: acknowledged upserts and deletes live in memory only and are "
-                              "lost when the gateway stops")
+            logger.warning("writes_not_durable", extra={
+                "index": config.index, "detail": "persist: false: acknowledged upserts and deletes live in memory only "
+                                                 "and are lost when the gateway stops"})
     live = Catalog(index, store, durable)
     live.provenance = provenance
     return live
@@ -291,12 +152,13 @@ def check_pairing(dim: int, provenance: dict[str, Any], manifest: RepositoryMani
                            f"{repository} was exported with the item table {expected[:12]}...: the index was built "
                            "for other models; rebuild it (python -m export.index) from this export")
     if not (expected and found):
-        log_event(logger, "index_pairing_unchecked", logging.WARNING,
-                  message="the index or the repository records no item-table sha256: only dimensions checked")
+        logger.warning("index_pairing_unchecked", extra={
+            "detail": "the index or the repository records no item-table sha256: only dimensions checked"})
     encoder_dim = manifest.embedder.dim if manifest is not None and manifest.embedder is not None else None
     if encoder_dim is not None and int(encoder_dim) != dim:
-        log_event(logger, "item_encoder_dim", logging.WARNING, item_encoder_dim=encoder_dim, index_dim=dim,
-                  message="the item encoder was exported without the SRS adapter: UpsertItems will be refused")
+        logger.warning("item_encoder_dim", extra={
+            "item_encoder_dim": encoder_dim, "index_dim": dim,
+            "detail": "the item encoder was exported without the SRS adapter: UpsertItems will be refused"})
 
 
 def _read_pem(path: str, key: str) -> bytes:
@@ -337,8 +199,9 @@ def warn_if_exposed(config: GatewayConfig, auth: bool) -> None:
     missing = [what for what, on in (("TLS (tls.cert_file, tls.key_file)", config.tls.enabled),
                                      ("auth (auth.enabled)", auth)) if not on]
     if exposed and missing:
-        log_event(logger, "gateway_exposed", logging.WARNING, listens=[f"{n}={getattr(config, n)}" for n in exposed],
-                  missing=missing, message="the gateway listens beyond loopback without " + " and ".join(missing))
+        logger.warning("gateway_exposed", extra={
+            "listens": [f"{n}={getattr(config, n)}" for n in exposed], "missing": missing,
+            "detail": "the gateway listens beyond loopback without " + " and ".join(missing)})
 
 
 class Gateway:
@@ -359,7 +222,7 @@ class Gateway:
         self.metrics_port: int | None = None
         self.health_server: grpc.Server | None = None  # the plaintext health-only port (config.health_port)
         self.health_port: int | None = None
-        self._ready = False
+        self.ready = threading.Event()  # set while Triton and the index are ready (the health loop decides)
         self._stop_health = threading.Event()
         self._wake_health = threading.Event()  # a check now (Triton died or is back), not at the next interval
         self._health_thread: threading.Thread | None = None
@@ -369,7 +232,7 @@ class Gateway:
         return f"{self.config.host}:{self.port}"
 
     def is_ready(self) -> bool:
-        return self._ready
+        return self.ready.is_set()
 
     # ------------------------------------------------------------------ start
     def _make_backend(self) -> EncoderBackend:
@@ -453,7 +316,7 @@ class Gateway:
             futures.ThreadPoolExecutor(max_workers=config.grpc_workers, thread_name_prefix="grpc"),
             interceptors=interceptors, options=options,
             maximum_concurrent_rpcs=config.concurrent_rpcs)
-        servicer = RecommenderServicer(self.pipeline, config, self.metrics, self.is_ready,
+        servicer = RecommenderServicer(self.pipeline, config, self.metrics, self.ready,
                                        item_text_of(manifest))
         self.server.add_generic_rpc_handlers((method_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -479,13 +342,14 @@ class Gateway:
             self.health_server.start()
         self._health_thread = threading.Thread(target=self._health_loop, name="gateway-health", daemon=True)
         self._health_thread.start()
-        log_event(logger, "gateway_ready", address=self.address, metrics_port=self.metrics_port,
-                  health_port=self.health_port,
-                  backend=self.backend.name, triton=getattr(self.backend, "url", None), index=str(config.index),
-                  items=len(live), index_backend=config.index_backend, max_len=max_len, auth=token is not None,
-                  tls=config.tls.enabled,
-                  client_certificates=config.tls.client_ca_file is not None, serving=self._ready,
-                  config={k: v for k, v in config_to_dict(config).items() if k != "auth"})
+        logger.info("gateway_ready", extra={"address": self.address, "metrics_port": self.metrics_port,
+                                            "health_port": self.health_port, "backend": self.backend.name,
+                                            "triton": getattr(self.backend, "url", None), "index": str(config.index),
+                                            "items": len(live), "index_backend": config.index_backend,
+                                            "max_len": max_len, "auth": token is not None, "tls": config.tls.enabled,
+                                            "client_certificates": config.tls.client_ca_file is not None,
+                                            "serving": self.is_ready(),
+                                            "config": {k: v for k, v in config_to_dict(config).items() if k != "auth"}})
 
     def _on_triton_event(self, event: str, fields: dict[str, Any]) -> None:
         """From the supervisor's thread: count the managed Triton's deaths and restarts, re-check health at once."""
@@ -506,13 +370,14 @@ class Gateway:
             ready = self.pipeline.ready()
         except Exception:  # a health probe must never kill the loop
             ready = False
-        if ready != self._ready or self._health_thread is None:
+        was = self.is_ready()
+        if ready != was or self._health_thread is None:
             status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
             self.health.set("", status)
             self.health.set(SERVICE_NAME, status)
-            if ready != self._ready:
-                log_event(logger, "gateway_health", serving=ready)
-        self._ready = ready
+            if ready != was:
+                logger.info("gateway_health", extra={"serving": ready})
+        self.ready.set() if ready else self.ready.clear()
         self.metrics.ready.set(1 if ready else 0)
         self.metrics.index_items.set(len(self.pipeline.catalog))
 

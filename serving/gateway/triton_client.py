@@ -20,7 +20,6 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from llmrec.logs import log_event
 from llmrec.names import ATTENTION_MASK, ITEM_ENCODER, ITEM_VECTOR, ITEM_VECTORS, TEXT, USER_ENCODER, USER_VECTOR
 
 from .errors import BackendUnavailable, DeadlineExceeded, GatewayError
@@ -93,8 +92,8 @@ class TritonBackend:
                                        client_timeout=timeout)
         except InferenceServerException as exc:
             error = _error(model, exc)
-            log_event(logger, "triton_call_failed", logging.WARNING, model=model, code=error.code,
-                      status=str(exc.status()), error=str(exc.message())[:500])
+            logger.warning("triton_call_failed", extra={"model": model, "code": error.code, "status": str(exc.status()),
+                                                        "error": str(exc.message())[:500]})
             raise error from None
         return np.asarray(result.as_numpy(output), dtype=np.float32)
 

@@ -55,8 +55,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from llmrec.logs import log_event
-
 from ..repository import remove_bytecode, verify_repository
 
 logger = logging.getLogger("llmrec.triton")
@@ -306,7 +304,7 @@ class TritonServer:
                 lost_race = any("already in use" in line for line in self.logs())
                 if not lost_race or attempt == PORT_RETRIES or any(self._requested_ports.values()):
                     raise
-                log_event(logger, "triton_port_taken", logging.WARNING, ports=self.ports, attempt=attempt + 1)
+                logger.warning("triton_port_taken", extra={"ports": self.ports, "attempt": attempt + 1})
         raise AssertionError("unreachable")
 
     def _start(self, cancel: Any) -> TritonServer:
@@ -325,8 +323,8 @@ class TritonServer:
         with self._lock:
             self._lines.clear()
         self._stop_requested = False
-        log_event(logger, "triton_starting", repository=str(self.model_repository), models=models,
-                  ports=self.ports, command=command)
+        logger.info("triton_starting", extra={"repository": str(self.model_repository), "models": models,
+                                              "ports": self.ports, "command": command})
         self._process = subprocess.Popen(
             command, env=self.environment(), cwd=self._workdir, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
@@ -343,8 +341,9 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        log_event(logger, "triton_ready", pid=self.pid, http=self.http_url, grpc=self.grpc_url,
-                  metrics=self.metrics_url, models=self.model_states(), seconds=round(time.monotonic() - t0, 3))
+        logger.info("triton_ready", extra={"pid": self.pid, "http": self.http_url, "grpc": self.grpc_url,
+                                           "metrics": self.metrics_url, "models": self.model_states(),
+                                           "seconds": round(time.monotonic() - t0, 3)})
         return self
 
     def _wait_ready(self, cancel: Any) -> None:
@@ -403,8 +402,8 @@ class TritonServer:
             parsed = parse_log_line(line)
             level = int(parsed["level"])  # type: ignore[arg-type]
             if logger.isEnabledFor(level):
-                log_event(logger, "triton_log", level=level, source=parsed["source"], message=parsed["message"],
-                          pid=process.pid)
+                logger.log(level, "triton_log", extra={"source": parsed["source"], "detail": parsed["message"],
+                                                       "pid": process.pid})
 
     def _join_reader(self) -> None:
         if self._reader is not None:
@@ -429,13 +428,13 @@ class TritonServer:
         self._stop_requested = True
         if process is not None:
             if process.poll() is None:
-                log_event(logger, "triton_stopping", pid=process.pid)
+                logger.info("triton_stopping", extra={"pid": process.pid})
                 process.send_signal(signal.SIGINT)
                 try:
                     process.wait(timeout=self.exit_timeout + 15)
                 except subprocess.TimeoutExpired:
-                    log_event(logger, "triton_kill", logging.WARNING, pid=process.pid,
-                              reason=f"no exit {self.exit_timeout + 15} s after SIGINT")
+                    logger.warning("triton_kill", extra={"pid": process.pid,
+                                                         "reason": f"no exit {self.exit_timeout + 15} s after SIGINT"})
                     self._kill_group(process.pid)
                     process.wait(timeout=10)
             code = process.returncode
@@ -443,7 +442,7 @@ class TritonServer:
             self._join_reader()
             if process.stdout is not None:
                 process.stdout.close()
-            log_event(logger, "triton_stopped", pid=process.pid, exit_code=code)
+            logger.info("triton_stopped", extra={"pid": process.pid, "exit_code": code})
             self._process = None
             atexit.unregister(self.stop)
         if self._workdir is not None:
@@ -595,7 +594,7 @@ class TritonSupervisor:
         self.exits += 1
         fields: dict[str, Any] = {"pid": pid, "exit_code": code, "signal": signal_name(code),
                                   "uptime_s": None if uptime is None else round(uptime, 3), "ports": self.server.ports}
-        log_event(logger, "triton_exited", logging.WARNING, **fields, restarts_so_far=self.restarts)
+        logger.warning("triton_exited", extra={**fields, "restarts_so_far": self.restarts})
         self._emit("exited", **fields)
         policy = self.policy
         while not self._stop.is_set():
@@ -603,19 +602,20 @@ class TritonSupervisor:
             while self._attempts and now - self._attempts[0] >= policy.window_s:
                 self._attempts.popleft()
             if len(self._attempts) >= policy.max_restarts:
-                log_event(logger, "triton_restart_gave_up", logging.ERROR, exit_code=code,
-                          attempts_in_window=len(self._attempts), max_restarts=policy.max_restarts,
-                          window_s=policy.window_s, restarts=self.restarts, failed_restarts=self.failed_restarts,
-                          message="the managed Triton stays down (health NOT_SERVING): fix the cause and restart "
-                                  "the gateway" if policy.max_restarts else "restarts are disabled (max_restarts 0)")
+                why = ("the managed Triton stays down (health NOT_SERVING): fix the cause and restart the gateway"
+                       if policy.max_restarts else "restarts are disabled (max_restarts 0)")
+                logger.error("triton_restart_gave_up", extra={
+                    "exit_code": code, "attempts_in_window": len(self._attempts), "max_restarts": policy.max_restarts,
+                    "window_s": policy.window_s, "restarts": self.restarts, "failed_restarts": self.failed_restarts,
+                    "detail": why})
                 self._emit("gave_up", exit_code=code, restarts=self.restarts)
                 self.gave_up = True  # after the event: whoever sees the flag has been told why
                 self.server.stop()  # reap the dead process, its leftovers and its work folder
                 return
             attempt = len(self._attempts) + 1
             delay = policy.delay(attempt)
-            log_event(logger, "triton_restarting", attempt=attempt, max_restarts=policy.max_restarts,
-                      delay_s=delay, ports=self.server.ports)
+            logger.info("triton_restarting", extra={"attempt": attempt, "max_restarts": policy.max_restarts,
+                                                    "delay_s": delay, "ports": self.server.ports})
             if self._stop.wait(delay):
                 return
             self._attempts.append(time.monotonic())
@@ -627,8 +627,8 @@ class TritonSupervisor:
                     return
                 self.failed_restarts += 1
                 error = str(exc).splitlines()[0]
-                log_event(logger, "triton_restart_failed", logging.WARNING, attempt=attempt, error=error,
-                          seconds=round(time.monotonic() - t0, 3))
+                logger.warning("triton_restart_failed", extra={"attempt": attempt, "error": error,
+                                                               "seconds": round(time.monotonic() - t0, 3)})
                 self._emit("restart_failed", attempt=attempt, error=error)
                 continue
             except Exception as exc:  # e.g. the work folder could not be made: an attempt that failed
@@ -641,7 +641,7 @@ class TritonSupervisor:
             self.last_downtime_s = time.monotonic() - noticed
             done = {"pid": self.server.pid, "attempt": attempt, "seconds": round(time.monotonic() - t0, 3),
                     "downtime_s": round(self.last_downtime_s, 3), "restarts": self.restarts + 1}
-            log_event(logger, "triton_restarted", logging.WARNING, **done)
+            logger.warning("triton_restarted", extra=done)
             self._emit("restarted", **done)
             self.restarts += 1  # after the event, as for gave_up: whoever sees the count has been told
             return

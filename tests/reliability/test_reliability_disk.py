@@ -17,9 +17,8 @@ import pytest
 from serving.gateway.errors import GatewayError
 from serving.gateway.pipeline import RecommendationPipeline
 from serving.index import ItemIndex
-from serving.index import wal as wal_module
-from serving.index.catalog import Catalog, NotDurable
-from serving.index.wal import DurableCatalog
+from serving.index import catalog as catalog_module
+from serving.index.catalog import Catalog, DurableCatalog, NotDurable
 
 DIM = 8
 
@@ -53,7 +52,7 @@ def test_a_segment_that_cannot_be_created_leaves_appends_in_the_current_one(base
     real_open = Path.open
 
     def open_refusing_segments(self, mode="r", *args, **kwargs):
-        if wal_module.SEGMENT_RE.match(self.name) and "w" in mode:
+        if catalog_module.SEGMENT_RE.match(self.name) and "w" in mode:
             handle = real_open(self, mode, *args, **kwargs)  # created, then the disk fills up
             handle.close()
             no_space()
@@ -83,7 +82,7 @@ def test_a_failed_compaction_backs_off_and_resumes_when_space_returns(base, tmp_
 
     monkeypatch.setattr(ItemIndex, "save", full_disk_save)
     clock = [1000.0]
-    monkeypatch.setattr(wal_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(catalog_module.time, "monotonic", lambda: clock[0])
     acknowledged = upsert(catalog, [101, 102], rng) + upsert(catalog, [103], rng)
     assert catalog.needs_compaction()
     with pytest.raises(OSError):
@@ -95,13 +94,13 @@ def test_a_failed_compaction_backs_off_and_resumes_when_space_returns(base, tmp_
             attempts += 1
             catalog.compact()
     assert (len(saves), attempts) == (1, 0) and catalog.compact() is None
-    clock[0] += wal_module.COMPACT_BACKOFF_S  # the back-off is over: one more attempt, which fails again
+    clock[0] += catalog_module.COMPACT_BACKOFF_S  # the back-off is over: one more attempt, which fails again
     assert catalog.needs_compaction()
     with pytest.raises(OSError):
         catalog.compact()
-    clock[0] += wal_module.COMPACT_BACKOFF_S  # now it doubles
+    clock[0] += catalog_module.COMPACT_BACKOFF_S  # now it doubles
     assert not catalog.needs_compaction()
-    clock[0] += wal_module.COMPACT_BACKOFF_S
+    clock[0] += catalog_module.COMPACT_BACKOFF_S
     assert catalog.needs_compaction() and len(saves) == 2
     monkeypatch.setattr(ItemIndex, "save", real_save)  # space is back
     assert catalog.compact() is not None and durable.failed_compactions == 0

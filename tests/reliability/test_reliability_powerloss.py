@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 
 from serving.index import Item, ItemIndex, ItemStore
-from serving.index.catalog import Catalog
-from serving.index.wal import DurableCatalog
+from serving.index.catalog import Catalog, DurableCatalog
 
 DIM = 4
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +37,7 @@ NOT_REQUIRED_ALONE = {
     # these two only bound how long a finished snapshot may take to be durable, no acknowledged write needs them
     ("serving/index/snapshot.py", "write_snapshot", "fsync_path(directory.parent)"):
         "the state folder's next fsync names the snapshot; the previous one and the log cover it until then",
-    ("serving/index/wal.py", "_prune", "fsync_path(self.state_dir)"):
+    ("serving/index/catalog.py", "_prune", "fsync_path(self.state_dir)"):
         "a pruned file that comes back after a power cut is one recovery ignores",
 }
 

@@ -106,9 +106,9 @@ def test_a_death_is_logged_and_restarted(supervised, caplog):
     assert exited["ports"] == server.ports
     assert events[1][1]["downtime_s"] >= 0.05  # the backoff was waited
     assert server.pid == 101 and not supervisor.gave_up and supervisor.is_alive()
-    logged = [r.getMessage() for r in caplog.records if r.name == "llmrec.triton"]
-    assert any('"event": "triton_exited"' in m and '"uptime_s": 12.5' in m for m in logged)
-    assert any('"event": "triton_restarted"' in m for m in logged)
+    logged = [r for r in caplog.records if r.name == "llmrec.triton"]
+    assert any(r.getMessage() == "triton_exited" and r.uptime_s == 12.5 for r in logged)
+    assert any(r.getMessage() == "triton_restarted" for r in logged)
 
 
 def test_failed_attempts_back_off_exponentially_and_count(supervised):
@@ -136,8 +136,8 @@ def test_budget_spent_gives_up_and_leaves_the_server_down(supervised, caplog):
     assert wait_until(lambda: not supervisor.is_alive())  # the watch ended
     assert len(server.restart_calls) == 2 and server.stopped and server.pid is None
     assert [name for name, _ in events][-2:] == ["exited", "gave_up"]
-    errors = [r for r in caplog.records if r.levelname == "ERROR" and "triton_restart_gave_up" in r.getMessage()]
-    assert len(errors) == 1 and '"max_restarts": 2' in errors[0].getMessage()
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and r.getMessage() == "triton_restart_gave_up"]
+    assert len(errors) == 1 and errors[0].max_restarts == 2
 
 
 def test_zero_restarts_means_never(supervised):

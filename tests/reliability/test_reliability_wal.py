@@ -1,4 +1,4 @@
-"""The write-ahead log and recovery (serving/index/wal.py) on a small index, no server: replay after a crash,
+"""The write-ahead log and recovery (serving/index/catalog.py) on a small index, no server: replay after a crash,
 compaction keeping two snapshots, a torn last record, mid-log corruption, a corrupt snapshot, a foreign state,
 one owner per state folder, a failing disk."""
 
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from serving.index import Item, ItemIndex, ItemStore
-from serving.index.catalog import Catalog
-from serving.index.wal import FRAME, DurableCatalog, WalError, encode_payload, frame
+from serving.index.catalog import FRAME, Catalog, DurableCatalog, WalError, encode_payload, frame
 
 DIM = 8
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from serving.gateway.config import DEFAULT_TOKEN_ENV, GatewayConfig, load_config
-from serving.gateway.server import LIVENESS_SERVICE, SERVICE_NAME
+from serving.gateway.server import LIVENESS_SERVICE
+from serving.gateway.service import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "serving" / "deploy"

@@ -320,11 +320,10 @@ class FileTracer:
 
 # every project file whose code runs in the gateway for one call, as README ("Where things are") lists them
 CALL_PATHS = {
-    "Recommend": ["serving/gateway/pipeline.py", "serving/gateway/server.py", "serving/gateway/triton_client.py",
-                  "serving/gateway/validation.py", "serving/index/catalog.py", "serving/index/item_index.py"],
-    "UpsertItems": ["llmrec/itemtext.py", "llmrec/logs.py", "serving/gateway/pipeline.py", "serving/gateway/server.py",
-                    "serving/gateway/triton_client.py", "serving/gateway/validation.py", "serving/index/catalog.py",
-                    "serving/index/item_index.py", "serving/index/wal.py"],
+    "Recommend": ["serving/gateway/pipeline.py", "serving/gateway/service.py", "serving/gateway/triton_client.py",
+                  "serving/index/catalog.py", "serving/index/item_index.py"],
+    "UpsertItems": ["llmrec/itemtext.py", "serving/gateway/pipeline.py", "serving/gateway/service.py",
+                    "serving/gateway/triton_client.py", "serving/index/catalog.py", "serving/index/item_index.py"],
 }
 
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.gateway import ConfigError, Gateway, GatewayConfig, config_from_dict, load_config
 from serving.gateway.backends import OnnxRuntimeBackend
-from serving.gateway.validation import find_invalid_utf8
+from serving.gateway.service import find_invalid_utf8
 from serving.proto.llmrec.v2 import recommend_pb2 as pb
 from serving.proto.llmrec.v2 import recommend_pb2_grpc as pb_grpc
 

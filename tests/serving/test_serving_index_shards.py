@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.index import Item, ItemIndex, ItemStore, SnapshotError
-from serving.index.wal import DurableCatalog
+from serving.index.catalog import DurableCatalog
 
 DIM = 16
 

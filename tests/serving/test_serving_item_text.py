@@ -12,7 +12,8 @@ from llmrec.itemtext import ItemText
 from llmrec.manifests import EmbedderSource, RepositoryManifest
 from serving.gateway.backends import item_text_recipe
 from serving.gateway.config import LimitsConfig
-from serving.gateway.validation import NewItem, check_new_items
+from serving.gateway.pipeline import NewItem
+from serving.gateway.service import check_new_items
 
 
 def test_an_item_without_a_text_is_embedded_by_the_recipe() -> None:

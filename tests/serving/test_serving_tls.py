@@ -147,5 +147,5 @@ def test_listening_beyond_loopback_without_tls_or_auth_is_a_warning(certs, caplo
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="llmrec.gateway"):
             warn_if_exposed(config_from_dict(values), auth)
-        warned = [r.getMessage() for r in caplog.records if "beyond loopback" in r.getMessage()]
+        warned = [caplog.handler.format(r) for r in caplog.records if r.getMessage() == "gateway_exposed"]
         assert (expected in warned[0]) if expected else not warned, (values, auth, warned)

@@ -91,7 +91,7 @@ def _smollm2_folder(cache_dir: Path) -> Path:
         if (recorded.get("gguf_size") == gguf.stat().st_size and recorded.get("gguf_file") == gguf.name
                 and recorded.get("conversion") == CONVERSION_VERSION):
             return folder
-        logger.info(json.dumps({"event": "base_stale", "folder": str(folder), "recorded": recorded}))
+        logger.info("base_stale", extra={"folder": str(folder), "recorded": recorded})
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_FOLDER}-", dir=folder.parent))
     try:
@@ -137,7 +137,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 3),
     }
     (out_dir / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    logger.info(json.dumps({"event": "gguf_converted", "out": str(out_dir), **record}))
+    logger.info("gguf_converted", extra={"out": str(out_dir), **record})
     return record
 
 

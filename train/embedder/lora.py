@@ -9,7 +9,6 @@ write a deployable checkpoint and keep training its adapters.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -36,7 +35,7 @@ def lora_targets(model: torch.nn.Module, settings: LoraSettings) -> list[str]:
             f"available: {sorted(present)}"
         )
     if missing:
-        logger.info(json.dumps({"event": "lora_targets_missing", "missing": missing, "used": targets}))
+        logger.info("lora_targets_missing", extra={"missing": missing, "used": targets})
     return targets
 
 

@@ -92,10 +92,11 @@ class ItemEmbedder(torch.nn.Module):
             embedder.apply_lora()
         if config.gradient_checkpointing:
             embedder.set_gradient_checkpointing(True)
-        logger.info(json.dumps({"event": "embedder_loaded", "base": config.base, "folder": str(folder),
-                                "architecture": embedder.architecture, "hidden_size": embedder.hidden_size,
-                                "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                                "seconds": round(time.perf_counter() - t0, 3)}))
+        logger.info("embedder_loaded", extra={"base": config.base, "folder": str(folder),
+                                              "architecture": embedder.architecture,
+                                              "hidden_size": embedder.hidden_size, "device": str(device),
+                                              "dtype": str(dtype).replace("torch.", ""),
+                                              "seconds": round(time.perf_counter() - t0, 3)})
         return embedder.eval()
 
     # ----------------------------------------------------------------- properties
@@ -280,7 +281,7 @@ class ItemEmbedder(torch.nn.Module):
             replace_folder(tmp, directory)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        logger.info(json.dumps({"event": "embedder_saved", "dir": str(directory), "weights": weights}))
+        logger.info("embedder_saved", extra={"dir": str(directory), "weights": weights})
         return directory
 
     @classmethod

@@ -14,7 +14,6 @@ pooling), so the pad id only needs to be a valid id: the EOS is used.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -44,8 +43,9 @@ def align_special_tokens(tokenizer: Any, model_config: Any) -> int:
         raise ValueError(f"EOS id {eos_id} is outside the tokenizer's vocabulary ({len(tokenizer)} tokens)")
     eos_token = tokenizer.convert_ids_to_tokens(eos_id)
     if tokenizer.eos_token_id != eos_id:
-        logger.info(json.dumps({"event": "eos_aligned", "tokenizer_eos": tokenizer.eos_token,
-                                "tokenizer_eos_id": tokenizer.eos_token_id, "eos": eos_token, "eos_id": eos_id}))
+        logger.info("eos_aligned", extra={"tokenizer_eos": tokenizer.eos_token,
+                                          "tokenizer_eos_id": tokenizer.eos_token_id, "eos": eos_token,
+                                          "eos_id": eos_id})
         tokenizer.eos_token = eos_token
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = eos_token

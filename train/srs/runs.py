@@ -50,7 +50,7 @@ def finished_seed(seed_dir: Path, expected: dict) -> dict | None:
         previous["srs"] = {**{k: v for k, v in defaults.items() if k in expected["srs"]}, **previous["srs"]}
     if any(previous.get(k) != json.loads(json.dumps(v)) for k, v in expected.items()):
         return None
-    log.info(json.dumps({"event": "seed_reused", "seed_dir": str(seed_dir)}))
+    log.info("seed_reused", extra={"seed_dir": str(seed_dir)})
     return json.loads(done.read_text())
 
 

@@ -217,7 +217,7 @@ def train_one_seed(
                   "valid": valid, "best_epoch": best_epoch, "seconds": round(time.perf_counter() - t0, 3)}
         if extra_loss is not None:
             record["extra_loss"] = extra_total / max(batches, 1)
-        log.info(json.dumps(record))
+        log.info("epoch", extra={k: v for k, v in record.items() if k != "event"})
         if log_file:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
@@ -233,7 +233,7 @@ def train_one_seed(
         if config.cold_map_rank_epochs > 0:
             losses = fit_ranked_cold_map(model, data, config.cold_map_rank_epochs, config.cold_map_pretend, seed=seed,
                                          params=config.cold_map_rank)
-            log.info(json.dumps({"event": "cold_map_ranked", "seed": seed, "losses": losses}))
+            log.info("cold_map_ranked", extra={"seed": seed, "losses": losses})
         best_valid = validate(model, data, config, device)
     test = evaluate_test(model, data, config, device)
     result = TrainResult(seed, best_epoch, epoch, best_valid, test, train_seconds, out_dir)

@@ -190,7 +190,7 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
     expected = identity(stage, source, data)
     done = finished(out, expected)
     if done is not None:
-        logger.info(json.dumps({"event": "stage_skipped", "stage": stage.name, "out": str(out)}))
+        logger.info("stage_skipped", extra={"stage": stage.name, "out": str(out)})
         return {**done, "status": "skipped"}
     checkpoint_dir = out / CHECKPOINT_DIR
     resume = read_state(checkpoint_dir)
@@ -243,15 +243,15 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
         else:
             state = load_training_checkpoint(checkpoint_dir, params, optimizer, scheduler)
         step, seconds, last_loss = int(state["step"]), float(state["seconds"]), float(state["loss"])
-        logger.info(json.dumps({"event": "stage_resumed", "stage": stage.name, "step": step, "out": str(out)}))
+        logger.info("stage_resumed", extra={"stage": stage.name, "step": step, "out": str(out)})
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
         _trim_log(out / LOG_FILE, step)
-    logger.info(json.dumps({"event": "stage_started", "stage": stage.name, "out": str(out), "steps": total,
-                            "from_step": step, "samples": len(stage.lengths()), "effective_batch": effective,
-                            "trainable_parameters": sum(p.numel() for p in params.values()),
-                            "lora": config.lora, "processes": processes}))
+    logger.info("stage_started", extra={"stage": stage.name, "out": str(out), "steps": total, "from_step": step,
+                                        "samples": len(stage.lengths()), "effective_batch": effective,
+                                        "trainable_parameters": sum(p.numel() for p in params.values()),
+                                        "lora": config.lora, "processes": processes})
 
     def save_checkpoint() -> None:
         state = {**expected, "step": step, "loss": last_loss, "seconds": seconds + time.perf_counter() - t_run,
@@ -300,13 +300,13 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
                           "elapsed": round(seconds + time.perf_counter() - t_run, 3)}
                 with open(out / LOG_FILE, "a") as f:
                     f.write(json.dumps(record) + "\n")
-                logger.info(json.dumps({"event": "train_step", "stage": stage.name, **record}))
+                logger.info("train_step", extra={"stage": stage.name, **record})
                 window = []
             stopping = stop_after is not None and step - first >= stop_after
             if step < total and (step % config.save_every == 0 or stopping):
                 save_checkpoint()
                 if stopping:
-                    logger.info(json.dumps({"event": "stage_stopped", "stage": stage.name, "step": step}))
+                    logger.info("stage_stopped", extra={"stage": stage.name, "step": step})
                     return {**expected, "status": "stopped", "steps": step, "final_loss": last_loss}
     finally:
         bar.close()
@@ -327,6 +327,6 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
         write_json_atomic(out / STAGE_FILE, result)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
-    logger.info(json.dumps({"event": "stage_finished", "stage": stage.name, "out": str(out), "steps": step,
-                            "final_loss": last_loss, "wall_seconds": round(wall, 3)}))
+    logger.info("stage_finished", extra={"stage": stage.name, "out": str(out), "steps": step, "final_loss": last_loss,
+                                         "wall_seconds": round(wall, 3)})
     return result

@@ -3,7 +3,6 @@ item contrastive, each from the previous embedder."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -54,5 +53,5 @@ def run_llm2rec(source: str, data: SequenceData, out: str | Path, profile: str =
         if result.get("status") == "stopped":
             break
         source = str(out / name / EMBEDDER_DIR)
-    logger.info(json.dumps({"event": "llm2rec_done", "out": str(out), "final": source}))
+    logger.info("llm2rec_done", extra={"out": str(out), "final": source})
     return results
