@@ -6,15 +6,17 @@
 Full settings: 14 points x 20 s + start-up, ~6-7 min on a quiet 2-core machine once the deployment exists
 (the first run adds the SmolLM2 export, ~3 min quiet).
 
-The deployment is the demo's real models: the SmolLM2 LLM2Rec embedder
-(runs/demo/embedder/item-contrastive) exported *with the item adapter* of the
-text-only SASRec trained on its embeddings (so UpsertItems gives vectors in the
-SRS item space), that SASRec's user encoder, the python-flavour Triton
-repository and a Flat inner-product index over its item table with the
-ml-100k titles. Everything lives under runs/bench/deployment/ and is rebuilt
-only when a sha256 says it is stale (the checkpoints' hashes recorded in each
-export.json, every exported file's hash, the repository's llmrec.json, the
-index manifest's item_vectors_sha256): existence alone is never trusted. The
+The deployment is the demo's real models (`make demo` builds them): the
+SmolLM2 embedder (runs/demo/embedder/base, bidirectional + mean over the
+attribute text) exported *with the item adapter* of the demo's SASRec
+(LLM-initialised IDs; the adapter is its calibrated text -> ID map, so
+UpsertItems gives a new item the vector the SRS gives a cold item), that
+SASRec's user encoder, the python-flavour Triton repository and a Flat
+inner-product index over its item table with the ml-100k titles. Everything
+lives under runs/bench/deployment/ and is rebuilt only when a sha256 says it
+is stale (the checkpoints' hashes recorded in each export.json, every
+exported file's hash, the repository's llmrec.json, the index manifest's
+item_vectors_sha256): existence alone is never trusted. The
 SmolLM2 export takes ~3 min the first time; reuse costs a few seconds of hashing.
 
 Served: a real tritonserver (serving.triton.TritonServer, started here so its
@@ -92,11 +94,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, write_result  # noqa: E402
 
-EMBEDDER = "runs/demo/embedder/item-contrastive"
-# The demo's text-only LLM2Rec SASRec, in order of preference. `make demo` writes sasrec-llm2rec; the folder
-# sasrec-llm2rec-demo predates the standardisation buffers every frozen-item SRS now carries and does not load.
-SRS_CANDIDATES = ("runs/demo/srs/sasrec-llm2rec/seed-2024", "runs/demo/srs/sasrec-llm2rec-std/seed-2024",
-                  "runs/demo/srs/sasrec-llm2rec-demo/seed-2024")
+EMBEDDER = "runs/demo/embedder/base"
+SRS_CANDIDATES = ("runs/demo/srs/sasrec-hybrid/seed-2024",)  # what `make demo` serves
 DEPLOYMENT = "runs/bench/deployment"
 DATASET = "ml-100k"
 K = 10
@@ -136,7 +135,7 @@ def pick_srs(given: str | None) -> Path:
                 return path
             except Exception as exc:  # a checkpoint the current code cannot load: say so, try the next one
                 print(f"  skipping {candidate}: {str(exc).splitlines()[0][:160]}", flush=True)
-    raise SystemExit(f"no loadable text-only LLM2Rec SASRec among {SRS_CANDIDATES}; give --srs")
+    raise SystemExit(f"no loadable SASRec among {SRS_CANDIDATES} (run `make demo` first); give --srs")
 
 
 def _export_ok(folder: Path, checks: dict[str, str]) -> str | None:
@@ -809,7 +808,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ort-threads", type=int, default=1, help="onnxruntime intra-op threads per model")
     p.add_argument("--faiss-threads", type=int, default=1, help="FAISS OpenMP threads (gateway and in-process)")
     p.add_argument("--grpc-workers", type=int, default=None, help="gateway grpc_workers (default: GatewayConfig's)")
-    p.add_argument("--embedder", default=EMBEDDER, help="embedder checkpoint (LLM2Rec item-contrastive stage)")
+    p.add_argument("--embedder", default=EMBEDDER, help="embedder checkpoint (the demo's)")
     p.add_argument("--srs", default=None, help=f"SRS seed folder (default: first loadable of {SRS_CANDIDATES})")
     p.add_argument("--deployment", default=DEPLOYMENT, help="folder of the exports, repository and index")
     p.add_argument("--seed", type=int, default=2024)
