@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from serving.gateway import Gateway, config_from_dict
-from serving.index import ItemIndex, ItemStore
+from serving.index import ItemIndex, ItemStore, milvus_catalog
 from serving.index.catalog import Catalog, MissingItems
 from serving.index.milvus_catalog import MilvusCatalog, MilvusError, MilvusSettings, open_milvus_catalog
 from serving.proto.llmrec.v2 import recommend_pb2 as pb
@@ -67,6 +67,29 @@ def test_milvus_catalogue_answers_as_the_faiss_one(deployment, tmp_path):
     again.close()
     with pytest.raises(MilvusError, match="8-d"):
         MilvusCatalog(settings, dim=8)
+
+
+def test_writes_are_sealed_off_the_callers_path(deployment, tmp_path, monkeypatch):
+    """A search scans Milvus's growing segment row by row, so the catalogue flushes after the fill and, through the
+    gateway's compaction hook, once FLUSH_EVERY rows were written; what was written stays found after the flush."""
+    monkeypatch.setattr(milvus_catalog, "FLUSH_EVERY", 3)
+    catalog = open_milvus_catalog(MilvusSettings(str(tmp_path / "milvus.db")), deployment.index)
+    flushes = []
+    real_flush = catalog.client.flush
+    monkeypatch.setattr(catalog.client, "flush", lambda name, **kw: flushes.append(name) or real_flush(name, **kw))
+    assert catalog.unflushed == 0 and not catalog.needs_compaction()  # the fill was sealed
+    vectors = np.eye(3, catalog.dim, dtype=np.float32) * 100.0
+    catalog.upsert(["w1", "w2"], vectors[:2], [("one", {}), ("two", {})])
+    assert not catalog.needs_compaction()
+    assert catalog.delete(["w2"]) == (1, [])
+    assert catalog.needs_compaction() and flushes == []  # three rows written: due, not yet done
+    catalog.compact()
+    assert flushes == [catalog.settings.collection] and catalog.unflushed == 0 and not catalog.needs_compaction()
+    catalog.compact()  # nothing new: no flush
+    assert len(flushes) == 1
+    [(item, _), *_] = catalog.search(vectors[:1], 1, [[]])[0]
+    assert item.key == "w1" and catalog.items(["w2"]) == [None]
+    catalog.close()
 
 
 def gateway_config(deployment, **values):
