@@ -281,7 +281,10 @@ def client_process(spec_path: str, client: int, ready: Any, go: Any) -> None:
 
     def loop(thread: int, call: Any, reqs: list[Any], barrier: threading.Barrier) -> None:
         for j in range(WARMUP_CALLS):
-            call(reqs[j % len(reqs)], timeout=CALL_TIMEOUT_S)
+            try:
+                call(reqs[j % len(reqs)], timeout=CALL_TIMEOUT_S)
+            except grpc.RpcError:  # a refused or late warm-up call warms as well; the timed window counts errors
+                pass
         barrier.wait()  # all threads warm: tell the parent, then wait for the start signal
         go.wait()
         latencies: list[float] = []
@@ -547,7 +550,8 @@ def run_served_point(served: Served, method: str, concurrency: int, clients: int
 def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: float, histories: list[list[str]],
                      seed: int, batching: Any, ort_threads: int, label: str) -> dict[str, Any]:
     """The gateway's pipeline in this process (onnxruntime backend, fresh index load): `concurrency` threads."""
-    from serving.gateway.backends import OnnxRuntimeBackend, history_length
+    from llmrec.manifests import RepositoryManifest
+    from serving.gateway.backends import OnnxRuntimeBackend, item_text_of
     from serving.gateway.config import LimitsConfig
     from serving.gateway.metrics import GatewayMetrics
     from serving.gateway.pipeline import NewItem, RecommendationPipeline
@@ -558,7 +562,9 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
     index, store, _ = load_catalog(dep.index)
     backend = OnnxRuntimeBackend(dep.repository, threads=ort_threads)
     metrics = GatewayMetrics()
-    pipeline = RecommendationPipeline(backend, Catalog(index, store), max_len=history_length(dep.repository) or 50,
+    manifest = RepositoryManifest.read(dep.repository)  # what the gateway reads: max_len, the item-text recipe
+    recipe = item_text_of(manifest)
+    pipeline = RecommendationPipeline(backend, Catalog(index, store), max_len=manifest.user_encoder.max_len,
                                       batching=batching, metrics=metrics).start()
     limits = LimitsConfig()
     go = threading.Event()
@@ -571,7 +577,7 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
             pipeline.recommend(check_recommend(history, K, True, (), (), limits))
         else:
             title = synthetic_title(rng)
-            pipeline.upsert(check_new_items([NewItem(id="", title=title, text=title)], limits))
+            pipeline.upsert(check_new_items([NewItem(id="", title=title, text="")], limits, recipe))  # as served
 
     def loop(thread: int) -> None:
         rng = random.Random(seed * 1000 + 500 + thread)
@@ -708,7 +714,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        errors = ", ".join(f"{k} {v}" for k, v in (r.get("errors") or {}).items())
+        errors = ", ".join(f"{k} {v}" for k, v in (r.get("errors") or {}).items()) or r.get("failed", "")
         lines.append(
             f"| {r['mode']} | {r.get('index_backend', 'faiss')} | {r['method']} | {r['concurrency']} | "
             f"{fmt(r.get('calls'))} | "
@@ -801,6 +807,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inproc-concurrency", type=int, nargs="*", default=[1, 32],
                    help="thread counts of the in-process pipeline baseline (with batching); the direct "
                         "single-thread baseline always runs")
+    p.add_argument("--upsert-concurrency", type=int, nargs="+", default=None,
+                   help="concurrent UpsertItems calls (default: --concurrency)")
     p.add_argument("--index-backends", nargs="+", default=["faiss", "milvus"], choices=["faiss", "milvus"],
                    help="item index backends of the served points (milvus: Milvus Lite in the gateway)")
     p.add_argument("--methods", nargs="+", default=["Recommend", "UpsertItems"], choices=["Recommend", "UpsertItems"])
@@ -833,7 +841,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = str(args.faiss_threads)
     t_start = time.perf_counter()
     load = os.getloadavg()
-    points = len(args.methods) * (len(args.index_backends) * len(args.concurrency) + 1 + len(args.inproc_concurrency))
+    served_levels = {"Recommend": args.concurrency, "UpsertItems": args.upsert_concurrency or args.concurrency}
+    points = sum(len(args.index_backends) * len(served_levels[m]) + 1 + len(args.inproc_concurrency)
+                 for m in args.methods)
     print(f"serving load: {points} points x {args.duration:.0f} s (+ start-up)", flush=True)
 
     print("deployment", flush=True)
@@ -860,9 +870,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             served.start()
             for method in args.methods:  # Recommend first: upserts grow the index
-                for c in args.concurrency:
-                    row = run_served_point(served, method, c, args.clients, args.duration, histories, args.seed,
-                                           workdir)
+                for c in served_levels[method]:
+                    try:
+                        row = run_served_point(served, method, c, args.clients, args.duration, histories,
+                                               args.seed, workdir)
+                    except Exception as error:  # one point that cannot run is reported, the others still are
+                        row = {"mode": "grpc", "index_backend": backend, "method": method, "concurrency": c,
+                               "failed": f"{type(error).__name__}: {error}"[:300]}
                     rows.append(row)
                     print_row(row)
             gateway_logs[backend] = (workdir / "gateway.log").read_text()[-4000:]
@@ -886,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     index_manifest = json.loads((dep.index / "manifest.json").read_text())
     sources = repo_manifest.get("sources") or {}
     settings = {
-        "duration_s": args.duration, "concurrency": args.concurrency, "clients": args.clients,
+        "duration_s": args.duration, "concurrency": served_levels, "clients": args.clients,
         "inproc_concurrency": args.inproc_concurrency, "methods": args.methods, "k": K, "exclude_history": True,
         "max_history": args.max_history, "warmup_calls_per_thread": WARMUP_CALLS, "seed": args.seed,
         "ort_threads": args.ort_threads, "ort_inter_op_threads": {"triton": 0, "in_process": 1},
