@@ -1,4 +1,4 @@
-"""The gRPC server: the Recommender service, health, reflection, metrics, auth, limits.
+"""The gateway process: gRPC server hosting the Recommender service (service.py), health, reflection, metrics, auth.
 
 `Gateway(config).start()` loads the item index and store, connects to Triton
 (an external one at `triton.url`, or the bundled server it starts on
