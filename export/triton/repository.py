@@ -110,7 +110,11 @@ class RepositoryOptions:
     version: int = 1
     max_batch_size: int = 32
     preferred_batch_sizes: list[int] = field(default_factory=lambda: [8, 16])
-    max_queue_delay_us: int = 2000
+    # 0: Triton's batcher still joins requests already waiting but holds none back. The gateway forms the batches
+    # (its queue waits only while calls arrive); a 2,000 us window here added 2.2 ms in Triton's queue to every
+    # Recommend while joining almost nothing (1.0-1.06 requests per execution up to 64 callers,
+    # bench/results/serving_load.md of 2026-12-07 before this default)
+    max_queue_delay_us: int = 0
     instances: int = 1
     tokenizer_instances: int = 1
     threads: int = 0  # onnxruntime intra-op threads per instance; 0 = onnxruntime's choice

@@ -73,7 +73,7 @@ def test_python_flavour_layout_and_configs(python_repo, repo_exports):
     assert embedder.backend == "python" and embedder.max_batch_size == 32
     assert embedder.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert list(embedder.dynamic_batching.preferred_batch_size) == [8, 16]
-    assert embedder.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert embedder.dynamic_batching.max_queue_delay_microseconds == 0
     assert embedder.parameters["intra_op_thread_count"].string_value == "2"
     assert embedder.model_warmup[0].inputs["attention_mask"].input_data_file == "attention_mask"
     assert (python_repo / "item_embedder" / "warmup" / "attention_mask").stat().st_size == 8 * 8
