@@ -163,8 +163,13 @@ def _repository_ok(repository: Path, dep: Deployment, threads: int) -> str | Non
         return "missing"
     manifest = json.loads(path.read_text())
     sources = manifest.get("sources") or {}
-    if manifest.get("flavour") != "python" or (manifest.get("options") or {}).get("threads") != threads:
-        return f"flavour/threads {manifest.get('flavour')}/{(manifest.get('options') or {}).get('threads')}"
+    from export.triton.repository import RepositoryOptions
+
+    wanted = asdict(RepositoryOptions(flavour="python", threads=threads))  # the writer's defaults may have changed
+    recorded = manifest.get("options") or {}
+    changed = sorted(k for k, v in wanted.items() if recorded.get(k) != v)
+    if changed:
+        return f"options changed: {', '.join(f'{k} {recorded.get(k)!r} -> {wanted[k]!r}' for k in changed)}"
     for key, folder in (("embedder", dep.embedder), ("user_encoder", dep.user_encoder)):
         if (sources.get(key) or {}).get("export_sha256") != sha256_file(folder / "export.json"):
             return f"{key} export changed"
