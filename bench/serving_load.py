@@ -654,7 +654,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r["mode"] != "grpc" or r["method"] != method or not r.get("calls"):
                 continue
             ref = inproc.get(r["concurrency"])
-            entry = {"method": method, "index_backend": r.get("index_backend", "faiss"),
+            entry = {"method": method, "index_backend": r["index_backend"],
                      "concurrency": r["concurrency"]}
             if direct and direct.get("calls"):
                 entry["vs_direct_throughput"] = direct["throughput"] / r["throughput"]
@@ -669,7 +669,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def backend_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Milvus served vs FAISS served at the same method and concurrency: throughput FAISS / Milvus, p50 Milvus /
     FAISS (above 1: Milvus is slower)."""
-    served = {(r["method"], r["concurrency"], r.get("index_backend", "faiss")): r for r in rows
+    served = {(r["method"], r["concurrency"], r["index_backend"]): r for r in rows
               if r["mode"] == "grpc" and r.get("calls")}
     out = []
     for (method, concurrency, backend), milvus in served.items():
@@ -721,7 +721,7 @@ def markdown(payload: dict[str, Any]) -> str:
     for r in rows:
         errors = ", ".join(f"{k} {v}" for k, v in (r.get("errors") or {}).items()) or r.get("failed", "")
         lines.append(
-            f"| {r['mode']} | {r.get('index_backend', 'faiss')} | {r['method']} | {r['concurrency']} | "
+            f"| {r['mode']} | {r['index_backend']} | {r['method']} | {r['concurrency']} | "
             f"{fmt(r.get('calls'))} | "
             f"{fmt(r.get('throughput'))} | {fmt(r.get('p50_ms'), 2)} | {fmt(r.get('p95_ms'), 2)} | "
             f"{fmt(r.get('p99_ms'), 2)} | {fmt(r.get('mean_ms'), 2)} | {fmt(r.get('server_ms'), 2)} | "
@@ -733,7 +733,7 @@ def markdown(payload: dict[str, Any]) -> str:
               "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         for model, t in (r.get("triton_inside") or {}).items():
-            lines.append(f"| {r.get('index_backend', 'faiss')} | {r['method']} | {r['concurrency']} | {model} | "
+            lines.append(f"| {r['index_backend']} | {r['method']} | {r['concurrency']} | {model} | "
                          f"{t['requests']:,} | "
                          f"{t['executions']:,} | {t['request_ms']:.2f} | {t['queue_ms']:.2f} | "
                          f"{t['compute_ms']:.2f} |")
@@ -744,7 +744,7 @@ def markdown(payload: dict[str, Any]) -> str:
               "p50 vs pipeline |",
               "|---|---|---:|---:|---:|---:|---:|"]
     for e in ratio_rows:
-        lines.append(f"| {e.get('index_backend', 'faiss')} | {e['method']} | {e['concurrency']} | "
+        lines.append(f"| {e['index_backend']} | {e['method']} | {e['concurrency']} | "
                      f"{fmt(e.get('vs_direct_throughput'), 2)} | "
                      f"{fmt(e.get('vs_direct_p50'), 2)} | {fmt(e.get('vs_pipeline_throughput'), 2)} | "
                      f"{fmt(e.get('vs_pipeline_p50'), 2)} |")
@@ -761,6 +761,12 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def served_rows(rows: list[dict[str, Any]], method: str, backend: str) -> list[dict[str, Any]]:
+    """The gRPC rows of one method and index backend that made calls, by concurrency."""
+    return sorted((r for r in rows if r["mode"] == "grpc" and r["method"] == method and r.get("calls")
+                   and r["index_backend"] == backend), key=lambda r: r["concurrency"])
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
@@ -772,10 +778,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     methods = ("Recommend", "UpsertItems")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, method in zip(axes, methods, strict=True):
-        backends = sorted({r.get("index_backend", "faiss") for r in rows if r["mode"] == "grpc"})
-        for backend in backends:
-            served = sorted((r for r in rows if r["mode"] == "grpc" and r["method"] == method and r.get("calls")
-                             and r.get("index_backend", "faiss") == backend), key=lambda r: r["concurrency"])
+        for backend in sorted({r["index_backend"] for r in rows if r["mode"] == "grpc"}):
+            served = served_rows(rows, method, backend)
             for key, style in (("p50_ms", "o-"), ("p95_ms", "s--")):
                 ax.plot([r["concurrency"] for r in served], [r[key] for r in served], style,
                         label=f"gRPC {backend} {key[:3]}")
@@ -791,8 +795,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.set_title(method)
         ax.grid(True, which="both", alpha=0.3)
         ax2 = ax.twinx()
-        faiss_served = sorted((r for r in rows if r["mode"] == "grpc" and r["method"] == method and r.get("calls")
-                               and r.get("index_backend", "faiss") == "faiss"), key=lambda r: r["concurrency"])
+        faiss_served = served_rows(rows, method, "faiss")
         ax2.plot([r["concurrency"] for r in faiss_served], [r["throughput"] for r in faiss_served], color="grey",
                  alpha=0.6, label="gRPC (FAISS) calls/s")
         ax2.set_ylabel("calls/s (grey)")
@@ -939,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_row(r: dict[str, Any]) -> None:
-    print(f"  {r['mode']:<15} {r.get('index_backend', 'faiss'):<6} {r['method']:<11} c={r['concurrency']:<3} "
+    print(f"  {r['mode']:<15} {r['index_backend']:<6} {r['method']:<11} c={r['concurrency']:<3} "
           f"calls {r.get('calls', 0):>6}  "
           f"{r.get('throughput', 0):8.1f}/s  p50 {r.get('p50_ms', 0):7.2f}  p95 {r.get('p95_ms', 0):7.2f}  "
           f"p99 {r.get('p99_ms', 0):7.2f} ms  triton {r.get('triton_ms', 0):6.2f}  index {r.get('index_ms', 0):6.3f}"

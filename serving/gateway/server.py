@@ -377,7 +377,10 @@ class Gateway:
             self.health.set(SERVICE_NAME, status)
             if ready != was:
                 logger.info("gateway_health", extra={"serving": ready})
-        self.ready.set() if ready else self.ready.clear()
+        if ready:
+            self.ready.set()
+        else:
+            self.ready.clear()
         self.metrics.ready.set(1 if ready else 0)
         self.metrics.index_items.set(len(self.pipeline.catalog))
 
