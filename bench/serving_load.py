@@ -59,6 +59,12 @@ repository files and the same index snapshot, in this process, no gRPC:
   pipeline  the gateway's batching settings, at --inproc-concurrency threads
 Ratios = in-process / served (throughput) and served / in-process (latency).
 
+Floors (same run): how far down any gateway could bring the two Recommend ratios on this machine. A gRPC echo
+server built like the gateway's, driven by the same clients with Recommend's request bytes at concurrency 1
+and 32 (mode grpc-echo), and Triton's hosting cost per call: the user encoder at batch 1 through Triton (the
+gateway's own adapter) minus the same call in onnxruntime in this process. Latency floor at one caller =
+in-process direct p50 + echo p50 + hosting; throughput ceiling at 32 callers = the echo server's calls/s.
+
 Threads (recorded in the result): the repository's onnxruntime models run
 with intra_op = --ort-threads (Triton Python backend, one instance per
 model), the in-process backend with the same number; FAISS (OpenMP) in the
@@ -85,6 +91,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +109,9 @@ K = 10
 WARMUP_CALLS = 3  # per client thread, before the metrics are read
 CALL_TIMEOUT_S = 60.0
 GATEWAY_START_S = 120.0
+ECHO_METHOD = "/llmrec.bench.Echo/Echo"  # the floors' gRPC echo server (no gateway work behind it)
+FLOOR_CALLS = 500  # Triton and onnxruntime calls timed back to back for the floors
+FLOOR_LEVELS = (1, 32)  # the concurrencies the Recommend bars are set at
 TITLE_WORDS = ("Midnight", "River", "Last", "Summer", "Empire", "Shadow", "Glass", "Garden", "Return", "Silent",
                "City", "Winter", "Secret", "Road", "Star", "Ocean", "Broken", "Crown", "Little", "Wild", "Iron",
                "Paper", "Moon", "Northern", "Lights", "Detective", "Comedy", "Kingdom", "Ghost", "Letters")
@@ -276,11 +286,15 @@ def client_process(spec_path: str, client: int, ready: Any, go: Any) -> None:
     results: list[dict[str, Any]] = [{} for _ in range(threads)]
 
     def requests(thread: int) -> tuple[Any, list[Any]]:
-        if spec["method"] == "Recommend":
+        if spec["method"] in ("Recommend", "Echo"):
             histories = spec["histories"]
             start = (client * 97 + thread * 13) % len(histories)
             picked = [histories[(start + j) % len(histories)] for j in range(len(histories))]
-            return stub.Recommend, [pb.RecommendRequest(history=h, k=spec["k"], exclude_history=True) for h in picked]
+            reqs = [pb.RecommendRequest(history=h, k=spec["k"], exclude_history=True) for h in picked]
+            if spec["method"] == "Echo":  # the same request bytes to a server that only sends them back
+                return channel.unary_unary(ECHO_METHOD, request_serializer=pb.RecommendRequest.SerializeToString,
+                                           response_deserializer=pb.RecommendRequest.FromString), reqs
+            return stub.Recommend, reqs
         titles = [synthetic_title(rng) for _ in range(512)]
         return stub.UpsertItems, [pb.UpsertItemsRequest(items=[pb.ItemUpsert(title=t)]) for t in titles]
 
@@ -321,6 +335,27 @@ def client_process(spec_path: str, client: int, ready: Any, go: Any) -> None:
         worker.join()
     channel.close()
     Path(spec["out"]).joinpath(f"client-{client}.json").write_text(json.dumps(results))
+
+
+def echo_server(workers: int, max_concurrent: int, port: Any, stop: Any) -> None:
+    """A gRPC server that answers every call with its request bytes, built like the gateway's (a thread pool of
+    `workers`, the same admission limit): what one served call costs here before the gateway does anything."""
+    from concurrent import futures
+
+    import grpc
+
+    def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), maximum_concurrent_rpcs=max_concurrent,
+                         options=[("grpc.so_reuseport", 0)])
+    service, method = ECHO_METHOD.strip("/").split("/")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {
+        method: grpc.unary_unary_rpc_method_handler(echo)}),))
+    port.put(server.add_insecure_port("127.0.0.1:0"))
+    server.start()
+    stop.wait()
+    server.stop(grace=1).wait()
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -497,13 +532,15 @@ class Served:
             self.triton = None
 
 
-def run_served_point(served: Served, method: str, concurrency: int, clients: int, duration: float,
-                     histories: list[list[str]], seed: int, workdir: Path) -> dict[str, Any]:
-    """One closed-loop point over gRPC: client processes, metrics read around the window."""
+def drive_clients(address: str, method: str, concurrency: int, clients: int, duration: float,
+                  histories: list[list[str]], seed: int, workdir: Path,
+                  window: Callable[[str], None] = lambda moment: None) -> dict[str, Any]:
+    """One closed-loop point: client processes against `address`; `window("start")` / `window("end")` run just
+    before the timed window opens and after every call of it has finished (metrics reads)."""
     procs_n = max(1, min(clients, concurrency))
     threads = [concurrency // procs_n + (1 if i < concurrency % procs_n else 0) for i in range(procs_n)]
     out = Path(tempfile.mkdtemp(prefix=f"{method}-{concurrency}-", dir=workdir))
-    spec = {"address": served.address, "method": method, "threads": threads, "duration": duration, "k": K,
+    spec = {"address": address, "method": method, "threads": threads, "duration": duration, "k": K,
             "seed": seed, "histories": histories, "out": str(out)}
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -516,11 +553,11 @@ def run_served_point(served: Served, method: str, concurrency: int, clients: int
     try:
         for _ in procs:
             ready.get(timeout=180)
-        before, triton_before = scrape(served.metrics_url), scrape(served.triton.metrics_url)
+        window("start")
         go.set()
         for p in procs:
             p.join(timeout=duration + 3 * CALL_TIMEOUT_S)
-        after, triton_after = scrape(served.metrics_url), scrape(served.triton.metrics_url)
+        window("end")
     finally:
         for p in procs:  # only our own client processes, by handle
             if p.is_alive():
@@ -540,15 +577,100 @@ def run_served_point(served: Served, method: str, concurrency: int, clients: int
             starts.append(thread["start"])
             ends.append(thread["end"])
     shutil.rmtree(out, ignore_errors=True)
-    row = {"mode": "grpc", "index_backend": served.index_backend, "method": method, "concurrency": concurrency,
-           "client_processes": procs_n,
-           **summarise(latencies, errors, max(ends) - min(starts))}
+    return {"method": method, "concurrency": concurrency, "client_processes": procs_n,
+            **summarise(latencies, errors, max(ends) - min(starts))}
+
+
+def run_served_point(served: Served, method: str, concurrency: int, clients: int, duration: float,
+                     histories: list[list[str]], seed: int, workdir: Path) -> dict[str, Any]:
+    """One closed-loop point over gRPC against the gateway, its and Triton's metrics read around the window."""
+    reads: dict[str, tuple[Samples, Samples]] = {}
+
+    def window(moment: str) -> None:
+        reads[moment] = scrape(served.metrics_url), scrape(served.triton.metrics_url)
+
+    point = drive_clients(served.address, method, concurrency, clients, duration, histories, seed, workdir, window)
+    (before, triton_before), (after, triton_after) = reads["start"], reads["end"]
+    row = {"mode": "grpc", "index_backend": served.index_backend, **point}
     row.update(server_split(before, after, method))
     if row.get("calls"):
         row["network_ms"] = row["mean_ms"] - row.get("server_ms", 0.0)
     models = ["user_encoder"] if method == "Recommend" else ["item_encoder", "tokenizer", "item_embedder"]
     row["triton_inside"] = {m: rounded(v) for m, v in triton_split(triton_before, triton_after, models).items()}
     return row
+
+
+def run_echo_points(levels: list[int], clients: int, duration: float, histories: list[list[str]], seed: int,
+                    workdir: Path, workers: int, max_concurrent: int) -> list[dict[str, Any]]:
+    """The gRPC floor: Recommend's request bytes echoed by a server built like the gateway's, same clients."""
+    ctx = mp.get_context("spawn")
+    port, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=echo_server, args=(workers, max_concurrent, port, stop), daemon=True)
+    server.start()
+    rows = []
+    try:
+        address = f"127.0.0.1:{port.get(timeout=60)}"
+        for c in levels:
+            rows.append({"mode": "grpc-echo", "index_backend": "", **drive_clients(
+                address, "Echo", c, clients, duration, histories, seed, workdir)})
+            print_row(rows[-1])
+    finally:
+        stop.set()
+        server.join(10)
+        if server.is_alive():
+            server.terminate()
+    return rows
+
+
+def run_triton_floor(dep: Deployment, ort_threads: int, histories: list[list[str]]) -> dict[str, Any]:
+    """One user-encoder call at batch 1, back to back: through Triton (the gateway's adapter, from this process)
+    and in this process with onnxruntime on the same graph and input. The difference is what hosting the model
+    in Triton costs per call (gRPC hop + Python backend), whatever the gateway does."""
+    import numpy as np
+
+    from llmrec.manifests import RepositoryManifest
+    from serving.gateway.backends import OnnxRuntimeBackend
+    from serving.gateway.triton_client import TritonBackend
+    from serving.triton import TritonServer
+
+    manifest = RepositoryManifest.read(dep.repository)
+    max_len = manifest.user_encoder.max_len
+    dim = int(json.loads((dep.index / "manifest.json").read_text())["dim"])  # the user encoder's item space
+    rng = np.random.default_rng(0)
+    inputs = []
+    for history in histories[:FLOOR_CALLS]:
+        n = min(len(history), max_len)
+        vectors = np.zeros((1, max_len, dim), np.float32)
+        vectors[0, max_len - n:] = rng.standard_normal((n, dim), dtype=np.float32)
+        mask = np.zeros((1, max_len), np.int64)
+        mask[0, max_len - n:] = 1
+        inputs.append((vectors, mask))
+
+    def timed(encode: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict[str, Any]:
+        for vectors, mask in inputs[:20]:
+            encode(vectors, mask)
+        latencies = []
+        t0 = time.perf_counter()
+        for vectors, mask in inputs:
+            t = time.perf_counter()
+            encode(vectors, mask)
+            latencies.append(time.perf_counter() - t)
+        return summarise(latencies, {}, time.perf_counter() - t0)
+
+    ort = OnnxRuntimeBackend(dep.repository, threads=ort_threads)
+    try:
+        local = timed(ort.encode_users)
+    finally:
+        ort.close()
+    triton = TritonServer(dep.repository).start()
+    client = TritonBackend(triton.grpc_url)
+    try:
+        served = timed(client.encode_users)
+    finally:
+        client.close()
+        triton.stop()
+    return {"calls": len(inputs), "triton_p50_ms": served["p50_ms"], "onnxruntime_p50_ms": local["p50_ms"],
+            "hosting_ms": round(served["p50_ms"] - local["p50_ms"], 3)}
 
 
 # ---------------------------------------------------------------------------------------------- in-process
@@ -682,6 +804,31 @@ def backend_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def floors(rows: list[dict[str, Any]], triton_floor: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What no gateway code can go below here, from this run's own rows: at concurrency 1, served p50 >= the
+    in-process direct p50 + the gRPC echo p50 + Triton's hosting cost per call; at concurrency c, served
+    calls/s <= the echo server's calls/s with the same clients. Each next to the bar it bounds."""
+    by_mode = {(r["mode"], r["concurrency"]): r for r in rows if r["method"] in ("Recommend", "Echo")
+               and r.get("calls") and r["mode"] in ("grpc-echo", "inproc-direct", "inproc-pipeline")}
+    out = []
+    direct, echo1 = by_mode.get(("inproc-direct", 1)), by_mode.get(("grpc-echo", 1))
+    if direct and echo1 and triton_floor:
+        floor = direct["p50_ms"] + echo1["p50_ms"] + triton_floor["hosting_ms"]
+        out.append(rounded({"bar": "Recommend p50 at 1 caller <= 2.5x in-process direct", "concurrency": 1,
+                            "floor": floor, "floor_ratio": floor / direct["p50_ms"], "bar_value": 2.5,
+                            "parts": {"direct_p50_ms": direct["p50_ms"], "echo_p50_ms": echo1["p50_ms"],
+                                      "triton_hosting_ms": triton_floor["hosting_ms"]}}))
+    for (mode, c), echo in sorted(by_mode.items()):
+        pipeline = by_mode.get(("inproc-pipeline", c))
+        if mode == "grpc-echo" and c > 1 and pipeline:
+            out.append(rounded({"bar": f"Recommend calls/s at {c} callers >= 0.7x in-process pipeline",
+                                "concurrency": c, "floor": echo["throughput"],
+                                "floor_ratio": echo["throughput"] / pipeline["throughput"], "bar_value": 0.7,
+                                "parts": {"echo_calls_per_s": echo["throughput"],
+                                          "pipeline_calls_per_s": pipeline["throughput"]}}))
+    return out
+
+
 def fmt(value: Any, digits: int = 1) -> str:
     if value is None or value == "":
         return ""
@@ -748,6 +895,20 @@ def markdown(payload: dict[str, Any]) -> str:
                      f"{fmt(e.get('vs_direct_throughput'), 2)} | "
                      f"{fmt(e.get('vs_direct_p50'), 2)} | {fmt(e.get('vs_pipeline_throughput'), 2)} | "
                      f"{fmt(e.get('vs_pipeline_p50'), 2)} |")
+    if payload.get("floors"):
+        t = payload["triton_floor"]
+        lines += ["", f"Floors (same run): grpc-echo rows are a gRPC server built like the gateway's (same thread "
+                      f"pool and admission limit) that sends Recommend's request bytes back, driven by the same "
+                      f"clients: any served call pays at least that. Triton hosting: the user encoder at batch 1, "
+                      f"{t['calls']} calls back to back, through Triton (the gateway's adapter) p50 "
+                      f"{t['triton_p50_ms']:.2f} ms vs onnxruntime in process {t['onnxruntime_p50_ms']:.2f} ms: "
+                      f"{t['hosting_ms']:.2f} ms per call for the gRPC hop and the Python backend. Latency floor = "
+                      "direct p50 + echo p50 + hosting; throughput ceiling = echo calls/s.", "",
+                  "| bar | floor or ceiling | as a ratio | bar's ratio |", "|---|---:|---:|---:|"]
+        for f in payload["floors"]:
+            unit = "ms" if f["concurrency"] == 1 else "calls/s"
+            lines.append(f"| {f['bar']} | {fmt(f['floor'], 2)} {unit} | {fmt(f['floor_ratio'], 2)}x | "
+                         f"{f['bar_value']}x |")
     if payload.get("backend_ratios"):
         lines += ["", "Milvus vs FAISS behind the same gateway and Triton (same run): throughput FAISS / Milvus, "
                       "p50 Milvus / FAISS (above 1: Milvus is slower); index = ms per call in the item index "
@@ -852,6 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     served_levels = {"Recommend": args.concurrency, "UpsertItems": args.upsert_concurrency or args.concurrency}
     points = sum(len(args.index_backends) * len(served_levels[m]) + 1 + len(args.inproc_concurrency)
                  for m in args.methods)
+    points += len([c for c in served_levels["Recommend"] if c in FLOOR_LEVELS]) if "Recommend" in args.methods else 0
     print(f"serving load: {points} points x {args.duration:.0f} s (+ start-up)", flush=True)
 
     print("deployment", flush=True)
@@ -891,6 +1053,14 @@ def main(argv: list[str] | None = None) -> int:
             configs[backend] = served.config
         finally:
             served.stop()
+    triton_floor = None
+    if "Recommend" in args.methods:
+        print("floors: gRPC echo, Triton hosting", flush=True)
+        levels = [c for c in served_levels["Recommend"] if c in FLOOR_LEVELS]
+        rows += run_echo_points(levels, args.clients, args.duration, histories, args.seed, workdir,
+                                gateway_defaults.grpc_workers, gateway_defaults.concurrent_rpcs)
+        triton_floor = run_triton_floor(dep, args.ort_threads, histories)
+        print(f"  triton hosting: {triton_floor}", flush=True)
     for method in args.methods:
         row = run_inproc_point(dep, method, 1, args.duration, histories, args.seed,
                                BatchingConfig(max_wait_ms=0.0, workers=1), args.ort_threads, "inproc-direct")
@@ -927,6 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     payload = {"benchmark": "serving_load", "settings": settings, "seconds": round(seconds, 1),
                "rows": [rounded(r) for r in rows], "ratios": ratios(rows), "backend_ratios": backend_ratios(rows),
+               "triton_floor": triton_floor, "floors": floors(rows, triton_floor),
                "gateway_log_tail": gateway_logs}
     png = RESULTS / f"{args.name}.png"
     RESULTS.mkdir(parents=True, exist_ok=True)

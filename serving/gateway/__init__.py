@@ -8,7 +8,7 @@ One module per concern, as in text-embeddings-inference:
   pipeline.py     the operators: history -> user vector -> top-k -> titles; texts -> vectors -> catalogue;
                   and the bounded coalescing queue they run on (one model call / index search per batch)
   backends.py     the model runtimes' interface, and the in-process onnxruntime backend
-  triton_client.py the Triton adapter (tritonclient.grpc)
+  triton_client.py the Triton adapter (KServe v2 gRPC, tritonclient's generated stub)
   server.py       the process: catalogue, backend, gRPC server, health, reflection, TLS; Gateway start/stop
   metrics.py      Prometheus metrics on their own port
   auth.py         optional bearer token

@@ -1,13 +1,13 @@
-"""Thin adapter from the gateway's two model calls to Triton's gRPC API (tritonclient.grpc).
+"""Thin adapter from the gateway's two model calls to Triton's gRPC API (the KServe v2 protocol).
 
-One threaded client, shared by the batch workers (its unary calls are
-thread-safe). A batch larger than the model's `max_batch_size` (read from
-Triton's model config once) is sent as several requests. Failures become
-GatewayErrors: Triton unreachable or not ready -> UNAVAILABLE at once (the
-channel does not wait for the server to come back), a call past its deadline
--> DEADLINE_EXCEEDED, anything else -> INTERNAL with the model named.
-A Triton that stops and comes back is picked up again without a restart of
-the gateway: the channel reconnects with a backoff capped at 1 s (CHANNEL_ARGS).
+One channel, shared by the batch workers (gRPC stubs are thread-safe). Requests are built directly as
+`ModelInferRequest` messages with their tensors in `raw_input_contents` (tritonclient.grpc's generated stub):
+tritonclient's `InferInput` objects cost ~0.2 ms of gateway CPU per call and add nothing for two fixed inputs.
+A batch larger than the model's `max_batch_size` (read from Triton's model config once) is sent as several
+requests. Failures become GatewayErrors: Triton unreachable or not ready -> UNAVAILABLE at once (the channel
+does not wait for the server to come back), a call past its deadline -> DEADLINE_EXCEEDED, anything else ->
+INTERNAL with the model named. A Triton that stops and comes back is picked up again without a restart of the
+gateway: the channel reconnects with a backoff capped at 1 s (CHANNEL_ARGS).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import logging
 import threading
 from collections.abc import Sequence
 
+import grpc
 import numpy as np
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.grpc import service_pb2 as kserve
+from tritonclient.grpc import service_pb2_grpc as kserve_grpc
 
 from llmrec.names import ATTENTION_MASK, ITEM_ENCODER, ITEM_VECTOR, ITEM_VECTORS, TEXT, USER_ENCODER, USER_VECTOR
 
@@ -41,13 +42,29 @@ CHANNEL_ARGS = [
 ]
 
 
-def _error(model: str, exc: InferenceServerException) -> GatewayError:
-    status = str(exc.status() or "")
-    if "UNAVAILABLE" in status or "unavailable" in str(exc.message()).lower():
+def _error(model: str, exc: grpc.RpcError) -> GatewayError:
+    code, detail = exc.code(), str(exc.details() or "")
+    if code == grpc.StatusCode.UNAVAILABLE or "unavailable" in detail.lower():
         return BackendUnavailable(f"Triton is unavailable (model {model})")
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in str(exc.message()):
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"Triton did not answer before the deadline (model {model})")
     return GatewayError("INTERNAL", f"Triton failed on model {model} (see the gateway log)")
+
+
+def _tensor(request: kserve.ModelInferRequest, name: str, datatype: str, shape: Sequence[int]) -> None:
+    tensor = request.inputs.add()
+    tensor.name = name
+    tensor.datatype = datatype
+    tensor.shape.extend(shape)
+
+
+def _bytes_tensor(values: Sequence[str]) -> bytes:
+    """Triton's BYTES serialisation: each element as a 4-byte little-endian length and its UTF-8 bytes."""
+    parts = []
+    for value in values:
+        data = value.encode("utf-8")
+        parts += [len(data).to_bytes(4, "little"), data]
+    return b"".join(parts)
 
 
 class TritonBackend:
@@ -61,17 +78,19 @@ class TritonBackend:
         self.user_model = user_model
         self.item_model = item_model
         self.timeout_s = timeout_s
-        self.client = grpcclient.InferenceServerClient(url=url, channel_args=list(CHANNEL_ARGS))
+        self.channel = grpc.insecure_channel(url, options=list(CHANNEL_ARGS))
+        self.stub = kserve_grpc.GRPCInferenceServiceStub(self.channel)
         self._max_batch: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def ready(self) -> bool:
         """Server and both models ready (a short timeout: this runs in the health loop)."""
         try:
-            return bool(self.client.is_server_ready(client_timeout=READY_TIMEOUT_S)
-                        and self.client.is_model_ready(self.user_model, client_timeout=READY_TIMEOUT_S)
-                        and self.client.is_model_ready(self.item_model, client_timeout=READY_TIMEOUT_S))
-        except InferenceServerException:
+            return bool(self.stub.ServerReady(kserve.ServerReadyRequest(), timeout=READY_TIMEOUT_S).ready
+                        and all(self.stub.ModelReady(kserve.ModelReadyRequest(name=model),
+                                                     timeout=READY_TIMEOUT_S).ready
+                                for model in (self.user_model, self.item_model)))
+        except grpc.RpcError:
             return False
 
     def max_batch_size(self, model: str) -> int:
@@ -79,23 +98,27 @@ class TritonBackend:
         with self._lock:
             if model not in self._max_batch:
                 try:
-                    config = self.client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)
-                except InferenceServerException as exc:
+                    config = self.stub.ModelConfig(kserve.ModelConfigRequest(name=model), timeout=self.timeout_s)
+                except grpc.RpcError as exc:
                     raise _error(model, exc) from None
-                self._max_batch[model] = max(1, int(config.get("config", {}).get("max_batch_size", 0) or 0))
+                self._max_batch[model] = max(1, int(config.config.max_batch_size))
             return self._max_batch[model]
 
-    def _infer(self, model: str, inputs: list, output: str, timeout_s: float | None) -> np.ndarray:
+    def _infer(self, request: kserve.ModelInferRequest, timeout_s: float | None) -> np.ndarray:
+        """One request with one requested FP32 output; the output as float32 [rows, D]."""
         timeout = self.timeout_s if timeout_s is None else max(0.001, min(self.timeout_s, timeout_s))
         try:
-            result = self.client.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(output)],
-                                       client_timeout=timeout)
-        except InferenceServerException as exc:
-            error = _error(model, exc)
-            logger.warning("triton_call_failed", extra={"model": model, "code": error.code, "status": str(exc.status()),
-                                                        "error": str(exc.message())[:500]})
+            response = self.stub.ModelInfer(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            error = _error(request.model_name, exc)
+            logger.warning("triton_call_failed", extra={"model": request.model_name, "code": error.code,
+                                                        "status": exc.code().name, "error": str(exc.details())[:500]})
             raise error from None
-        return np.asarray(result.as_numpy(output), dtype=np.float32)
+        output = response.outputs[0]
+        if output.datatype != "FP32" or len(response.raw_output_contents) != 1:
+            raise GatewayError("INTERNAL", f"Triton answered model {request.model_name} with an unexpected output "
+                                           f"({output.name}: {output.datatype})")
+        return np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(tuple(output.shape))
 
     def encode_users(self, item_vectors: np.ndarray, attention_mask: np.ndarray,
                      timeout_s: float | None = None) -> np.ndarray:
@@ -104,25 +127,28 @@ class TritonBackend:
         for start in range(0, len(item_vectors), step):
             vectors = np.ascontiguousarray(item_vectors[start:start + step], dtype=np.float32)
             mask = np.ascontiguousarray(attention_mask[start:start + step], dtype=np.int64)
-            inputs = [grpcclient.InferInput(ITEM_VECTORS, list(vectors.shape), "FP32"),
-                      grpcclient.InferInput(ATTENTION_MASK, list(mask.shape), "INT64")]
-            inputs[0].set_data_from_numpy(vectors)
-            inputs[1].set_data_from_numpy(mask)
-            parts.append(self._infer(self.user_model, inputs, USER_VECTOR, timeout_s))
+            request = kserve.ModelInferRequest(model_name=self.user_model)
+            _tensor(request, ITEM_VECTORS, "FP32", vectors.shape)
+            _tensor(request, ATTENTION_MASK, "INT64", mask.shape)
+            request.raw_input_contents.extend([vectors.tobytes(), mask.tobytes()])
+            request.outputs.add().name = USER_VECTOR
+            parts.append(self._infer(request, timeout_s))
         return np.concatenate(parts) if parts else np.zeros((0, item_vectors.shape[-1]), np.float32)
 
     def encode_texts(self, texts: Sequence[str], timeout_s: float | None = None) -> np.ndarray:
         step = self.max_batch_size(self.item_model)
         parts = []
         for start in range(0, len(texts), step):
-            chunk = np.array([t.encode("utf-8") for t in texts[start:start + step]], dtype=np.object_).reshape(-1, 1)
-            text = grpcclient.InferInput(TEXT, list(chunk.shape), "BYTES")
-            text.set_data_from_numpy(chunk)
-            parts.append(self._infer(self.item_model, [text], ITEM_VECTOR, timeout_s))
+            chunk = list(texts[start:start + step])
+            request = kserve.ModelInferRequest(model_name=self.item_model)
+            _tensor(request, TEXT, "BYTES", (len(chunk), 1))
+            request.raw_input_contents.append(_bytes_tensor(chunk))
+            request.outputs.add().name = ITEM_VECTOR
+            parts.append(self._infer(request, timeout_s))
         return np.concatenate(parts)
 
     def close(self) -> None:
         try:
-            self.client.close()
+            self.channel.close()
         except Exception:  # closing a broken channel must not mask the reason for shutting down
             pass
