@@ -61,9 +61,10 @@ Ratios = in-process / served (throughput) and served / in-process (latency).
 
 Floors (same run): how far down any gateway could bring the two Recommend ratios on this machine. A gRPC echo
 server built like the gateway's, driven by the same clients with Recommend's request bytes at concurrency 1
-and 32 (mode grpc-echo), and Triton's hosting cost per call: the user encoder at batch 1 through Triton (the
-gateway's own adapter) minus the same call in onnxruntime in this process. Latency floor at one caller =
-in-process direct p50 + echo p50 + hosting; throughput ceiling at 32 callers = the echo server's calls/s.
+and 32 (mode grpc-echo), and the in-process direct point with the user encoder on a fresh Triton instead of
+onnxruntime (mode inproc-triton: the computation as hosted, no gRPC front), at the same two concurrencies.
+Latency floor at one caller = inproc-triton p50 + echo p50; throughput ceiling at 32 callers = the lower of the
+echo server's and inproc-triton's calls/s.
 
 Threads (recorded in the result): the repository's onnxruntime models run
 with intra_op = --ort-threads (Triton Python backend, one instance per
@@ -110,7 +111,6 @@ WARMUP_CALLS = 3  # per client thread, before the metrics are read
 CALL_TIMEOUT_S = 60.0
 GATEWAY_START_S = 120.0
 ECHO_METHOD = "/llmrec.bench.Echo/Echo"  # the floors' gRPC echo server (no gateway work behind it)
-FLOOR_CALLS = 500  # Triton and onnxruntime calls timed back to back for the floors
 FLOOR_LEVELS = (1, 32)  # the concurrencies the Recommend bars are set at
 TITLE_WORDS = ("Midnight", "River", "Last", "Summer", "Empire", "Shadow", "Glass", "Garden", "Return", "Silent",
                "City", "Winter", "Secret", "Road", "Star", "Ocean", "Broken", "Crown", "Little", "Wild", "Iron",
@@ -484,7 +484,7 @@ class Served:
               flush=True)
         self.config = {"port": 0, "metrics_port": 0, "backend": "triton", "persist": False,
                        "model_repository": str(self.dep.repository.resolve()), "index": str(self.dep.index.resolve()),
-                       "triton": {"url": self.triton.grpc_url}, "index_backend": self.index_backend,
+                       "triton": {"url": self.triton.http_url}, "index_backend": self.index_backend,
                        **self.overrides}
         if self.index_backend == "milvus":  # a fresh Milvus Lite file, filled from the snapshot by the gateway
             self.config["milvus"] = {"uri": str(self.workdir / "milvus.db"), "collection": "serving_load"}
@@ -622,61 +622,34 @@ def run_echo_points(levels: list[int], clients: int, duration: float, histories:
     return rows
 
 
-def run_triton_floor(dep: Deployment, ort_threads: int, histories: list[list[str]]) -> dict[str, Any]:
-    """One user-encoder call at batch 1, back to back: through Triton (the gateway's adapter, from this process)
-    and in this process with onnxruntime on the same graph and input. The difference is what hosting the model
-    in Triton costs per call (gRPC hop + Python backend), whatever the gateway does."""
-    import numpy as np
-
-    from llmrec.manifests import RepositoryManifest
-    from serving.gateway.backends import OnnxRuntimeBackend
-    from serving.gateway.triton_client import TritonBackend
+def run_triton_inproc_points(dep: Deployment, levels: list[int], duration: float, histories: list[list[str]],
+                             seed: int, batching: Any, ort_threads: int) -> list[dict[str, Any]]:
+    """Recommend through the gateway's pipeline in this process with the models on Triton (the gateway's adapter,
+    a fresh tritonserver), at each of `levels` callers: the in-process rows plus what hosting the user encoder
+    in Triton costs, in place (a Triton called back to back answers faster than one called between other work,
+    whose threads went idle in between), without the gRPC front. One caller: no batching window, as direct."""
+    from serving.gateway.config import BatchingConfig
     from serving.triton import TritonServer
 
-    manifest = RepositoryManifest.read(dep.repository)
-    max_len = manifest.user_encoder.max_len
-    dim = int(json.loads((dep.index / "manifest.json").read_text())["dim"])  # the user encoder's item space
-    rng = np.random.default_rng(0)
-    inputs = []
-    for history in histories[:FLOOR_CALLS]:
-        n = min(len(history), max_len)
-        vectors = np.zeros((1, max_len, dim), np.float32)
-        vectors[0, max_len - n:] = rng.standard_normal((n, dim), dtype=np.float32)
-        mask = np.zeros((1, max_len), np.int64)
-        mask[0, max_len - n:] = 1
-        inputs.append((vectors, mask))
-
-    def timed(encode: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict[str, Any]:
-        for vectors, mask in inputs[:20]:
-            encode(vectors, mask)
-        latencies = []
-        t0 = time.perf_counter()
-        for vectors, mask in inputs:
-            t = time.perf_counter()
-            encode(vectors, mask)
-            latencies.append(time.perf_counter() - t)
-        return summarise(latencies, {}, time.perf_counter() - t0)
-
-    ort = OnnxRuntimeBackend(dep.repository, threads=ort_threads)
-    try:
-        local = timed(ort.encode_users)
-    finally:
-        ort.close()
     triton = TritonServer(dep.repository).start()
-    client = TritonBackend(triton.grpc_url)
+    rows = []
     try:
-        served = timed(client.encode_users)
+        for c in levels:
+            rows.append(run_inproc_point(dep, "Recommend", c, duration, histories, seed,
+                                         BatchingConfig(max_wait_ms=0.0, workers=1) if c == 1 else batching,
+                                         ort_threads, "inproc-triton", triton_url=triton.http_url))
+            print_row(rows[-1])
     finally:
-        client.close()
         triton.stop()
-    return {"calls": len(inputs), "triton_p50_ms": served["p50_ms"], "onnxruntime_p50_ms": local["p50_ms"],
-            "hosting_ms": round(served["p50_ms"] - local["p50_ms"], 3)}
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- in-process
 def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: float, histories: list[list[str]],
-                     seed: int, batching: Any, ort_threads: int, label: str) -> dict[str, Any]:
-    """The gateway's pipeline in this process (onnxruntime backend, fresh index load): `concurrency` threads."""
+                     seed: int, batching: Any, ort_threads: int, label: str,
+                     triton_url: str | None = None) -> dict[str, Any]:
+    """The gateway's pipeline in this process (fresh index load), `concurrency` threads; the models in
+    onnxruntime here, or on the Triton at `triton_url` (the gateway's adapter)."""
     from llmrec.manifests import RepositoryManifest
     from serving.gateway.backends import OnnxRuntimeBackend, item_text_of
     from serving.gateway.config import LimitsConfig
@@ -684,10 +657,11 @@ def run_inproc_point(dep: Deployment, method: str, concurrency: int, duration: f
     from serving.gateway.pipeline import NewItem, RecommendationPipeline
     from serving.gateway.server import load_catalog
     from serving.gateway.service import check_new_items, check_recommend
+    from serving.gateway.triton_client import TritonBackend
     from serving.index.catalog import Catalog
 
     index, store, _ = load_catalog(dep.index)
-    backend = OnnxRuntimeBackend(dep.repository, threads=ort_threads)
+    backend = (TritonBackend(triton_url) if triton_url else OnnxRuntimeBackend(dep.repository, threads=ort_threads))
     metrics = GatewayMetrics()
     manifest = RepositoryManifest.read(dep.repository)  # what the gateway reads: max_len, the item-text recipe
     recipe = item_text_of(manifest)
@@ -804,27 +778,30 @@ def backend_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def floors(rows: list[dict[str, Any]], triton_floor: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """What no gateway code can go below here, from this run's own rows: at concurrency 1, served p50 >= the
-    in-process direct p50 + the gRPC echo p50 + Triton's hosting cost per call; at concurrency c, served
-    calls/s <= the echo server's calls/s with the same clients. Each next to the bar it bounds."""
+def floors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What no gateway code can go below here, from this run's own rows: at one caller, served p50 >= the
+    pipeline's p50 with its models on Triton in process (inproc-triton) + the gRPC echo p50; at c callers, served
+    calls/s <= the lower of the echo server's calls/s (same clients) and the pipeline's on Triton in process.
+    Each next to the bar it bounds."""
     by_mode = {(r["mode"], r["concurrency"]): r for r in rows if r["method"] in ("Recommend", "Echo")
-               and r.get("calls") and r["mode"] in ("grpc-echo", "inproc-direct", "inproc-pipeline")}
+               and r.get("calls") and r["mode"] != "grpc"}
     out = []
-    direct, echo1 = by_mode.get(("inproc-direct", 1)), by_mode.get(("grpc-echo", 1))
-    if direct and echo1 and triton_floor:
-        floor = direct["p50_ms"] + echo1["p50_ms"] + triton_floor["hosting_ms"]
+    direct, echo1, hosted = (by_mode.get((mode, 1)) for mode in ("inproc-direct", "grpc-echo", "inproc-triton"))
+    if direct and echo1 and hosted:
+        floor = hosted["p50_ms"] + echo1["p50_ms"]
         out.append(rounded({"bar": "Recommend p50 at 1 caller <= 2.5x in-process direct", "concurrency": 1,
                             "floor": floor, "floor_ratio": floor / direct["p50_ms"], "bar_value": 2.5,
-                            "parts": {"direct_p50_ms": direct["p50_ms"], "echo_p50_ms": echo1["p50_ms"],
-                                      "triton_hosting_ms": triton_floor["hosting_ms"]}}))
+                            "parts": {"direct_p50_ms": direct["p50_ms"], "on_triton_p50_ms": hosted["p50_ms"],
+                                      "echo_p50_ms": echo1["p50_ms"]}}))
     for (mode, c), echo in sorted(by_mode.items()):
-        pipeline = by_mode.get(("inproc-pipeline", c))
-        if mode == "grpc-echo" and c > 1 and pipeline:
+        pipeline, hosted = by_mode.get(("inproc-pipeline", c)), by_mode.get(("inproc-triton", c))
+        if mode == "grpc-echo" and c > 1 and pipeline and hosted:
+            ceiling = min(echo["throughput"], hosted["throughput"])
             out.append(rounded({"bar": f"Recommend calls/s at {c} callers >= 0.7x in-process pipeline",
-                                "concurrency": c, "floor": echo["throughput"],
-                                "floor_ratio": echo["throughput"] / pipeline["throughput"], "bar_value": 0.7,
+                                "concurrency": c, "floor": ceiling, "floor_ratio": ceiling / pipeline["throughput"],
+                                "bar_value": 0.7,
                                 "parts": {"echo_calls_per_s": echo["throughput"],
+                                          "on_triton_calls_per_s": hosted["throughput"],
                                           "pipeline_calls_per_s": pipeline["throughput"]}}))
     return out
 
@@ -896,14 +873,12 @@ def markdown(payload: dict[str, Any]) -> str:
                      f"{fmt(e.get('vs_direct_p50'), 2)} | {fmt(e.get('vs_pipeline_throughput'), 2)} | "
                      f"{fmt(e.get('vs_pipeline_p50'), 2)} |")
     if payload.get("floors"):
-        t = payload["triton_floor"]
-        lines += ["", f"Floors (same run): grpc-echo rows are a gRPC server built like the gateway's (same thread "
-                      f"pool and admission limit) that sends Recommend's request bytes back, driven by the same "
-                      f"clients: any served call pays at least that. Triton hosting: the user encoder at batch 1, "
-                      f"{t['calls']} calls back to back, through Triton (the gateway's adapter) p50 "
-                      f"{t['triton_p50_ms']:.2f} ms vs onnxruntime in process {t['onnxruntime_p50_ms']:.2f} ms: "
-                      f"{t['hosting_ms']:.2f} ms per call for the gRPC hop and the Python backend. Latency floor = "
-                      "direct p50 + echo p50 + hosting; throughput ceiling = echo calls/s.", "",
+        lines += ["", "Floors (same run): grpc-echo rows are a gRPC server built like the gateway's (same thread "
+                      "pool and admission limit) that sends Recommend's request bytes back, driven by the same "
+                      "clients: any served call pays at least that. inproc-triton is the in-process direct row "
+                      "with the user encoder on Triton (the gateway's HTTP adapter, a fresh tritonserver): the "
+                      "Recommend computation as hosted, without the gRPC front. Latency floor = inproc-triton p50 "
+                      "+ echo p50; throughput ceiling = the lower of echo and inproc-triton calls/s.", "",
                   "| bar | floor or ceiling | as a ratio | bar's ratio |", "|---|---:|---:|---:|"]
         for f in payload["floors"]:
             unit = "ms" if f["concurrency"] == 1 else "calls/s"
@@ -936,9 +911,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    methods = ("Recommend", "UpsertItems")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, method in zip(axes, methods, strict=True):
+    methods = [m for m in ("Recommend", "UpsertItems") if any(r["method"] == m and r.get("calls") for r in rows)]
+    if not methods:
+        return False
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.5 * len(methods), 4.2), squeeze=False)
+    for ax, method in zip(axes[0], methods, strict=True):
         for backend in sorted({r["index_backend"] for r in rows if r["mode"] == "grpc"}):
             served = served_rows(rows, method, backend)
             for key, style in (("p50_ms", "o-"), ("p95_ms", "s--")):
@@ -949,6 +926,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
                 marker = "x" if r["mode"] == "inproc-direct" else "D"
                 ax.scatter([r["concurrency"]], [r["p50_ms"]], marker=marker, color="black", zorder=3,
                            label=f"{r['mode']} p50 (c={r['concurrency']})")
+            if method == "Recommend" and r["mode"] == "grpc-echo" and r.get("calls"):
+                ax.scatter([r["concurrency"]], [r["p50_ms"]], marker="+", s=80, color="tab:red", zorder=3,
+                           label=f"gRPC echo p50 (c={r['concurrency']}, floor)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("concurrent calls (closed loop)")
@@ -1013,7 +993,8 @@ def main(argv: list[str] | None = None) -> int:
     served_levels = {"Recommend": args.concurrency, "UpsertItems": args.upsert_concurrency or args.concurrency}
     points = sum(len(args.index_backends) * len(served_levels[m]) + 1 + len(args.inproc_concurrency)
                  for m in args.methods)
-    points += len([c for c in served_levels["Recommend"] if c in FLOOR_LEVELS]) if "Recommend" in args.methods else 0
+    if "Recommend" in args.methods:  # the floors: echo points and the pipeline on Triton in process
+        points += 2 * len([c for c in served_levels["Recommend"] if c in FLOOR_LEVELS])
     print(f"serving load: {points} points x {args.duration:.0f} s (+ start-up)", flush=True)
 
     print("deployment", flush=True)
@@ -1053,14 +1034,13 @@ def main(argv: list[str] | None = None) -> int:
             configs[backend] = served.config
         finally:
             served.stop()
-    triton_floor = None
     if "Recommend" in args.methods:
-        print("floors: gRPC echo, Triton hosting", flush=True)
+        print("floors: gRPC echo, the pipeline on Triton in process", flush=True)
         levels = [c for c in served_levels["Recommend"] if c in FLOOR_LEVELS]
         rows += run_echo_points(levels, args.clients, args.duration, histories, args.seed, workdir,
                                 gateway_defaults.grpc_workers, gateway_defaults.concurrent_rpcs)
-        triton_floor = run_triton_floor(dep, args.ort_threads, histories)
-        print(f"  triton hosting: {triton_floor}", flush=True)
+        rows += run_triton_inproc_points(dep, levels, args.duration, histories, args.seed, gateway_defaults.batching,
+                                         args.ort_threads)
     for method in args.methods:
         row = run_inproc_point(dep, method, 1, args.duration, histories, args.seed,
                                BatchingConfig(max_wait_ms=0.0, workers=1), args.ort_threads, "inproc-direct")
@@ -1097,7 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     payload = {"benchmark": "serving_load", "settings": settings, "seconds": round(seconds, 1),
                "rows": [rounded(r) for r in rows], "ratios": ratios(rows), "backend_ratios": backend_ratios(rows),
-               "triton_floor": triton_floor, "floors": floors(rows, triton_floor),
+               "floors": floors(rows),
                "gateway_log_tail": gateway_logs}
     png = RESULTS / f"{args.name}.png"
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ token is read at start-up by `serving.gateway.auth.load_token`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ class ConfigError(ValueError):
 class TritonConfig:
     """Where the models run: an external Triton (`url`) or the bundled one started on `model_repository`."""
 
-    url: str | None = None  # host:port of Triton's gRPC endpoint; None = start the bundled tritonserver
+    # an external Triton: http://host:port (its HTTP endpoint, the faster path here) or host:port (its gRPC
+    # endpoint); None = start the bundled tritonserver (called over HTTP)
+    url: str | None = None
     user_encoder: str = USER_ENCODER
     item_encoder: str = ITEM_ENCODER
     timeout_s: float = 10.0  # per Triton call (shortened to the caller's deadline)
@@ -183,6 +186,10 @@ def validate_config(config: GatewayConfig) -> None:
         _positive(config, "", ("max_concurrent_rpcs",))
     if config.max_len is not None:
         _positive(config, "", ("max_len",))
+    url = config.triton.url
+    if url is not None and not (isinstance(url, str) and re.fullmatch(r"(http://|grpc://)?[^/:\s]+:\d{1,5}/?", url)):
+        raise ConfigError(f"triton.url must be http://host:port (Triton's HTTP endpoint), host:port (its gRPC "
+                          f"endpoint) or null (start the bundled Triton), got {url!r}")
     _positive(config.triton, "triton.", ("timeout_s", "startup_timeout_s", "restart_window_s"))
     restarts = config.triton.max_restarts
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:

@@ -23,9 +23,12 @@ waiting payload with everything already queued behind it; when others were
 queued (calls are arriving), it keeps collecting for at most `max_wait_s` (or
 until `max_batch_size` payloads), then hands the whole batch to `run_batch` —
 one Triton call and one index search for all of them. A call that finds the
-queue empty is dispatched at once: a window that waits for company nobody
-is sending only adds latency. Under load batches fill up (calls queue while
-the workers run), so throughput grows with concurrency.
+queue empty and a batch slot free runs at once, as a batch of one, on the
+caller's own thread: a window that waits for company nobody is sending only
+adds latency, and handing a lone call to a worker thread and back costs two
+thread wake-ups. At most `workers` batches run at a time, inline or not.
+Under load batches fill up (calls queue while the slots are busy), so
+throughput grows with concurrency.
 
 The queue is bounded: when `max_queue` payloads are already waiting, `submit`
 raises `QueueFull` (RESOURCE_EXHAUSTED) at once instead of letting latency grow
@@ -108,6 +111,7 @@ class BatchQueue(Generic[P, R]):
         self.workers = workers
         self.observe = observe
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._slots = threading.BoundedSemaphore(workers)  # batches running, on a worker or a caller's thread
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
 
@@ -134,7 +138,16 @@ class BatchQueue(Generic[P, R]):
         return pending.future
 
     def call(self, payload: P, deadline: float | None = None) -> R:
-        """Submit and wait for the result until `deadline`; the payload's GatewayError is raised here."""
+        """The payload's result, waited for until `deadline`; its GatewayError is raised here. Run on this thread
+        when nothing is queued and a batch slot is free, else submitted to the workers."""
+        if self._queue.empty() and not self._stopped.is_set() and self._slots.acquire(blocking=False):
+            pending: _Pending[P] = _Pending(payload, deadline)
+            pending.future.set_running_or_notify_cancel()
+            try:
+                self._run([pending], time.monotonic())
+            finally:
+                self._slots.release()
+            return pending.future.result()
         future = self.submit(payload, deadline)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -168,42 +181,47 @@ class BatchQueue(Generic[P, R]):
             if first is _STOP:
                 self._queue.put(_STOP)
                 return
-            batch = self._gather(first)
-            now = time.monotonic()
-            live: list[_Pending[P]] = []
-            for pending in batch:
-                if not pending.future.set_running_or_notify_cancel():
-                    continue  # the caller gave up
-                if pending.deadline is not None and pending.deadline <= now:
-                    pending.future.set_exception(DeadlineExceeded(
-                        f"the deadline passed while the request waited in the {self.name} queue"))
-                    continue
-                live.append(pending)
-            if not live:
+            with self._slots:
+                batch = self._gather(first)
+                now = time.monotonic()
+                live = [p for p in batch if p.future.set_running_or_notify_cancel()]  # the others gave up
+                self._run(live, now)
+
+    def _run(self, batch: list[_Pending[P]], now: float) -> None:
+        """Run one batch (futures already running): late payloads get DEADLINE_EXCEEDED, the others their result
+        or the batch's error."""
+        live: list[_Pending[P]] = []
+        for pending in batch:
+            if pending.deadline is not None and pending.deadline <= now:
+                pending.future.set_exception(DeadlineExceeded(
+                    f"the deadline passed while the request waited in the {self.name} queue"))
                 continue
-            deadlines = [p.deadline for p in live if p.deadline is not None]
-            deadline = max(deadlines) if len(deadlines) == len(live) else None
-            wait = now - min(p.enqueued for p in live)
-            t0 = time.perf_counter()
-            try:
-                results = self.run_batch([p.payload for p in live], deadline)
-                if len(results) != len(live):
-                    raise RuntimeError(f"{self.name}: run_batch returned {len(results)} results for {len(live)}")
-            except GatewayError as error:
-                results = [error] * len(live)
-            except Exception as error:  # a bug or an unexpected backend failure: log it, answer INTERNAL
-                logger.error("batch_failed", extra={"queue": self.name, "size": len(live),
-                                                    "error": f"{type(error).__name__}: {error}"})
-                logger.debug("batch failure", exc_info=True)
-                results = [GatewayError("INTERNAL", f"the {self.name} batch failed (see the gateway log)")] * len(live)
-            run = time.perf_counter() - t0
-            for pending, result in zip(live, results, strict=True):
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
-            if self.observe is not None:
-                self.observe(self.name, len(live), wait, run)
+            live.append(pending)
+        if not live:
+            return
+        deadlines = [p.deadline for p in live if p.deadline is not None]
+        deadline = max(deadlines) if len(deadlines) == len(live) else None
+        wait = now - min(p.enqueued for p in live)
+        t0 = time.perf_counter()
+        try:
+            results = self.run_batch([p.payload for p in live], deadline)
+            if len(results) != len(live):
+                raise RuntimeError(f"{self.name}: run_batch returned {len(results)} results for {len(live)}")
+        except GatewayError as error:
+            results = [error] * len(live)
+        except Exception as error:  # a bug or an unexpected backend failure: log it, answer INTERNAL
+            logger.error("batch_failed", extra={"queue": self.name, "size": len(live),
+                                                "error": f"{type(error).__name__}: {error}"})
+            logger.debug("batch failure", exc_info=True)
+            results = [GatewayError("INTERNAL", f"the {self.name} batch failed (see the gateway log)")] * len(live)
+        run = time.perf_counter() - t0
+        for pending, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        if self.observe is not None:
+            self.observe(self.name, len(live), wait, run)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the workers after the batches in flight; payloads still queued get UNAVAILABLE."""

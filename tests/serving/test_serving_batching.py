@@ -1,4 +1,4 @@
-"""The coalescing queue on its own: a lone call is dispatched at once, calls that arrive together share a batch
+"""The coalescing queue on its own: a lone call is dispatched at once (on the caller's thread), calls that arrive together share a batch
 (and the window waits for more only then), the bound and the deadlines hold."""
 
 from __future__ import annotations
@@ -31,6 +31,38 @@ def test_a_lone_call_does_not_wait_for_the_window():
         assert q.call(7) == 70
         assert time.monotonic() - t0 < 0.5  # the 2 s window is not waited for
         assert batches == [[7]]
+    finally:
+        q.stop()
+
+
+def test_a_lone_call_runs_on_the_callers_thread_and_busy_slots_send_calls_to_the_workers():
+    threads: list[tuple[list[int], int]] = []
+    release = threading.Event()
+
+    def run(payloads, deadline):
+        threads.append((list(payloads), threading.get_ident()))
+        if payloads[0] == 0:
+            release.wait(5)  # holds the only slot
+        return [p * 10 for p in payloads]
+
+    q = BatchQueue("test", run, max_batch_size=8, max_wait_s=0.0, max_queue=64, workers=1).start()
+    try:
+        assert q.call(5) == 50 and threads == [([5], threading.get_ident())]  # no hand-off for a lone call
+        holder = threading.Thread(target=q.call, args=(0,))
+        holder.start()
+        time.sleep(0.05)  # [0] runs on holder's thread and holds the slot
+        futures = [q.submit(i) for i in (1, 2, 3)]
+        caller = threading.Thread(target=lambda: futures.append(q.call(4)))
+        caller.start()
+        time.sleep(0.05)
+        assert [b for b, _ in threads] == [[5], [0]]  # the slot is taken: nothing else ran meanwhile
+        release.set()
+        holder.join(5)
+        caller.join(5)
+        assert [f.result(5) for f in futures[:3]] == [10, 20, 30] and futures[3] == 40
+        # queued behind the busy slot, 1..4 ran as one batch on the worker (4's caller found the queue non-empty)
+        assert [b for b, _ in threads][2:] == [[1, 2, 3, 4]]
+        assert threads[2][1] not in {threading.get_ident(), holder.ident, caller.ident}
     finally:
         q.stop()
 

@@ -119,14 +119,14 @@ def test_configmap_holds_gateway_configs_its_loader_accepts(tmp_path):
     configmap = one("ConfigMap", "llmrec-gateway-config")
     assert set(configmap["data"]) == {"serving.yaml", "serving-writer.yaml"}
     triton = one("Service", "llmrec-triton")
-    triton_grpc = next(p["port"] for p in triton["spec"]["ports"] if p["name"] == "grpc")
+    triton_http = next(p["port"] for p in triton["spec"]["ports"] if p["name"] == "http")
     for key, text in configmap["data"].items():
         values = yaml.safe_load(text)
         assert key_paths(values) == key_paths(example), f"{key}: keys differ from serving/serving.example.yaml"
         (tmp_path / key).write_text(text)
         config = load_config(tmp_path / key)
         assert config.host == "0.0.0.0" and config.metrics_host == "0.0.0.0", "a pod must listen beyond localhost"
-        assert config.triton.url == f"{triton['metadata']['name']}:{triton_grpc}"
+        assert config.triton.url == f"http://{triton['metadata']['name']}:{triton_http}"
         assert config.backend == "triton" and config.auth.enabled
         assert Path(config.index).is_absolute() and Path(config.model_repository).is_absolute()
 

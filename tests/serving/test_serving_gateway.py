@@ -71,7 +71,7 @@ def gateway_triton(deployment):
 
 @pytest.fixture(scope="module")
 def gateway(deployment, gateway_triton):
-    with Gateway(gateway_config(deployment, triton={"url": gateway_triton.grpc_url})) as running:
+    with Gateway(gateway_config(deployment, triton={"url": gateway_triton.http_url})) as running:
         yield running
 
 
@@ -145,6 +145,51 @@ def test_embed_items_equals_onnxruntime_and_the_catalogue(stub, deployment):
     table = ItemIndex.load(deployment.index).vectors(np.arange(1, 6))
     cosine = (vectors * table).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(table, axis=1)
     assert cosine.min() > 0.9999
+
+
+def test_triton_over_http_and_grpc_gives_onnxruntime_vectors(deployment, gateway_triton):
+    """Both of Triton's endpoints, the same raw tensors: the vectors onnxruntime gives in process, bit for bit
+    between the two protocols; batches above the model's max_batch_size are split; a kept-alive HTTP connection
+    that the server closed is replaced without failing the call."""
+    from serving.gateway.triton_client import TritonBackend
+
+    rng = np.random.default_rng(3)
+    local = OnnxRuntimeBackend(deployment.repository)
+    clients = {url: TritonBackend(url) for url in (gateway_triton.http_url, gateway_triton.grpc_url)}
+    try:
+        for url, client in clients.items():
+            assert client.ready(), url
+        step = clients[gateway_triton.http_url].max_batch_size("user_encoder")
+        n, max_len = step + 3, 8
+        vectors = rng.standard_normal((n, max_len, 16), dtype=np.float32)
+        mask = np.ones((n, max_len), np.int64)
+        mask[:, :3] = 0
+        vectors[:, :3] = 0
+        users = {url: c.encode_users(vectors, mask) for url, c in clients.items()}
+        np.testing.assert_array_equal(users[gateway_triton.http_url], users[gateway_triton.grpc_url])
+        np.testing.assert_allclose(users[gateway_triton.http_url], local.encode_users(vectors, mask),
+                                   rtol=1e-4, atol=1e-5)
+        titles = deployment.titles[1:4]
+        texts = {url: c.encode_texts(titles) for url, c in clients.items()}
+        np.testing.assert_array_equal(texts[gateway_triton.http_url], texts[gateway_triton.grpc_url])
+        np.testing.assert_allclose(texts[gateway_triton.http_url], local.encode_texts(titles), rtol=1e-4, atol=1e-5)
+        http = clients[gateway_triton.http_url]
+        http.transport._local.conn.sock.shutdown(2)  # as if the server had closed the idle connection
+        np.testing.assert_array_equal(http.encode_texts(titles), texts[gateway_triton.http_url])
+    finally:
+        for client in clients.values():
+            client.close()
+        local.close()
+
+
+def test_triton_url_must_name_an_endpoint(deployment):
+    from serving.gateway.config import ConfigError
+
+    for url in ("https://triton:8000", "triton", "http://triton", "grpc://:8001", "http://a:1/v2/models"):
+        with pytest.raises(ConfigError, match="triton.url must be"):
+            config_from_dict({"model_repository": str(deployment.repository), "index": str(deployment.index),
+                              "triton": {"url": url}})
+    assert config_from_dict({"triton": {"url": "http://triton:8000"}}).triton.url == "http://triton:8000"
 
 
 def test_upsert_is_recommendable_usable_in_histories_then_delete(stub, srs, planted_data, deployment):
@@ -241,8 +286,9 @@ def test_metrics_endpoint_exposes_counters_and_timings(stub, gateway, planted_da
     assert metric_value(lines, "llmrec_gateway_ready") == 1
 
 
-def test_triton_down_is_not_serving_and_unavailable_fast(deployment):
-    config = gateway_config(deployment, triton={"url": f"127.0.0.1:{free_port()}", "timeout_s": 5.0})
+@pytest.mark.parametrize("scheme", ["http://", ""])
+def test_triton_down_is_not_serving_and_unavailable_fast(deployment, scheme):
+    config = gateway_config(deployment, triton={"url": f"{scheme}127.0.0.1:{free_port()}", "timeout_s": 5.0})
     with Gateway(config) as down, grpc.insecure_channel(down.address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         assert health.Check(health_pb2.HealthCheckRequest(service="llmrec.v2.Recommender"), timeout=5).status == \
