@@ -51,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--host", default=None, help="override `host` (default in the config: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="override `port` (0 = a free port)")
     parser.add_argument("--metrics-port", type=int, default=None, help="override `metrics_port` (0 = a free port)")
-    parser.add_argument("--triton-url", default=None, help="override `triton.url` (http://host:port, or host:port for gRPC)")
+    parser.add_argument("--triton-url", default=None,
+                        help="override `triton.url` (http://host:port, or host:port for gRPC)")
     parser.add_argument("--triton-max-restarts", type=int, default=None,
                         help=f"override `triton.max_restarts` (default {TritonConfig.max_restarts}; 0 = never restart "
                              "the managed Triton)")

@@ -216,9 +216,11 @@ def test_a_burst_of_sigterms_stops_the_gateway_cleanly(index_copy, make_config, 
     assert any(p.name.startswith("snapshot-") for p in state.iterdir())  # compacted at the clean stop
 
 
-def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton):
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton, protocol):
+    url = triton.http_url if protocol == "http" else triton.grpc_url
     values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
-              "index": str(index_copy), "health_interval_s": 0.2, "triton": {"url": triton.grpc_url}}
+              "index": str(index_copy), "health_interval_s": 0.2, "triton": {"url": url}}
     deadline = 2.0
     with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
         assert status(channel) == health_pb2.HealthCheckResponse.SERVING
@@ -256,10 +258,12 @@ def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton):
         assert threads_after <= threads_before + 2, (threads_before, threads_after)  # no thread leak
 
 
-def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index_copy, triton):
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index_copy, triton, protocol):
+    url = triton.http_url if protocol == "http" else triton.grpc_url
     values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
               "index": str(index_copy), "health_interval_s": 0.2,
-              "triton": {"url": triton.grpc_url, "timeout_s": 5.0},
+              "triton": {"url": url, "timeout_s": 5.0},
               "batching": {"max_batch_size": 1, "max_queue": 3, "workers": 1, "max_wait_ms": 0}}
     with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.RecommenderStub(channel)

@@ -1,5 +1,5 @@
-"""The coalescing queue on its own: a lone call is dispatched at once (on the caller's thread), calls that arrive together share a batch
-(and the window waits for more only then), the bound and the deadlines hold."""
+"""The coalescing queue on its own: a lone call is dispatched at once (on the caller's thread), calls that arrive
+together share a batch (and the window waits for more only then), the bound and the deadlines hold."""
 
 from __future__ import annotations
 
