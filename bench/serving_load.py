@@ -44,13 +44,13 @@ after each point (the clients' warm-up calls happen before the first read,
 and every call of the window has finished before the second):
   server      llmrec_gateway_request_seconds (handler entry to return, mean)
   triton      llmrec_gateway_request_stage_seconds_total{stage="model"} / calls: the batched model call as
-              each request waited for it (Triton call, gateway side: includes the gateway->Triton gRPC hop)
+              each request waited for it (Triton call, gateway side: includes the gateway->Triton HTTP hop)
   index       llmrec_gateway_index_seconds{vectors,upsert} / calls + request_stage{stage="index"} / calls
   gateway     server - triton - index: validation, batching window and queueing, thread hand-offs, response
   network     client mean latency - server mean: gRPC client + server (de)serialisation, HTTP/2, loopback,
               the server's thread-pool queue (grpc_workers), scheduling
 Triton's own metrics (nv_inference_*) split the gateway's Triton time further into queue + compute inside
-Triton and the gateway->Triton gRPC hop (per Triton request, i.e. per batch).
+Triton and the gateway->Triton HTTP hop (per Triton request, i.e. per batch).
 
 In-process baseline (same run, side by side, because the machine is noisy):
 the same RecommendationPipeline with the onnxruntime backend on the same
@@ -852,7 +852,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{fmt(r.get('triton_ms'), 2)} | {fmt(r.get('index_ms'), 3)} | {fmt(r.get('gateway_ms'), 2)} | "
             f"{fmt(r.get('network_ms'), 2)} | {fmt(r.get('mean_batch'))} | {errors} |")
     lines += ["", "Inside Triton (per Triton request = one gateway batch; ms): the gateway's Triton time minus "
-                  "Triton's request time is the gateway->Triton gRPC hop.", "",
+                  "Triton's request time is the gateway->Triton HTTP hop.", "",
               "| index | method | conc. | model | requests | executions | request | queue | compute |",
               "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
