@@ -1,4 +1,5 @@
-"""What every benchmark result records: the machine, the versions, the command."""
+"""What every benchmark result records (the machine, the versions, the command), and timing helpers shared by
+the benchmarks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -67,3 +71,27 @@ def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
     return path
+
+
+SCAN_BATCHES = (1, 2, 4, 8)
+
+
+def per_call_scan(run: Callable[[list], object], ids: list, repeats: int = 3) -> dict:
+    """Median ms per call of `run` at each of SCAN_BATCHES on the first 8 of `ids`, and the intercept and slope of
+    a least-squares line through them: the cost of a call that does not grow with the batch, and the cost per
+    item."""
+    import numpy as np
+
+    sample = ids[:max(SCAN_BATCHES)]
+    ms = {}
+    for b in SCAN_BATCHES:
+        run(sample[:b])
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run(sample[:b])
+            times.append(time.perf_counter() - t)
+        ms[b] = round(1000 * statistics.median(times), 2)
+    slope, intercept = np.polyfit(np.array(SCAN_BATCHES, dtype=float), np.array([ms[b] for b in SCAN_BATCHES]), 1)
+    return {"ms_per_call": {str(b): v for b, v in ms.items()}, "fixed_ms": round(float(intercept), 1),
+            "ms_per_item": round(float(slope), 2)}

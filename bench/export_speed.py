@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import RESULTS, write_result  # noqa: E402
+from bench.common import RESULTS, SCAN_BATCHES, per_call_scan, write_result  # noqa: E402
 from export.onnx import quantize as Q  # noqa: E402
 
 logger = logging.getLogger("llmrec.bench")
@@ -62,26 +62,7 @@ def timed_pass(run, ids: list[list[int]], batch_size: int, bucket: bool) -> tupl
                  "seconds": round(total, 2), "items": len(ids), "batch_size": batch_size, "bucketed": bucket}
 
 
-SCAN_BATCHES = (1, 2, 4, 8)
 SPEED_BAR = {"batch64": 1.6, "batch1": 2.0}  # int8 items/s over ORT fp32's, either one, with the gate passed
-
-
-def per_call_scan(run, ids: list[list[int]], repeats: int = 3) -> dict:
-    """Median ms per call at each of SCAN_BATCHES on the first 8 of `ids`, and the intercept of a least-squares
-    line through them: the cost of a call that does not grow with the batch."""
-    sample = ids[:max(SCAN_BATCHES)]
-    ms = {}
-    for b in SCAN_BATCHES:
-        run(sample[:b])
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            run(sample[:b])
-            times.append(time.perf_counter() - t)
-        ms[b] = round(1000 * statistics.median(times), 2)
-    slope, intercept = np.polyfit(np.array(SCAN_BATCHES, dtype=float), np.array([ms[b] for b in SCAN_BATCHES]), 1)
-    return {"ms_per_call": {str(b): v for b, v in ms.items()}, "fixed_ms": round(float(intercept), 1),
-            "ms_per_item": round(float(slope), 2)}
 
 
 def ort_runner(sess, pad_id: int):

@@ -42,11 +42,11 @@ def test_floors_add_the_echo_to_the_hosted_pipeline_and_cap_throughput_by_the_sl
 
 
 def test_per_call_scan_separates_the_fixed_cost_from_the_cost_per_item():
-    export_speed = load("export_speed")
+    common = load("common")
 
     def run(batch):  # 20 ms per call plus 5 ms per item
         time.sleep(0.020 + 0.005 * len(batch))
 
-    scan = export_speed.per_call_scan(run, [[1, 2]] * 8, repeats=3)
+    scan = common.per_call_scan(run, [[1, 2]] * 8, repeats=3)
     assert list(scan["ms_per_call"]) == ["1", "2", "4", "8"]
     assert scan["fixed_ms"] == pytest.approx(20.0, abs=4.0) and scan["ms_per_item"] == pytest.approx(5.0, abs=1.0)

@@ -216,11 +216,9 @@ def test_a_burst_of_sigterms_stops_the_gateway_cleanly(index_copy, make_config, 
     assert any(p.name.startswith("snapshot-") for p in state.iterdir())  # compacted at the clean stop
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton, protocol):
-    url = triton.http_url if protocol == "http" else triton.grpc_url
+def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton):
     values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
-              "index": str(index_copy), "health_interval_s": 0.2, "triton": {"url": url}}
+              "index": str(index_copy), "health_interval_s": 0.2, "triton": {"url": triton.http_url}}
     deadline = 2.0
     with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
         assert status(channel) == health_pb2.HealthCheckResponse.SERVING
@@ -258,12 +256,10 @@ def test_triton_killed_and_restarted_under_load(deployment, index_copy, triton, 
         assert threads_after <= threads_before + 2, (threads_before, threads_after)  # no thread leak
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index_copy, triton, protocol):
-    url = triton.http_url if protocol == "http" else triton.grpc_url
+def test_frozen_triton_deadlines_hold_and_the_queue_is_bounded(deployment, index_copy, triton):
     values = {"port": 0, "metrics_port": None, "model_repository": str(deployment.repository),
               "index": str(index_copy), "health_interval_s": 0.2,
-              "triton": {"url": url, "timeout_s": 5.0},
+              "triton": {"url": triton.http_url, "timeout_s": 5.0},
               "batching": {"max_batch_size": 1, "max_queue": 3, "workers": 1, "max_wait_ms": 0}}
     with Gateway(config_from_dict(values)) as gateway, grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.RecommenderStub(channel)
@@ -382,7 +378,10 @@ def test_gateway_restarts_the_triton_it_started_after_kill_9(deployment, index_c
         assert np.allclose([i.score for i in after.items], [i.score for i in before.items], atol=1e-5)
         assert gateway.triton.pid != first_pid and not alive(first_pid)
         assert gateway.triton.ports == ports  # same ports: the gateway's channel reconnected to the same address
-        assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restarts_total") == 1
+        # the supervisor counts the restart once its own readiness poll sees the new server: the gateway's HTTP
+        # calls (a fresh connection after a failure) may get through a moment before that
+        assert wait_for(lambda: scrape(gateway.metrics_port, "llmrec_gateway_triton_restarts_total") == 1,
+                        timeout=10) is not None
         assert scrape(gateway.metrics_port, "llmrec_gateway_triton_exits_total") == 1
         assert scrape(gateway.metrics_port, "llmrec_gateway_triton_restart_gave_up") == 0
         print(f"\nmanaged Triton kill -9 -> first OK Recommend {recovered:.2f} s "
