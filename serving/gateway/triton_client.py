@@ -154,10 +154,12 @@ class _HttpTransport:
         self.host, self.port = host, port
         self._local = threading.local()
 
-    def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                 timeout: float) -> http.client.HTTPResponse:
-        """Send on this thread's connection; a kept-alive connection the server closed meanwhile is replaced
-        once (inference has no side effects). OSError means Triton cannot be reached."""
+    def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
+                  timeout: float) -> tuple[int, bytes, int | None]:
+        """One request on this thread's connection, its response read whole: (status, body, JSON header size).
+        A kept-alive connection the server closed meanwhile is replaced once (inference has no side effects);
+        any other failure drops the connection (it may hold half a response) and is raised: OSError or
+        HTTPException mean Triton cannot be reached or did not answer in time."""
         for attempt in (0, 1):
             conn = getattr(self._local, "conn", None)
             reused = conn is not None
@@ -168,13 +170,16 @@ class _HttpTransport:
                 conn.sock.settimeout(timeout)
             try:
                 conn.request(method, path, body=body, headers=headers)
-                return conn.getresponse()
+                response = conn.getresponse()
+                data = response.read()
+                size = response.getheader(HEADER_LENGTH)
+                return response.status, data, int(size) if size is not None else None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self._drop()
                 if not reused or attempt:
                     raise
             except BaseException:
-                self._drop()  # the stream may hold half a response: never reuse it
+                self._drop()
                 raise
         raise AssertionError("unreachable")
 
@@ -184,20 +189,17 @@ class _HttpTransport:
         if conn is not None:
             conn.close()
 
-    def _get(self, path: str, timeout: float) -> tuple[int, bytes]:
-        response = self._request("GET", path, None, {}, timeout)
-        return response.status, response.read()
-
     def ready(self, models: Sequence[str]) -> bool:
         try:
-            return (self._get("/v2/health/ready", READY_TIMEOUT_S)[0] == 200
-                    and all(self._get(f"/v2/models/{m}/ready", READY_TIMEOUT_S)[0] == 200 for m in models))
+            return (self._exchange("GET", "/v2/health/ready", None, {}, READY_TIMEOUT_S)[0] == 200
+                    and all(self._exchange("GET", f"/v2/models/{m}/ready", None, {}, READY_TIMEOUT_S)[0] == 200
+                            for m in models))
         except (OSError, http.client.HTTPException):
             return False
 
     def max_batch_size(self, model: str, timeout: float) -> int:
         try:
-            status, body = self._get(f"/v2/models/{model}/config", timeout)
+            status, body, _ = self._exchange("GET", f"/v2/models/{model}/config", None, {}, timeout)
         except (OSError, http.client.HTTPException) as exc:
             raise self._transport_error(model, exc) from None
         if status != 200:
@@ -212,13 +214,12 @@ class _HttpTransport:
         body = b"".join([header, *(t.data for t in inputs)])
         headers = {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}
         try:
-            response = self._request("POST", f"/v2/models/{model}/infer", body, headers, timeout)
-            data = response.read()
+            status, data, size = self._exchange("POST", f"/v2/models/{model}/infer", body, headers, timeout)
         except (OSError, http.client.HTTPException) as exc:
             raise self._transport_error(model, exc) from None
-        if response.status != 200:
-            raise self._status_error(model, response.status, data)
-        size = int(response.getheader(HEADER_LENGTH) or len(data))
+        if status != 200:
+            raise self._status_error(model, status, data)
+        size = len(data) if size is None else size
         out = json.loads(data[:size])["outputs"][0]
         return _float_output(model, out["datatype"], out["shape"], data[size:])
 
