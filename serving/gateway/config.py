@@ -187,7 +187,8 @@ def validate_config(config: GatewayConfig) -> None:
     if config.max_len is not None:
         _positive(config, "", ("max_len",))
     url = config.triton.url
-    if url is not None and not (isinstance(url, str) and re.fullmatch(r"(http://|grpc://)?[^/:\s]+:\d{1,5}/?", url)):
+    host = r"(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)"  # a name, an IPv4 address or a bracketed IPv6 address
+    if url is not None and not (isinstance(url, str) and re.fullmatch(rf"(http://|grpc://)?{host}:\d{{1,5}}/?", url)):
         raise ConfigError(f"triton.url must be http://host:port (Triton's HTTP endpoint), host:port (its gRPC "
                           f"endpoint) or null (start the bundled Triton), got {url!r}")
     _positive(config.triton, "triton.", ("timeout_s", "startup_timeout_s", "restart_window_s"))

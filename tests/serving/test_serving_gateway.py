@@ -189,7 +189,8 @@ def test_triton_url_must_name_an_endpoint(deployment):
         with pytest.raises(ConfigError, match="triton.url must be"):
             config_from_dict({"model_repository": str(deployment.repository), "index": str(deployment.index),
                               "triton": {"url": url}})
-    assert config_from_dict({"triton": {"url": "http://triton:8000"}}).triton.url == "http://triton:8000"
+    for url in ("http://triton:8000", "10.0.0.7:8001", "http://[::1]:8000", "[::1]:8001"):
+        assert config_from_dict({"triton": {"url": url}}).triton.url == url
 
 
 def test_upsert_is_recommendable_usable_in_histories_then_delete(stub, srs, planted_data, deployment):
