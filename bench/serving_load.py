@@ -991,10 +991,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     load = os.getloadavg()
     served_levels = {"Recommend": args.concurrency, "UpsertItems": args.upsert_concurrency or args.concurrency}
+    # the floors (echo points and the pipeline on Triton in process) at the Recommend bars' concurrencies
+    floor_levels = [c for c in args.concurrency if c in FLOOR_LEVELS] if "Recommend" in args.methods else []
     points = sum(len(args.index_backends) * len(served_levels[m]) + 1 + len(args.inproc_concurrency)
-                 for m in args.methods)
-    if "Recommend" in args.methods:  # the floors: echo points and the pipeline on Triton in process
-        points += 2 * len([c for c in served_levels["Recommend"] if c in FLOOR_LEVELS])
+                 for m in args.methods) + 2 * len(floor_levels)
     print(f"serving load: {points} points x {args.duration:.0f} s (+ start-up)", flush=True)
 
     print("deployment", flush=True)
@@ -1034,13 +1034,12 @@ def main(argv: list[str] | None = None) -> int:
             configs[backend] = served.config
         finally:
             served.stop()
-    if "Recommend" in args.methods:
+    if floor_levels:
         print("floors: gRPC echo, the pipeline on Triton in process", flush=True)
-        levels = [c for c in served_levels["Recommend"] if c in FLOOR_LEVELS]
-        rows += run_echo_points(levels, args.clients, args.duration, histories, args.seed, workdir,
+        rows += run_echo_points(floor_levels, args.clients, args.duration, histories, args.seed, workdir,
                                 gateway_defaults.grpc_workers, gateway_defaults.concurrent_rpcs)
-        rows += run_triton_inproc_points(dep, levels, args.duration, histories, args.seed, gateway_defaults.batching,
-                                         args.ort_threads)
+        rows += run_triton_inproc_points(dep, floor_levels, args.duration, histories, args.seed,
+                                         gateway_defaults.batching, args.ort_threads)
     for method in args.methods:
         row = run_inproc_point(dep, method, 1, args.duration, histories, args.seed,
                                BatchingConfig(max_wait_ms=0.0, workers=1), args.ort_threads, "inproc-direct")

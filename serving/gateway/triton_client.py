@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -225,7 +224,7 @@ class _HttpTransport:
 
     @staticmethod
     def _transport_error(model: str, exc: BaseException) -> GatewayError:
-        error = _late(model) if isinstance(exc, (socket.timeout, TimeoutError)) else _unavailable(model)
+        error = _late(model) if isinstance(exc, TimeoutError) else _unavailable(model)  # socket.timeout included
         return _failed(model, error, type(exc).__name__, str(exc))
 
     @staticmethod

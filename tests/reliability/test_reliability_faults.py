@@ -402,7 +402,8 @@ def test_managed_triton_restart_budget_spent_stays_not_serving(deployment, index
         stub = pb_grpc.RecommenderStub(channel)
         os.kill(gateway.triton.pid, signal.SIGKILL)  # first death: restarted (the whole budget)
         _, answer = recommend_until_ok(stub, request, 2.0, timeout=60)
-        assert answer is not None and gateway.supervisor.restarts == 1
+        # counted once the supervisor's own readiness poll sees the new server (HTTP calls may get through first)
+        assert answer is not None and wait_for(lambda: gateway.supervisor.restarts == 1, timeout=10) is not None
         ports = dict(gateway.triton.ports)
         os.kill(gateway.triton.pid, signal.SIGKILL)  # second death within the window: give up
         assert wait_for(lambda: gateway.supervisor.gave_up, timeout=10) is not None
