@@ -10,7 +10,8 @@ Kinds (a bare title carries little for a small LLM: "Kolya"):
   title              the title alone (LLM2Rec's text when titles are descriptive, as on Amazon)
   title-year         "Toy Story (1995)", the form MovieLens itself writes
   title-year-genres  "Toy Story (1995); genres: Animation, Children's, Comedy"
-  attributes         LLMEmb's sentence: "The movie item has the following attributes: title is ...; ..."
+  attributes         LLMEmb's sentence (its item_prompt notebooks, `attribute_sentence`):
+                     "The movie item has the following attributes: \n title is ...; release year is ...; ..."
   prompt             PromptEOL-style, for last-token pooling:
                      'This movie: "Toy Story (1995); genres: ..." means in one word:"'
 Attribute keys are display names ("release year", "genres"); dataset column names
@@ -61,6 +62,13 @@ def canonical_attributes(attributes: Mapping[str, str] | Sequence[tuple[str, str
     return [(k, clean[k]) for k in known + rest]
 
 
+def attribute_sentence(domain: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """LLMEmb's item prompt: the instruction "The <domain> item has the following attributes: \\n " then
+    "key is value" pairs joined by "; " (as its data/*/item_prompt.ipynb write them)."""
+    body = "; ".join(f"{key} is {value}" for key, value in pairs)
+    return f"The {domain} item has the following attributes: \n {body}".rstrip()
+
+
 @dataclass(frozen=True)
 class ItemText:
     """A named item-text recipe (see the module docstring); `domain` names the item kind in sentences."""
@@ -80,8 +88,7 @@ class ItemText:
         if self.kind == "title":
             return title
         if self.kind == "attributes":
-            body = "; ".join(f"{k} is {v}" for k, v in ([("title", title)] if title else []) + pairs)
-            return f"The {self.domain} item has the following attributes: {body}".rstrip()
+            return attribute_sentence(self.domain, ([("title", title)] if title else []) + pairs)
         described = self._described(title, dict(pairs))
         if self.kind == "prompt":
             return f'This {self.domain}: "{described}" means in one word:"'

@@ -14,7 +14,7 @@ TOY = [("title", "Toy Story"), ("release year", "1995"), ("genres", "Animation, 
     ("title", "Toy Story"),
     ("title-year", "Toy Story (1995)"),
     ("title-year-genres", "Toy Story (1995); genres: Animation, Children's, Comedy"),
-    ("attributes", "The movie item has the following attributes: title is Toy Story; release year is 1995; "
+    ("attributes", "The movie item has the following attributes: \n title is Toy Story; release year is 1995; "
                    "genres is Animation, Children's, Comedy; box office rank is 3"),
     ("prompt", 'This movie: "Toy Story (1995); genres: Animation, Children\'s, Comedy" means in one word:"'),
 ])
@@ -38,7 +38,7 @@ def test_missing_attributes_fall_back_to_what_there_is() -> None:
     assert ItemText("title-year").format("Heat", {}) == "Heat"
     assert ItemText("title-year-genres", "book").format("", {"year": "2001"}) == "2001"
     assert ItemText("attributes", "book").format("Dune", {}) == (
-        "The book item has the following attributes: title is Dune")
+        "The book item has the following attributes: \n title is Dune")
 
 
 def test_bad_recipes_are_refused() -> None:

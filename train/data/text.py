@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from llmrec.itemtext import ItemText, display_name
+from llmrec.itemtext import ItemText, attribute_sentence, display_name
 
 from .dataset import SequenceData
 
@@ -90,9 +90,8 @@ def item_attributes(
 
 
 def format_attributes(domain: str, pairs: Sequence[tuple[str, str]]) -> str:
-    """LLMEmb's prompt: 'The {domain} item has the following attributes: k1 is v1; k2 is v2'."""
-    body = "; ".join(f"{key} is {value}" for key, value in pairs)
-    return f"The {domain} item has the following attributes: {body}".rstrip()
+    """LLMEmb's prompt (llmrec.itemtext.attribute_sentence): the sentence an augmentation reorders and prunes."""
+    return attribute_sentence(domain, pairs)
 
 
 def attribute_texts(

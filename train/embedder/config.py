@@ -77,6 +77,8 @@ class EmbedderConfig:
     pooling: "mean" over valid tokens, "last" valid token, or "eos": an EOS token is appended to
       every text (after truncation, so it is always present) and its hidden state is the embedding.
     attention: "bidirectional" (every token sees every valid token) or "causal" (the LM's own mask).
+    append_eos: append EOS to every text (after truncation) with any pooling; "eos" pooling always does.
+      LLMEmb's mean pooling averages the text and its EOS.
     max_length: tokens per text including BOS and the appended EOS.
     template: Python format string with a `{text}` field, applied before tokenisation.
     normalize: L2-normalise the pooled vectors.
@@ -86,6 +88,7 @@ class EmbedderConfig:
     pooling: str = "mean"
     attention: str = "bidirectional"
     max_length: int = 96
+    append_eos: bool = False
     template: str = "{text}"
     normalize: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -103,12 +106,18 @@ class EmbedderConfig:
              "an int >= 2 (room for BOS/EOS and one text token)"),
             ("template", _template_ok(self.template), "a format string with exactly the field {text}"),
             ("normalize", isinstance(self.normalize, bool), "a bool"),
+            ("append_eos", isinstance(self.append_eos, bool), "a bool"),
             ("lora", isinstance(self.lora, LoraSettings), "a LoraSettings or a dict of its fields"),
             ("gradient_checkpointing", isinstance(self.gradient_checkpointing, bool), "a bool"),
         ]
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"EmbedderConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+    @property
+    def appends_eos(self) -> bool:
+        """Whether tokenisation ends every text with EOS."""
+        return self.append_eos or self.pooling == "eos"
 
     def format(self, text: str) -> str:
         """The text the tokenizer sees."""

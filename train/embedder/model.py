@@ -130,6 +130,16 @@ class ItemEmbedder(torch.nn.Module):
     def pad_token_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
+    @property
+    def adds_bos(self) -> bool:
+        """Whether the tokenizer starts every text with BOS (Llama's does, Qwen2's and SmolLM2's GGUF do not):
+        mean pooling then leaves that first token out."""
+        if not hasattr(self, "_adds_bos"):
+            bos = self.tokenizer.bos_token_id
+            ids = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+            self._adds_bos = bos is not None and bool(ids) and ids[0] == bos
+        return self._adds_bos
+
     # ----------------------------------------------------------------- tokenisation
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, unpadded: template, the tokenizer's own special tokens (e.g. BOS), truncation
@@ -137,7 +147,7 @@ class ItemEmbedder(torch.nn.Module):
         truncation; not doubled if the tokenizer already ends texts with it)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
-        append_eos = self.config.pooling == "eos"
+        append_eos = self.config.appends_eos
         limit = self.config.max_length - 1 if append_eos else self.config.max_length
         formatted = [self.config.format(str(t)) for t in texts]
         if not formatted:
@@ -180,7 +190,7 @@ class ItemEmbedder(torch.nn.Module):
         hidden = self.forward_hidden(input_ids, attention_mask)
         # "eos" pools the last valid position, where token_ids() put the EOS; not re-checked here, as a
         # data-dependent branch would stall GPU training steps and break graph export
-        vectors = pool(hidden, attention_mask, self.config.pooling)
+        vectors = pool(hidden, attention_mask, self.config.pooling, skip_first=self.adds_bos)
         return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:

@@ -4,7 +4,9 @@ All methods read only the attention mask, never the padding side, so a batch
 padded on the left or on the right pools to the same vectors; this is what lets
 the same pooling run inside an exported ONNX graph whatever the client's padding.
 
-- "mean": average over valid tokens (LLM2Rec, LLMEmb).
+- "mean": average over valid tokens (LLM2Rec, LLMEmb); with `skip_first`, the first valid token (the BOS a
+  tokenizer such as Llama's adds) is left out, as LLM2Vec's embed_mask and LLMEmb do: the average is over
+  the text's own tokens. The first valid position is read from the mask, so an exported graph needs no ids.
 - "last": the state of the last valid token, the natural summary of a causal LM.
 - "eos": the state at the EOS token that `ItemEmbedder.tokenize` appends to every
   text when pooling is "eos" (after truncation, so it is always there). It is
@@ -32,6 +34,7 @@ def pool(
     method: str,
     input_ids: torch.Tensor | None = None,
     eos_token_id: int | None = None,
+    skip_first: bool = False,
 ) -> torch.Tensor:
     """Pool `hidden` [B, L, D] under `attention_mask` [B, L] (1 = token, 0 = padding) into float32 [B, D].
 
@@ -47,7 +50,11 @@ def pool(
         )
     hidden = hidden.float()
     if method == "mean":
-        weights = (attention_mask != 0).to(hidden.dtype).unsqueeze(-1)
+        valid = attention_mask != 0
+        if skip_first:  # the first valid position of each row (left or right padding) is the BOS
+            first = valid.long().argmax(dim=-1, keepdim=True)
+            valid = valid & (torch.arange(valid.shape[-1], device=valid.device).unsqueeze(0) != first)
+        weights = valid.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
     index = last_valid_index(attention_mask)
     if method == "eos" and input_ids is not None and eos_token_id is not None:

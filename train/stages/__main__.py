@@ -1,13 +1,13 @@
 """python -m train.stages {csft,mntp,item-contrastive,llm2rec,scft,co-occurrence,rat}: train the LLM item embedder
 (LLM2Rec's and LLMEmb's stages, and a co-occurrence contrastive stage).
 
-  python -m train.stages csft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/csft --profile cpu-small
-  python -m train.stages mntp --embedder runs/r/embedder/csft --out runs/r/embedder/mntp --profile cpu-small
-  python -m train.stages llm2rec --dataset ml-100k --profile cpu-small --out runs/r/embedder
+  python -m train.stages csft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/csft --budget cpu-small
+  python -m train.stages mntp --embedder runs/r/embedder/csft --out runs/r/embedder/mntp --budget cpu-small
+  python -m train.stages llm2rec --dataset ml-100k --budget cpu-small --out runs/r/embedder
 A collaborative stage within a CPU budget: items consumed close together are positives (train/stages/cooccurrence.py):
-  python -m train.stages co-occurrence --dataset ml-100k --embedder smollm2 --out runs/r/embedder/co --profile cpu-small
+  python -m train.stages co-occurrence --dataset ml-100k --embedder smollm2 --out runs/r/embedder/co --budget cpu-small
 LLMEmb: SCFT on attribute sentences, embeddings, then RAT against an ID-based SASRec:
-  python -m train.stages scft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/scft --profile cpu-small
+  python -m train.stages scft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/scft --budget cpu-small
   python -m train.embed --embedder runs/r/embedder/scft --text attributes --out runs/r/embeddings-scft
   python -m train.srs --items ids --seeds 2024 --out runs/r/srs/sasrec-ids
   python -m train.stages rat --embeddings runs/r/embeddings-scft/items.safetensors \\
@@ -24,26 +24,29 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from llmrec.cli import HelpFormatter, add_force_option, read_config_file
+from llmrec.cli import HelpFormatter, add_config_option, add_force_option, apply_config_file
 from llmrec.files import refuse_foreign_folder
 from llmrec.logs import setup_logging
 
 from ..data import DataConfig, load_dataset
 from ..srs.runs import OUT_MARKERS as SEEDS_OUT_MARKERS
 from .common import StageError
-from .config import PROFILE_NAMES
+from .config import BUDGET_NAMES, PROFILE_NAMES
 from .loop import OUT_MARKERS as STAGE_OUT_MARKERS
 from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec
 
 EXIT_BAD_INPUT = 2
-COMMON_FLAGS = {"steps": int, "batch_size": int, "grad_accum": int, "lr": float, "seed": int, "lora_r": int}
+STAGE_OPTIONS = ("dataset", "embedder", "out", "force", "profile", "budget", "stop_after", "k_core", "cache_dir",
+                 "device", "quiet", "config")
 
 
-def profile_defaults(name: str, config_classes: list[type]) -> str:
-    """`paper 1000, cpu-small 100, demo 20` for one field, per stage when the stages differ."""
-    per_stage = {}
+def per_profile(name: str, config_classes: list[type], tables: str) -> str:
+    """`paper 1000, project 1000` (or the budgets) for one field, per stage when the stages differ."""
+    names = PROFILE_NAMES if tables == "PROFILES" else BUDGET_NAMES
+    per_stage: dict[str, list[str]] = {}
     for cls in config_classes:
-        values = ", ".join(f"{profile} {getattr(cls.profile(profile), name)}" for profile in PROFILE_NAMES)
+        pick = (lambda n: cls.profile(n)) if tables == "PROFILES" else (lambda n: cls.profile("paper", n))
+        values = ", ".join(f"{n} {getattr(pick(n), name)}" for n in names)
         per_stage.setdefault(values, []).append(cls.__name__.removesuffix("Config"))
     if len(per_stage) == 1:
         return next(iter(per_stage))
@@ -51,25 +54,33 @@ def profile_defaults(name: str, config_classes: list[type]) -> str:
 
 
 def add_stage_options(p: argparse.ArgumentParser, config_classes: list[type]) -> None:
-    """The options of a stage command; the help of each tunable flag lists its value in every profile."""
+    """The options of a stage command: one flag per config field (the dataclass is the single source), whose help
+    names its value in every profile and budget; `--config FILE.yaml` sets the same fields, flags win."""
+    add_config_option(p)
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--embedder", default="smollm2",
                    help="smollm2, a local HF causal-LM folder, an embedder checkpoint or a stage's out folder")
     p.add_argument("--out", required=True, help="output folder (resumed when it holds a checkpoint)")
     add_force_option(p)
     p.add_argument("--profile", default="paper", choices=PROFILE_NAMES,
-                   help="hyper-parameter set: the papers' values, a 2-core CPU budget, or a smoke run")
-    for name, kind in COMMON_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                       help=f"override {name} (default: the profile's: {profile_defaults(name, config_classes)})")
-    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
-                   help="train LoRA adapters (--no-lora: full fine-tuning; default: the profile's: "
-                        f"{profile_defaults('lora', config_classes)})")
-    p.add_argument("--config", default=None, metavar="FILE.yaml",
-                   help="stage config fields from a YAML mapping (the same keys as --set); --set wins over it")
-    fields_list = sorted({f.name for cls in config_classes for f in fields(cls)})
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override any config field, e.g. --set temperature=0.1; fields: {', '.join(fields_list)}")
+                   help="recipe: the paper's (as the authors' code runs it) or this project's own choices")
+    p.add_argument("--budget", default="full", choices=BUDGET_NAMES,
+                   help="step budget: the paper's, a 2-core CPU run, or minutes (steps, batch and LoRA only)")
+    seen: dict[str, Any] = {}
+    for cls in config_classes:
+        for f in fields(cls):
+            seen.setdefault(f.name, getattr(cls(), f.name))
+    for name, default in sorted(seen.items()):
+        flag = "--" + name.replace("_", "-")
+        classes = [c for c in config_classes if name in {f.name for f in fields(c)}]
+        where = f" ({', '.join(c.__name__.removesuffix('Config') for c in classes)})" if len(classes) < len(
+            config_classes) else ""
+        doc = (f"{name}{where}; profiles: {per_profile(name, classes, 'PROFILES')}; "
+               f"budgets: {per_profile(name, classes, 'BUDGETS')}")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=doc)
+        else:
+            p.add_argument(flag, type=type(default), default=None, help=doc)
     p.add_argument("--stop-after", type=int, default=None,
                    help="checkpoint and stop after this many steps (resume later)")
     p.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
@@ -78,17 +89,20 @@ def add_stage_options(p: argparse.ArgumentParser, config_classes: list[type]) ->
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command's parser and each stage command's own parser (for its --config file)."""
     p = argparse.ArgumentParser(prog="python -m train.stages", description=__doc__,
                                 formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    commands = {}
     for name, (_, config_cls) in STAGES.items():
-        add_stage_options(sub.add_parser(name, help=f"the {name} stage", formatter_class=HelpFormatter),
-                          [config_cls])
-    add_stage_options(sub.add_parser("llm2rec", help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
-                                     formatter_class=HelpFormatter), [STAGES[n][1] for n in LLM2REC_ORDER])
+        commands[name] = sub.add_parser(name, help=f"the {name} stage", formatter_class=HelpFormatter)
+        add_stage_options(commands[name], [config_cls])
+    commands["llm2rec"] = sub.add_parser("llm2rec", help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
+                                         formatter_class=HelpFormatter)
+    add_stage_options(commands["llm2rec"], [STAGES[n][1] for n in LLM2REC_ORDER])
     add_rat_parser(sub)
-    return p
+    return p, commands
 
 
 def add_rat_parser(sub: Any) -> None:
@@ -164,50 +178,34 @@ def _parse_value(raw: str, default: Any, key: str) -> Any:
         raise ValueError(f"--set {key}: expected {type(default).__name__}, got {raw!r}") from None
 
 
-def overrides_for(stage: str, args: argparse.Namespace, strict: bool) -> dict[str, Any]:
-    """Config overrides for `stage` from the flags; --set keys the stage lacks are errors when `strict`."""
-    config_cls = STAGES[stage][1]
-    known = {f.name: f.default for f in fields(config_cls)}
-    values: dict[str, Any] = {name: getattr(args, name) for name in COMMON_FLAGS}
-    values["lora"] = args.lora
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in known:
-            if strict:
-                raise ValueError(f"--set {key}: {stage} has no such setting (known: {sorted(known)})")
-            continue
-        values[key] = _parse_value(raw.strip(), known[key], key)
-    return {k: v for k, v in values.items() if v is not None}
+def overrides_for(stage: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of `stage` given as flags (or by --config)."""
+    known = {f.name for f in fields(STAGES[stage][1])}
+    return {k: v for k, v in vars(args).items() if k in known and v is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    p, commands = parser()
+    if argv and argv[0] in commands:
+        apply_config_file(commands[argv[0]], argv[1:])
+    args = p.parse_args(argv)
     setup_logging(verbose=not args.quiet)
     if args.command == "rat":
         return run_rat_command(args)
     try:
-        if args.config is not None:  # the file's fields first: a --set of the same key comes later and wins
-            args.set = [f"{key}={value}" for key, value in read_config_file(args.config).items()] + args.set
         if args.stop_after is not None and args.stop_after <= 0:
             raise ValueError(f"--stop-after must be > 0, got {args.stop_after}")
         names = LLM2REC_ORDER if args.command == "llm2rec" else (args.command,)
-        overrides = {name: overrides_for(name, args, strict=args.command != "llm2rec") for name in names}
-        if args.command == "llm2rec":
-            for item in args.set:  # a key no stage knows is still a typo
-                key = item.partition("=")[0].strip().replace("-", "_")
-                if not any(key in {f.name for f in fields(STAGES[n][1])} for n in names):
-                    raise ValueError(f"--set {key}: no stage has such a setting")
-        stages = {name: make_stage(name, args.profile, **overrides[name]) for name in names}  # validate first
+        overrides = {name: overrides_for(name, args) for name in names}
+        stages = {name: make_stage(name, args.profile, args.budget, **overrides[name]) for name in names}
         markers = tuple(LLM2REC_ORDER) if args.command == "llm2rec" else STAGE_OUT_MARKERS
         refuse_foreign_folder(args.out, markers, args.force)
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
         kwargs = {"stop_after": args.stop_after, "progress": not args.quiet, "device": args.device,
                   "cache_dir": args.cache_dir}
         if args.command == "llm2rec":
-            results = run_llm2rec(args.embedder, data, args.out, args.profile, overrides, **kwargs)
+            results = run_llm2rec(args.embedder, data, args.out, args.profile, args.budget, overrides, **kwargs)
         else:
             from .loop import run_stage
 

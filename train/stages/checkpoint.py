@@ -5,6 +5,7 @@ Layout of `<out>/checkpoint/` (written into a temporary sibling and renamed into
                          (LoRA adapters, or every weight when fully fine-tuned)
   optimizer.safetensors  every tensor of the optimizer state, key "state.<param index>.<name>"
                          (AdamW: step, exp_avg, exp_avg_sq)
+  best.safetensors       with early stopping: the trainable parameters of the best evaluation so far
   state.json             step, config, seeds, the run's identity (stage, input embedder, dataset key),
                          last loss, the optimizer's param_groups and non-tensor state, the scheduler state
 """
@@ -69,13 +70,16 @@ def scheduler_state(scheduler: Any) -> dict[str, Any]:
 
 
 def save_training_checkpoint(folder: Path, trainable: dict[str, torch.Tensor], optimizer: Any, scheduler: Any,
-                             state: dict[str, Any]) -> Path:
+                             state: dict[str, Any], extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write the checkpoint; `extra` maps further safetensors file names to tensors (e.g. the best weights)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / TRAINABLE))
         tensors, rest = flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(tmp / OPTIMIZER))
+        for name, extra_tensors in (extra or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}, str(tmp / name))
         full = {**state, "optimizer": rest, "scheduler": scheduler_state(scheduler)}
         write_json_atomic(tmp / STATE, full)
         tmp.chmod(0o755)

@@ -112,6 +112,29 @@ def shifted_token_loss(embedder: ItemEmbedder, input_ids: torch.Tensor, attentio
     return F.cross_entropy(logits.float(), targets[selected])
 
 
+def held_out_loss(embedder: ItemEmbedder, batches: list[dict[str, torch.Tensor]],
+                  loss: Any) -> float | None:
+    """Mean of `loss(embedder, batch)` over held-out `batches`, weighted by their labelled tokens (by rows when a
+    batch has no labels), in eval mode without gradients; None when there is no batch. The mode is restored."""
+    if not batches:
+        return None
+    was_training = embedder.training
+    embedder.eval()
+    total, weight = 0.0, 0.0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                batch = {k: v.to(embedder.device) for k, v in batch.items()}
+                labels = batch.get("labels")
+                w = float((labels[:, 1:] != IGNORE).sum()) if labels is not None else float(len(batch["input_ids"]))
+                if w > 0:
+                    total += float(loss(embedder, batch)) * w
+                    weight += w
+    finally:
+        embedder.train(was_training)
+    return total / weight if weight else None
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
     """InfoNCE with in-batch negatives: row i of `a` should match row i of `b` (cosine similarity / tau).
 

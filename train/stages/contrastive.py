@@ -1,8 +1,9 @@
 """LLM2Rec stage 2b, item-level contrastive learning (unsupervised SimCSE) on item texts.
 
 Bidirectional attention and mean pooling (both kept afterwards: LLM2Rec's
-embedding mode). A batch of B distinct item texts (the item-text recipe's,
-`item_text`; LLM2Rec's is the title) is encoded twice in one forward pass of 2B
+embedding mode). A batch of B item texts drawn at random (one row per item, as the
+reference's item_titles.txt; the item-text recipe's, `item_text`; LLM2Rec's is the
+title) is encoded twice in one forward pass of 2B
 rows; dropout makes the two views differ. The positive of view i is the other
 view of the same item, the other B-1 items are negatives; logits are
 cosine similarities / tau and the loss InfoNCE (`symmetric` averages both directions).
@@ -27,29 +28,36 @@ from ..data.dataset import SequenceData
 from ..embedder import ItemEmbedder
 from .common import StageError, info_nce, set_attention_dropout
 from .config import TextStageConfig
-from .mntp import unique_texts
+from .mntp import item_rows
 
 
 @dataclass
 class ContrastiveConfig(TextStageConfig):
-    """Paper: batch 256, lr 2e-4, 1,000 steps (LLM2Vec's SimCSE length), full fine-tuning; LLM2Rec's published
-    config: similarity scale 10 (tau 0.1) and dropout 0.2 (with LoRA B = 0 at the start, attention dropout is
-    the only source of two different views)."""
+    """LLM2Rec (train_simcse_config.json, run_unsupervised_SimCSE.py): batch 256 at random, lr 2e-4, 300 warm-up
+    steps, linear decay over 5 epochs (num_train_epochs), stopped after 1,000 steps, full fine-tuning, loss scale
+    10 (tau 0.1), SimCSE dropout 0.2 (attention dropout: with LoRA B = 0 at the start, the only source of two
+    different views), one direction (llm2vec's HardNegativeNLLLoss)."""
 
     steps: int = 1000
+    epochs: float = 5.0
     batch_size: int = 256
     lr: float = 2e-4
+    warmup_steps: int = 300
     temperature: float = 0.1
     dropout: float = 0.2
     symmetric: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # measured on SmolLM2-135M, 2-core CPU, 2 threads, fp32: ~2.5 s per step (LoRA r16, batch 32 bare titles =
-        # 64 rows of ~12 tokens); 200 steps ~ 8 min
-        "cpu-small": {"steps": 200, "batch_size": 32, "lr": 2e-4, "lora": True, "save_every": 40, "log_every": 10},
-        # measured: ~1.1 s per step (batch 16); 80 steps ~ 1.5 min
-        "demo": {"steps": 80, "batch_size": 16, "lr": 2e-4, "lora": True, "save_every": 20, "log_every": 5},
+        "project": {"item_text": "attributes"},
+    }
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {},
+        # SmolLM2-135M, 2-core CPU, fp32, LoRA r16, batch 32 titles (64 rows of ~12 tokens): ~2.5 s per step
+        "cpu-small": {"steps": 200, "warmup_steps": 60, "batch_size": 32, "lora": True, "save_every": 40,
+                      "log_every": 10},
+        # batch 16: ~1.1 s per step
+        "demo": {"steps": 60, "warmup_steps": 18, "batch_size": 16, "lora": True, "save_every": 20, "log_every": 5},
     }
 
     def __post_init__(self) -> None:
@@ -71,7 +79,7 @@ class ContrastiveStage:
         self.old_dropout = 0.0
 
     def setup(self, embedder: ItemEmbedder, data: SequenceData) -> None:
-        texts = unique_texts(self.config.item_texts(data))
+        texts = item_rows(self.config.item_texts(data))
         if len(texts) < 2:
             raise StageError(f"dataset {data.name!r} has fewer than 2 distinct item texts")
         embedder.config.attention = "bidirectional"

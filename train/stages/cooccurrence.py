@@ -40,10 +40,11 @@ class CooccurrenceConfig(TextStageConfig):
     window: int = 3
     num_samples: int = 50_000  # pairs drawn (with replacement, by co-occurrence count) per run
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "cpu-small": {"steps": 200, "batch_size": 32, "lr": 2e-4, "lora": True, "save_every": 40, "log_every": 10},
-        "demo": {"steps": 80, "batch_size": 16, "lr": 2e-4, "lora": True, "save_every": 20, "log_every": 5},
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "project": {"item_text": "attributes"}}
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {},
+        "cpu-small": {"steps": 200, "batch_size": 32, "lora": True, "save_every": 40, "log_every": 10},
+        "demo": {"steps": 80, "batch_size": 16, "lora": True, "save_every": 20, "log_every": 5},
     }
 
     def __post_init__(self) -> None:

@@ -2,9 +2,12 @@
 
 A stage (csft.py, mntp.py, contrastive.py) supplies samples, a collate
 function and a loss; this loop does the rest:
-  - AdamW, linear warm-up then linear decay, gradient accumulation up to the effective
+  - AdamW, linear warm-up then linear decay (the HF Trainer's default schedule, over `steps`
+    or over `epochs` passes: StageConfig.schedule), gradient accumulation up to the effective
     batch, gradient clipping, a tqdm bar;
-  - batches grouped by length (sampling.py), each a pure function of (seed, index);
+  - random batches (or length-grouped ones, sampling.py), each a pure function of (seed, index);
+  - a held-out loss (the stage's `evaluate`) every `eval_every` steps; with `patience`, training
+    stops after that many evaluations without a lower loss and the best weights are kept;
   - torch's RNG re-seeded from (seed, step, process) before every step, so dropout and
     masking do not depend on what ran before: a resumed run equals an uninterrupted one;
   - `<out>/log.jsonl`: one JSON line per logging step (step, loss, lr, seconds);
@@ -35,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from llmrec.files import write_json_atomic
@@ -52,6 +56,8 @@ from .checkpoint import (
 from .common import StageError, input_identity, load_input_embedder, prepare_trainable, trainable_parameters
 from .config import StageConfig
 from .sampling import LengthGroupedBatches
+
+BEST = "best.safetensors"  # in the checkpoint folder: the trainable weights of the best evaluation
 
 logger = logging.getLogger("llmrec.stages")
 
@@ -86,6 +92,9 @@ class Stage(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts for stage.json (sample counts, mask token, ...)."""
 
+    def evaluate(self, embedder: ItemEmbedder) -> float | None:
+        """Loss on the stage's held-out samples (None: the stage holds none out)."""
+
 
 class _StageModule(torch.nn.Module):
     """Puts the stage's loss in `forward`, so DDP/FSDP wrappers see the whole computation."""
@@ -119,10 +128,11 @@ def final_embedder(accelerator: Any, module: torch.nn.Module, stage: Stage, sour
 
 
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
-    """LR multiplier of optimizer step s (0-based): (s+1)/warmup during warm-up, then linear decay towards 0."""
+    """LR multiplier of optimizer step s (0-based), as transformers' get_linear_schedule_with_warmup: s/warmup
+    during warm-up, then linear decay to 0 at `total`."""
     def factor(s: int) -> float:
         if s < warmup:
-            return (s + 1) / warmup
+            return s / warmup
         return max(0.0, (total - s) / max(1, total - warmup))
     return factor
 
@@ -221,14 +231,17 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
     batches = LengthGroupedBatches(stage.lengths(), config.batch_size, config.seed, config.bucket_batches)
     processes, rank = accelerator.num_processes, accelerator.process_index
     effective = config.effective_batch(processes)
-    total = config.steps or max(1, math.ceil(len(stage.lengths()) / effective))
+    schedule_steps, total = config.schedule(len(stage.lengths()), processes)
+    if config.patience and fsdp:
+        raise StageError(f"{stage.name}: early stopping (patience > 0) keeps the best weights, which is not "
+                         "supported under FSDP; set patience 0")
     params = trainable_parameters(embedder)
     decay = [p for p in params.values() if p.ndim >= 2]
     no_decay = [p for p in params.values() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_schedule(total, math.ceil(config.warmup_ratio * total)))
+        optimizer, linear_schedule(schedule_steps, config.warmup_steps))
     embedder.train()
     module, optimizer = accelerator.prepare(_StageModule(embedder, stage), optimizer)
     if fsdp:  # the wrapper replaced the parameters by their shards
@@ -237,12 +250,17 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
         clipped = list(params.values())
 
     step, seconds, last_loss = 0, 0.0, float("nan")
+    evals: list[dict[str, Any]] = []  # {"step", "loss"} of every evaluation
+    best: dict[str, torch.Tensor] | None = None  # the trainable weights at the best evaluation (patience > 0)
     if resume is not None:
         if fsdp:
             state = load_sharded_checkpoint(checkpoint_dir, accelerator, scheduler)
         else:
             state = load_training_checkpoint(checkpoint_dir, params, optimizer, scheduler)
         step, seconds, last_loss = int(state["step"]), float(state["seconds"]), float(state["loss"])
+        evals = list(state.get("evaluations", []))
+        if (checkpoint_dir / BEST).is_file():
+            best = load_file(str(checkpoint_dir / BEST))
         logger.info("stage_resumed", extra={"stage": stage.name, "step": step, "out": str(out)})
     main = accelerator.is_main_process
     if main:
@@ -255,13 +273,36 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
 
     def save_checkpoint() -> None:
         state = {**expected, "step": step, "loss": last_loss, "seconds": seconds + time.perf_counter() - t_run,
+                 "evaluations": evals,
                  "seeds": {"seed": config.seed, "torch_seed_of_next_step": step_seed(config.seed, step, rank)}}
         if fsdp:
             save_sharded_checkpoint(checkpoint_dir, accelerator, scheduler, state)
             return
         if main:
-            save_training_checkpoint(checkpoint_dir, params, optimizer, scheduler, state)
+            save_training_checkpoint(checkpoint_dir, params, optimizer, scheduler, state,
+                                     extra={BEST: best} if best is not None else None)
         accelerator.wait_for_everyone()
+
+    def evaluate() -> bool:
+        """Evaluate the held-out loss, keep the best weights; True when patience has run out."""
+        nonlocal best
+        held_out = getattr(stage, "evaluate", None)
+        loss = held_out(accelerator.unwrap_model(module).embedder) if held_out is not None else None
+        if loss is None:
+            return False
+        loss = float(accelerator.reduce(torch.tensor(loss, device=accelerator.device), reduction="mean"))
+        improved = all(loss < e["loss"] for e in evals)
+        evals.append({"step": step, "loss": round(loss, 6)})
+        if main:
+            with open(out / LOG_FILE, "a") as f:
+                f.write(json.dumps({"step": step, "eval_loss": round(loss, 6)}) + "\n")
+        logger.info("eval", extra={"stage": stage.name, "step": step, "eval_loss": loss})
+        if not config.patience:
+            return False
+        if improved:
+            best = {k: p.detach().to("cpu", copy=True) for k, p in params.items()}
+        since = len(evals) - 1 - min(range(len(evals)), key=lambda i: evals[i]["loss"])
+        return since >= config.patience
 
     t_run = time.perf_counter()
     first = step
@@ -302,6 +343,9 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
                     f.write(json.dumps(record) + "\n")
                 logger.info("train_step", extra={"stage": stage.name, **record})
                 window = []
+            if config.eval_every and (step % config.eval_every == 0 or step == total) and evaluate():
+                logger.info("early_stop", extra={"stage": stage.name, "step": step})
+                break
             stopping = stop_after is not None and step - first >= stop_after
             if step < total and (step % config.save_every == 0 or stopping):
                 save_checkpoint()
@@ -315,12 +359,19 @@ def run_stage(stage: Stage, source: str | Path, data: SequenceData, out: str | P
         embedder = final_embedder(accelerator, module, stage, source, data, config, cache_dir)
     else:
         embedder = accelerator.unwrap_model(module).embedder
+    best_eval = min(evals, key=lambda e: e["loss"]) if evals else None
+    if best is not None and best_eval is not None and best_eval["step"] != step:  # keep the best, as HF's
+        with torch.no_grad():                                                     # load_best_model_at_end
+            for name, value in best.items():
+                params[name].copy_(value.to(params[name].device))
     embedder.eval()
     stage.finish(embedder)
     wall = seconds + time.perf_counter() - t_run
     result = {**expected, "status": "finished", "steps": step, "final_loss": last_loss,
               "wall_seconds": round(wall, 3), "load_seconds": round(t_run - t_start, 3),
               "samples": len(stage.lengths()), "effective_batch": effective, "processes": processes,
+              "schedule_steps": schedule_steps, "evaluations": evals,
+              "kept_step": best_eval["step"] if best is not None and best_eval is not None else step,
               **stage.describe(), "created": datetime.now(UTC).isoformat(timespec="seconds")}
     if main:
         embedder.save(out / EMBEDDER_DIR, merge=True)

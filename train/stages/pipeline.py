@@ -27,15 +27,15 @@ STAGES: dict[str, tuple[type, type]] = {
 LLM2REC_ORDER = ("csft", "mntp", "item-contrastive")
 
 
-def make_stage(name: str, profile: str = "paper", **overrides: Any) -> Any:
-    """A stage object with the named profile's config and `overrides` (None values ignored)."""
+def make_stage(name: str, profile: str = "paper", budget: str = "full", **overrides: Any) -> Any:
+    """A stage object with the named profile's config at the named budget and `overrides` (None values ignored)."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; one of {sorted(STAGES)}")
     stage_cls, config_cls = STAGES[name]
-    return stage_cls(config_cls.profile(profile, **overrides))
+    return stage_cls(config_cls.profile(profile, budget, **overrides))
 
 
-def run_llm2rec(source: str, data: SequenceData, out: str | Path, profile: str = "cpu-small",
+def run_llm2rec(source: str, data: SequenceData, out: str | Path, profile: str = "paper", budget: str = "full",
                 overrides: dict[str, dict[str, Any]] | None = None, until: str | None = None,
                 **kwargs: Any) -> list[dict[str, Any]]:
     """Run the three stages into out/<stage>/, each starting from the previous one's embedder; finished stages
@@ -47,7 +47,7 @@ def run_llm2rec(source: str, data: SequenceData, out: str | Path, profile: str =
     results = []
     order = LLM2REC_ORDER if until is None else LLM2REC_ORDER[:LLM2REC_ORDER.index(until) + 1]
     for name in order:
-        stage = make_stage(name, profile, **(overrides or {}).get(name, {}))
+        stage = make_stage(name, profile, budget, **(overrides or {}).get(name, {}))
         result = run_stage(stage, source, data, out / name, **kwargs)
         results.append(result)
         if result.get("status") == "stopped":

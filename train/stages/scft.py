@@ -1,34 +1,30 @@
 """LLMEmb stage 1, supervised contrastive fine-tuning (SCFT) on attribute sentences.
 
-Item text (LLMEmb's prompt, `train.data.text.format_attributes`):
-  "The <domain> item has the following attributes: key is value; key is value; ..."
-Attribute-level augmentation: every sample is one item's (key, value) list; a batch of
-B items is turned into two views, each an independently shuffled copy of the list with
-`drop_ratio` (40%) of its attributes dropped: round(drop_ratio x n) of n, but at least one
-kept (`augment_attributes`; seeded by the loop's per-batch seed, so resumable). Row i of
-view X and row i of view Y are a positive pair, the other rows of the batch negatives.
+As LLMEmb's `main_llm.py`, `llm/llama.py` and `llm/data_processor/llama.py` with its
+`experiments/*/scft/avg.bash` do:
+Item text (`llmrec.itemtext.attribute_sentence`, its item_prompt notebooks):
+  "The <domain> item has the following attributes: \\n key is value; key is value"
+Attribute-level augmentation: every sample is one item's (key, value) list; each of the two
+views is an independently shuffled copy with floor(`drop_ratio` x n) (40%) of the attributes
+dropped (`augment_attributes`). The views are drawn once per item (`fixed_views`, as the
+reference draws them in `dataset.map` before training), seeded by the item, so resumable.
+Row i of view X and row i of view Y are a positive pair, the other rows of the batch negatives.
 
-Loss (`soft_contrastive_loss`, CLIP-like with soft targets):
-  X, Y     pooled last hidden states of the two views [B, D], L2-normalised (`normalize`)
+Loss (`soft_contrastive_loss`, CLIP-like with soft targets, symmetric):
+  X, Y     mean-pooled last hidden states of the two views [B, D] (raw; `normalize` L2-normalises)
   logits   X Y^T / tau
-  targets  softmax(((X X^T + Y Y^T) / 2) / tau, rows)
+  targets  softmax(((X X^T + Y Y^T) / 2) * tau, rows)   (`targets_times_tau`; else / tau)
   loss     (CE(logits, targets) + CE(logits^T, targets^T)) / 2, CE with soft targets
 tau is learnable: a log-parameterised scalar trained with the LoRA weights (no weight decay),
-initialised at `temperature` (0.07, CLIP's initial value) and clamped at `min_temperature`
-(0.01, CLIP's logit-scale cap of 100); the learned value goes to stage.json ("temperature").
+initialised at `temperature` (3, the reference's nn.Parameter) and clamped below at
+`min_temperature` (0: no clamp, as there); the learned value goes to stage.json ("temperature").
 
-Differences from the public LLMEmb code (liuqidong07/LLMEmb, llm/llama.py), on purpose:
-  - it uses raw dot products of un-normalised states with tau initialised at 3; with raw
-    SmolLM2 states (norms in the tens) the logits saturate, so vectors are normalised here;
-  - its targets are softmax(avg self-similarity * tau) (a multiplication); here / tau, as the
-    formula above and the paper state;
-  - targets are not detached (as there); `detach_targets=True` treats them as fixed labels.
-
-Attention and pooling: LLMEmb fine-tunes and embeds with the causal LLM (LLaMA-7B) and mean
-pooling, so this stage sets the embedder to `attention="causal"`, `pooling="mean"` (both
-configurable) and keeps them in the saved embedder, so `python -m train.embed --text attributes
---domain <domain>` embeds items exactly as they were trained. LoRA r 8, alpha 32, dropout 0.1
-on all attention and MLP projections (LLMEmb's scripts).
+Attention, tokens and pooling: LLMEmb fine-tunes and embeds with the causal LLM, no BOS, EOS
+appended, mean pooling over the text and EOS; this stage sets the embedder to
+`attention="causal"`, `pooling="mean"`, `append_eos=True` (mean pooling leaves a BOS out: see
+train/embedder/pooling.py) and keeps them in the saved embedder, so `python -m train.embed
+--text attributes --domain <domain>` embeds items exactly as they were trained. LoRA r 8,
+alpha 32, dropout 0.1 on all attention and MLP projections.
 """
 
 from __future__ import annotations
@@ -54,42 +50,44 @@ TEMPERATURE_MODULE = "scft_temperature"  # name of the learnable tau on the embe
 
 @dataclass
 class SCFTConfig(StageConfig):
-    """Paper (LLMEmb's public scripts): LoRA r 8 / alpha 32 / dropout 0.1 on all projections, lr 2e-4, batch 64
-    per GPU on 4 GPUs (here 64 x 4 accumulation: the in-batch negatives stay 64, as in their per-GPU loss),
-    4,000 steps, no warm-up, attribute drop ratio 0.4."""
+    """LLMEmb (scft/avg.bash, llm/ds.config): LoRA r 8 / alpha 32 / dropout 0.1 on all projections, lr 2e-4, batch
+    64 per GPU on 4 GPUs (here 64 x 4 accumulation: the in-batch negatives stay 64, as in their per-GPU loss),
+    4,000 steps, no warm-up, linear decay, weight decay 0, attribute drop ratio 0.4, cutoff 1,024 tokens."""
 
     steps: int = 4000
     batch_size: int = 64
     grad_accum: int = 4
     lr: float = 2e-4
-    warmup_ratio: float = 0.0
     lora: bool = True
     lora_r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     drop_ratio: float = 0.4  # share of an item's attributes dropped in each view
-    temperature: float = 0.07  # initial tau (fixed tau when learn_temperature is False)
+    fixed_views: bool = True  # the two views of an item are drawn once (True) or anew in every batch
+    temperature: float = 3.0  # initial tau (fixed tau when learn_temperature is False)
     learn_temperature: bool = True
-    min_temperature: float = 0.01
-    normalize: bool = True  # cosine similarities (False: raw dot products, as LLMEmb's code)
+    min_temperature: float = 0.0  # clamp of a learned tau (0: none)
+    normalize: bool = False  # raw dot products (True: cosine similarities)
+    targets_times_tau: bool = True  # soft targets softmax(sim * tau) as the reference; False: softmax(sim / tau)
     detach_targets: bool = False
     domain: str = "movie"  # the <domain> of the prompt
     fields: str = ""  # comma-separated item feature columns, in prompt order; "" = all, in file order
     attention: str = "causal"
     pooling: str = "mean"
-    max_length: int = 0  # tokens per text; 0 keeps the embedder's own setting
+    append_eos: bool = True
+    max_length: int = 1024  # tokens per text, EOS included (max_source_length); 0 keeps the embedder's own
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # measured on SmolLM2-135M, fp32, LoRA r8, ml-100k sentences (~31 tokens): batch 8 (16 rows) ~3 s per step
-        # on ONE thread while another job held the second core (2 threads on a shared core were 15x slower:
-        # OpenMP oversubscription; use torch.set_num_threads / OMP_NUM_THREADS=1 when sharing). Batch 16 on an
-        # idle 2-core CPU: ~3 s per step estimated from that, 120 steps ~ 6 min (not measured idle)
-        "cpu-small": {"steps": 120, "batch_size": 16, "grad_accum": 1, "lr": 5e-4, "warmup_ratio": 0.05,
-                      "save_every": 40, "log_every": 10},
-        # batch 8: ~1.5-3 s per step; 60 steps ~ 1.5-3 min
-        "demo": {"steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 5e-4, "warmup_ratio": 0.05, "save_every": 20,
-                 "log_every": 5},
+        # raw SmolLM2 states have norms in the tens: with tau 3 and raw dot products the logits saturate, so the
+        # project's recipe compares cosines at CLIP's initial tau (0.07) with / tau targets and a clamp at 0.01
+        "project": {"temperature": 0.07, "min_temperature": 0.01, "normalize": True, "targets_times_tau": False},
+    }
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {},
+        # SmolLM2-135M, fp32, LoRA r8, ml-100k sentences (~31 tokens): batch 8 (16 rows) ~3 s per step on one thread
+        "cpu-small": {"steps": 120, "batch_size": 16, "grad_accum": 1, "save_every": 40, "log_every": 10},
+        "demo": {"steps": 40, "batch_size": 8, "grad_accum": 1, "save_every": 20, "log_every": 5},
     }
 
     def __post_init__(self) -> None:
@@ -97,7 +95,7 @@ class SCFTConfig(StageConfig):
         checks = [
             ("drop_ratio", 0 <= self.drop_ratio < 1, "in [0, 1)"),
             ("temperature", self.temperature > 0, "> 0"),
-            ("min_temperature", 0 < self.min_temperature <= self.temperature, "> 0 and <= temperature"),
+            ("min_temperature", 0 <= self.min_temperature <= self.temperature, ">= 0 and <= temperature"),
             ("domain", isinstance(self.domain, str) and self.domain.strip() != "", "a non-empty string"),
             ("attention", self.attention in ATTENTIONS, f"one of {ATTENTIONS}"),
             ("pooling", self.pooling in POOLINGS, f"one of {POOLINGS}"),
@@ -117,27 +115,28 @@ class SCFTConfig(StageConfig):
 
 def augment_attributes(pairs: Sequence[tuple[str, str]], drop_ratio: float,
                        rng: np.random.Generator) -> list[tuple[str, str]]:
-    """A shuffled copy of `pairs` with round(drop_ratio x n) attributes dropped, at least one kept."""
+    """A shuffled copy of `pairs` with floor(drop_ratio x n) attributes dropped (the reference's int(n x ratio))."""
     n = len(pairs)
     if n == 0:
         return []
-    drop = min(n - 1, int(math.floor(drop_ratio * n + 0.5)))
-    order = rng.permutation(n)[: n - drop]
+    order = rng.permutation(n)[: n - int(math.floor(drop_ratio * n))]
     return [pairs[i] for i in order]
 
 
-def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, temperature: torch.Tensor | float, normalize: bool = True,
-                          detach_targets: bool = False) -> torch.Tensor:
+def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, temperature: torch.Tensor | float, normalize: bool = False,
+                          detach_targets: bool = False, targets_times_tau: bool = True) -> torch.Tensor:
     """Symmetric soft-target contrastive loss of two views [B, D] (row i of x and y are a positive pair).
 
-    logits = x y^T / tau, targets = softmax(((x x^T + y y^T) / 2) / tau) per row,
-    loss = (CE(logits, targets) + CE(logits^T, targets^T)) / 2 with soft-target cross-entropy.
+    logits = x y^T / tau, targets = softmax(((x x^T + y y^T) / 2) * tau) per row (/ tau unless
+    `targets_times_tau`), loss = (CE(logits, targets) + CE(logits^T, targets^T)) / 2 with soft-target
+    cross-entropy. LLMEmb uses the same form for its RAT alignment (models/utils.py Contrastive_Loss2).
     """
     x, y = x.float(), y.float()
     if normalize:
         x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     logits = x @ y.T / temperature
-    targets = F.softmax((x @ x.T + y @ y.T) / 2 / temperature, dim=-1)
+    similarity = (x @ x.T + y @ y.T) / 2
+    targets = F.softmax(similarity * temperature if targets_times_tau else similarity / temperature, dim=-1)
     if detach_targets:
         targets = targets.detach()
     loss_x = -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
@@ -146,7 +145,7 @@ def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, temperature: torch.T
 
 
 class LearnableTemperature(nn.Module):
-    """tau = exp(log_tau), clamped below at `minimum` (the gradient stops there, as CLIP's clamp)."""
+    """tau = exp(log_tau), clamped below at `minimum` (the gradient stops there, as CLIP's clamp; 0: no clamp)."""
 
     def __init__(self, initial: float, minimum: float) -> None:
         super().__init__()
@@ -158,13 +157,9 @@ class LearnableTemperature(nn.Module):
 
 
 def attribute_samples(data: SequenceData, fields: Sequence[str] | None) -> list[list[tuple[str, str]]]:
-    """The attribute lists of all items that have at least one, without duplicates (a duplicate in a batch would
-    be a false negative)."""
-    seen: dict[tuple[tuple[str, str], ...], None] = {}
-    for pairs in item_attributes(data, fields)[1:]:
-        if pairs:
-            seen.setdefault(tuple(pairs), None)
-    return [list(p) for p in seen]
+    """The attribute list of every item that has at least one (one sample per item, as the reference's
+    item_str.jsonline)."""
+    return [pairs for pairs in item_attributes(data, fields)[1:] if pairs]
 
 
 class SCFTStage:
@@ -186,6 +181,7 @@ class SCFTStage:
             raise StageError(f"dataset {data.name!r} has fewer than 2 items with distinct attributes")
         embedder.config.attention = cfg.attention
         embedder.config.pooling = cfg.pooling
+        embedder.config.append_eos = cfg.append_eos
         if cfg.max_length:
             embedder.config.max_length = cfg.max_length
         full = [format_attributes(cfg.domain, pairs) for pairs in self.samples]
@@ -200,11 +196,13 @@ class SCFTStage:
         return self.sizes
 
     def views(self, indices: np.ndarray, seed: list[int]) -> tuple[list[str], list[str]]:
-        """The two augmented texts of every item of a batch."""
-        rng = np.random.default_rng(seed)
+        """The two augmented texts of every item of a batch: drawn from the item alone with `fixed_views`, else
+        from the batch's seed."""
         cfg = self.config
+        batch_rng = np.random.default_rng(seed)
         x, y = [], []
         for i in indices:
+            rng = np.random.default_rng([cfg.seed, int(i)]) if cfg.fixed_views else batch_rng
             x.append(format_attributes(cfg.domain, augment_attributes(self.samples[i], cfg.drop_ratio, rng)))
             y.append(format_attributes(cfg.domain, augment_attributes(self.samples[i], cfg.drop_ratio, rng)))
         return x, y
@@ -221,7 +219,7 @@ class SCFTStage:
         vectors = embedder(batch["input_ids"], batch["attention_mask"])
         x, y = vectors.chunk(2)
         return soft_contrastive_loss(x, y, self.temperature(embedder), self.config.normalize,
-                                     self.config.detach_targets)
+                                     self.config.detach_targets, self.config.targets_times_tau)
 
     def finish(self, embedder: ItemEmbedder) -> None:
         """Record the learned tau and take it off the embedder (it is not part of the saved model)."""

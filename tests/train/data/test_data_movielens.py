@@ -74,7 +74,7 @@ def test_toy_story_texts(ml100k) -> None:
     toy = ml100k.item_ids.index("1")
     assert title_texts(ml100k)[toy] == "Toy Story"
     assert attribute_texts(ml100k)[toy] == (
-        "The movie item has the following attributes: title is Toy Story; release year is 1995; "
+        "The movie item has the following attributes: \n title is Toy Story; release year is 1995; "
         "genres is Animation, Children's, Comedy"
     )
     assert len(title_texts(ml100k)) == ml100k.num_items + 1

@@ -55,16 +55,16 @@ def test_attribute_texts(data) -> None:
     texts = attribute_texts(data, fields=["movie_title", "release_year", "class"])
     assert texts == [
         "",
-        "The movie item has the following attributes: title is Toy Story; release year is 1995; "
+        "The movie item has the following attributes: \n title is Toy Story; release year is 1995; "
         "genres is Animation, Children's, Comedy",
-        "The movie item has the following attributes: title is Heat; genres is Action, Crime",
+        "The movie item has the following attributes: \n title is Heat; genres is Action, Crime",
         "The movie item has the following attributes:",
     ]
     assert attribute_texts(data, domain="film", fields=["movie_title"])[2] == (
-        "The film item has the following attributes: title is Heat"
+        "The film item has the following attributes: \n title is Heat"
     )
     assert format_attributes("book", [("author", "X"), ("year", "1")]) == (
-        "The book item has the following attributes: author is X; year is 1"
+        "The book item has the following attributes: \n author is X; year is 1"
     )
 
 

@@ -59,3 +59,23 @@ def test_pool_returns_float32_from_bf16_and_rejects_bad_input():
         pool(hidden, mask, "max")
     with pytest.raises(ValueError, match=r"\[B, L, D\]"):
         pool(hidden[0], mask, "mean")
+
+
+def test_mean_can_leave_the_first_valid_token_out_under_any_padding():
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).view(2, 4, 1)
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    assert pool(hidden, right, "mean", skip_first=True).flatten().tolist() == [1.5, 6.0]  # (1+2)/2, (5+6+7)/3
+    assert pool(hidden, left, "mean", skip_first=True).flatten().tolist() == [2.5, 6.0]  # (2+3)/2
+    assert pool(hidden, right, "mean").flatten().tolist() == [1.0, 5.5]
+
+
+def test_the_embedder_averages_the_text_tokens_not_the_bos(tiny_dir):
+    from train.embedder import EmbedderConfig, ItemEmbedder
+
+    embedder = ItemEmbedder.from_base(EmbedderConfig(base=str(tiny_dir("llama"))), device="cpu")
+    batch = embedder.tokenize(["toy story the movie"])
+    assert embedder.adds_bos and batch["input_ids"][0, 0] == embedder.tokenizer.bos_token_id
+    with torch.no_grad():
+        hidden = embedder.forward_hidden(batch["input_ids"], batch["attention_mask"])
+        assert torch.allclose(embedder(batch["input_ids"], batch["attention_mask"])[0], hidden[0, 1:].mean(0))

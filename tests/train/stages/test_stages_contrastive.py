@@ -41,8 +41,8 @@ def test_attention_dropout_makes_views_differ_and_is_restored(tiny_dir):
 
 def test_contrastive_learns(tiny_dir, worded_data, tmp_path):
     for arch in ("llama", "qwen2"):
-        stage = make_stage("item-contrastive", "demo", steps=15, batch_size=8, lora=False, lr=2e-3,
-                           warmup_ratio=0.0, log_every=1, dropout=0.2)
+        stage = make_stage("item-contrastive", "paper", "demo", steps=15, batch_size=8, lora=False, lr=2e-3,
+                           warmup_steps=0, log_every=1, dropout=0.2, epochs=0.0)
         run_stage(stage, str(tiny_dir(arch)), worded_data, tmp_path / arch, device="cpu", progress=False)
         losses = [json.loads(line)["loss"] for line in (tmp_path / arch / "log.jsonl").read_text().splitlines()]
         assert np.isfinite(losses).all() and np.mean(losses[-4:]) < np.mean(losses[:4]), losses
@@ -54,3 +54,5 @@ def test_contrastive_learns(tiny_dir, worded_data, tmp_path):
 def test_paper_profile():
     paper = ContrastiveConfig.profile("paper")
     assert (paper.batch_size, paper.lr, paper.temperature, paper.dropout) == (256, 2e-4, 0.1, 0.2)
+    assert (paper.warmup_steps, paper.epochs, paper.steps, paper.bucket_batches, paper.symmetric) == (
+        300, 5.0, 1000, 1, False)

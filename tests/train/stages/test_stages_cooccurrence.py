@@ -34,8 +34,8 @@ def test_config_is_validated() -> None:
 
 
 def test_stage_trains_with_distinct_items_per_batch(tiny_dir, worded_data, tmp_path) -> None:
-    stage = make_stage("co-occurrence", "demo", steps=12, batch_size=8, num_samples=400, lora=False, lr=2e-3,
-                       warmup_ratio=0.0, log_every=1, item_text="title")
+    stage = make_stage("co-occurrence", "paper", "demo", steps=12, batch_size=8, num_samples=400, lora=False, lr=2e-3,
+                       warmup_steps=0, log_every=1, item_text="title")
     result = run_stage(stage, str(tiny_dir("llama")), worded_data, tmp_path / "co", device="cpu", progress=False)
     assert result["status"] == "finished"
     losses = [json.loads(line)["loss"] for line in (tmp_path / "co" / "log.jsonl").read_text().splitlines()]

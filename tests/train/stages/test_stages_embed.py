@@ -34,7 +34,7 @@ def test_cli_extracts_from_a_stage_checkpoint(tiny_dir, planted_folder, tmp_path
     from train.stages import make_stage, run_stage
 
     data = load_dataset(planted_folder, DataConfig(k_core=5), cache_dir=tmp_path / "cache")
-    stage = make_stage("mntp", "demo", steps=2, batch_size=4, lora=True)
+    stage = make_stage("mntp", "paper", "demo", steps=2, batch_size=4, lora=True)
     run_stage(stage, str(tiny_dir("llama")), data, tmp_path / "mntp", device="cpu", progress=False)
     out = tmp_path / "emb"
     code = main(["--embedder", str(tmp_path / "mntp"), "--dataset", str(planted_folder), "--out", str(out),

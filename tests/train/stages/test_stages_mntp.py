@@ -1,4 +1,5 @@
-"""MNTP: ~20% of the non-special tokens masked, labels predicted from the previous position, a loss that learns."""
+"""MNTP: non-special tokens selected independently with p 0.2 then 80/10/10 (BERT's collator, as LLM2Rec runs it),
+labels predicted from the previous position, 10% of the titles held out, a loss that learns."""
 
 from __future__ import annotations
 
@@ -11,27 +12,41 @@ import torch.nn.functional as F
 from train.embedder import EmbedderConfig, ItemEmbedder
 from train.stages import MNTPConfig, make_stage, run_stage
 from train.stages.common import IGNORE, shifted_token_loss
-from train.stages.mntp import mask_token_id, mask_tokens
+from train.stages.mntp import mask_token_id, mask_tokens, split_holdout
 
 
-def test_masks_a_fifth_of_the_text_tokens_and_keeps_labels(toks):
+def test_selects_each_text_token_independently_then_80_10_10(toks):
+    config = MNTPConfig()
     rng = np.random.default_rng(0)
-    rows = [[toks.bos, *range(10, 30), toks.eos], [toks.bos, 11, 12, 13, 14, 15]]
     special = {toks.bos, toks.eos}
-    batch = mask_tokens(rows, special, mask_id=99, ratio=0.2, rng=rng, pad_id=toks.eos)
-    ids, labels = batch["input_ids"], batch["labels"]
-    masked = labels != IGNORE
-    assert masked[0].sum() == 4 and masked[1].sum() == 1  # round(0.2 * 20), at least one of 5
-    assert (ids[masked] == 99).all() and not masked[:, 0].any()  # BOS never masked
+    rows = [[toks.bos, *range(10, 30), toks.eos], [toks.bos, 11, 12, 13, 14, 15]]
+    batch = mask_tokens(rows, special, 99, config, vocab_size=200, rng=rng, pad_id=toks.eos)
+    ids, labels, attention = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    selected = labels != IGNORE
+    assert not selected[:, 0].any() and not selected[0, 21]  # BOS and EOS never selected
+    assert not selected[attention == 0].any() and attention[1].tolist() == [1] * 6 + [0] * 16
     original = torch.full_like(ids, IGNORE)
     original[0, :22] = torch.tensor(rows[0])
     original[1, :6] = torch.tensor(rows[1])
-    assert torch.equal(labels[masked], original[masked])
-    assert torch.equal(ids[~masked & (batch["attention_mask"] == 1)], original[~masked & (original != IGNORE)])
-    assert not masked[0, 21]  # EOS never masked
-    assert batch["attention_mask"][1].tolist() == [1] * 6 + [0] * 16
-    many = mask_tokens([[toks.bos, *range(10, 110)]] * 50, special, 99, 0.2, rng, toks.eos)["labels"]
-    assert (many != IGNORE).float().mean().item() == np.float32(20 / 101)
+    assert torch.equal(labels[selected], original[selected])
+    assert torch.equal(ids[~selected & (attention == 1)], original[~selected & (original != IGNORE)])
+    # over many rows: 20% of the text tokens selected (not a fixed count per row), of them 80% -> mask, 10% -> a
+    # random token, 10% unchanged
+    many = mask_tokens([[toks.bos, *range(10, 110)]] * 400, special, 99, config, 200, rng, toks.eos)
+    chosen = many["labels"] != IGNORE
+    counts = chosen.sum(1)
+    assert abs(chosen[:, 1:].float().mean().item() - 0.2) < 0.01 and counts.min() < 16 and counts.max() > 24
+    picked = many["input_ids"][chosen]
+    kept = (picked == many["labels"][chosen]).float().mean().item()
+    as_mask = (picked == 99).float().mean().item()
+    assert abs(as_mask - 0.8) < 0.02 and 0.06 < kept < 0.14  # a random token may equal the original too
+
+
+def test_holdout_is_a_tenth_of_the_titles_seeded(tmp_path):
+    texts = [f"t{i}" for i in range(100)]
+    train, held = split_holdout(texts, 0.1, seed=3)
+    assert len(held) == 10 and sorted(train + held) == sorted(texts) and not set(train) & set(held)
+    assert split_holdout(texts, 0.1, seed=3) == (train, held) and split_holdout(texts, 0.0, 3) == (texts, [])
 
 
 def test_label_at_i_is_predicted_from_position_i_minus_1(tiny_dir):
@@ -52,15 +67,18 @@ def test_mask_token_choice(toks):
 
 
 def test_mntp_learns_bidirectionally(tiny_dir, worded_data, tmp_path):
-    stage = make_stage("mntp", "demo", steps=20, batch_size=6, lora=False, lr=3e-3, warmup_ratio=0.0, log_every=1,
-                       mask_ratio=0.4)
+    stage = make_stage("mntp", "paper", "demo", steps=40, batch_size=6, lora=False, lr=3e-3, log_every=1,
+                       mask_ratio=0.4, mask_replace=1.0, random_replace=0.0, epochs=0.0, eval_every=10)
     stage.setup = _limit(stage.setup, 6)
     run_stage(stage, str(tiny_dir("qwen2")), worded_data, tmp_path / "m", device="cpu", progress=False)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in lines if "loss" in line]
     assert np.isfinite(losses).all() and np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4]), losses
     saved = ItemEmbedder.load(tmp_path / "m" / "embedder")
     assert saved.config.attention == "bidirectional"
-    assert json.loads((tmp_path / "m" / "stage.json").read_text())["mask_token_id"] == 0
+    stage_json = json.loads((tmp_path / "m" / "stage.json").read_text())
+    assert stage_json["mask_token_id"] == 0 and stage_json["held_out"] > 0
+    assert [e["step"] for e in stage_json["evaluations"]] == [10, 20, 30, 40] and stage_json["kept_step"] == 40
 
 
 def _limit(setup, n):
@@ -73,4 +91,6 @@ def _limit(setup, n):
 
 def test_paper_profile():
     paper = MNTPConfig.profile("paper")
-    assert paper.steps == 1000 and paper.mask_ratio == 0.2
+    assert (paper.steps, paper.epochs, paper.mask_ratio, paper.lr, paper.warmup_steps, paper.holdout) == (
+        1000, 3.0, 0.2, 5e-5, 0, 0.1)
+    assert (paper.mask_replace, paper.random_replace, paper.item_text, paper.bucket_batches) == (0.8, 0.1, "title", 1)
