@@ -152,10 +152,11 @@ def stage_step(name: str, folder: Path, data, work: Path) -> dict:
     from train.stages.loop import run_stage
     from train.stages.pipeline import make_stage
 
-    stage = make_stage(name, "cpu-small", steps=STAGE_STEPS, log_every=1, save_every=1000)
+    stage = make_stage(name, "paper", "cpu-small", steps=STAGE_STEPS, log_every=1, save_every=1000, eval_every=0,
+                       patience=0)
     out = work / "stages" / name
     result = run_stage(stage, str(folder), data, out, progress=False)
-    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
     after_first = [s["seconds"] for s in steps if s["step"] > 1]
     return {"steps": result["steps"], "effective_batch": result["effective_batch"],
             "first_step_s": round(steps[0]["seconds"], 3),
@@ -174,7 +175,8 @@ def fsdp_resume(folder: Path, data_source: str, work: Path) -> dict:
                "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap",
                "LlamaDecoderLayer,Qwen2DecoderLayer", "--fsdp_state_dict_type", "SHARDED_STATE_DICT",
                "-m", "train.stages", "csft", "--embedder", str(folder), "--dataset", data_source,
-               "--cache-dir", str(work / "data-cache"), "--profile", "cpu-small", "--steps", str(STAGE_STEPS),
+               "--cache-dir", str(work / "data-cache"), "--budget", "cpu-small", "--steps", str(STAGE_STEPS),
+               "--eval-every", "0", "--patience", "0",
                "--quiet", "--out", str(out)]
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}

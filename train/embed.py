@@ -2,6 +2,10 @@
 
   python -m train.embed --embedder runs/r/embedder/item-contrastive --dataset ml-100k --out runs/r/embeddings
 
+The item text (--text, --domain) defaults to the one the embedder was trained on (its stage.json: LLM2Rec's
+stages read titles, LLMEmb's SCFT the attribute sentence), and to the bare title (LLM2Rec's extraction) for a
+base model.
+
 Writes into --out:
   items.safetensors  tensor "embeddings" float32 [num_items + 1, D], row 0 = zeros (padding), row i = item i;
                      metadata "item_ids" = JSON list of the dataset's raw item ids in row order (row 0 "[PAD]"),
@@ -49,6 +53,23 @@ def item_texts(data: SequenceData, kind: str = DEFAULT_KIND, domain: str = "movi
     if kind not in TEXT_KINDS:
         raise ValueError(f"--text must be one of {TEXT_KINDS}, got {kind!r}")
     return recipe_texts(data, ItemText(kind, domain))
+
+
+def trained_item_text(source: str | Path) -> tuple[str, str] | None:
+    """(kind, domain) of the item text a stage trained the embedder `source` on (its stage.json), else None."""
+    from .stages.common import embedder_checkpoint_dir
+
+    folder = embedder_checkpoint_dir(source)
+    record = folder.parent / "stage.json" if folder is not None else None
+    if record is None or not record.is_file():
+        return None
+    done = json.loads(record.read_text())
+    config = done.get("config", {})
+    if done.get("stage") == "scft":
+        return "attributes", str(config.get("domain", "movie"))
+    if "item_text" in config:
+        return str(config["item_text"]), str(config.get("domain", "movie"))
+    return None
 
 
 def write_embeddings(path: Path, matrix: np.ndarray, item_ids: list[str]) -> None:
@@ -113,10 +134,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     p.add_argument("--out", required=True, help="output folder (items.safetensors + manifest.json)")
     add_force_option(p)
-    p.add_argument("--text", default=DEFAULT_KIND, choices=TEXT_KINDS,
+    p.add_argument("--text", default=None, choices=TEXT_KINDS,
                    help="item-text recipe (llmrec/itemtext.py): the title alone, with year, with year and genres, "
-                        "LLMEmb's attribute sentence, or a PromptEOL prompt for last-token pooling")
-    p.add_argument("--domain", default="movie", help="the item kind named in attribute sentences and prompts")
+                        "LLMEmb's attribute sentence, or a PromptEOL prompt for last-token pooling (default: the "
+                        "embedder's training text, the title for a base model)")
+    p.add_argument("--domain", default=None,
+                   help="the item kind named in attribute sentences and prompts (default: the embedder's, movie)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     p.add_argument("--pooling", default=None, choices=POOLINGS, help="override the embedder's pooling")
     p.add_argument("--attention", default=None, choices=ATTENTIONS, help="override the embedder's attention")
@@ -146,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--embedder {args.embedder!r} is neither an embedder checkpoint, 'smollm2', "
                              "nor a local model folder")
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
+        trained = trained_item_text(args.embedder) or ("title", "movie")
+        args.text = args.text or trained[0]
+        args.domain = args.domain or trained[1]
         item_texts(data, args.text, args.domain)  # fail on a dataset without titles before loading the model
         embedder = load_input_embedder(args.embedder, device=args.device, cache_dir=args.cache_dir, **overrides)
         source = args.embedder

@@ -46,6 +46,11 @@ def test_cli_extracts_from_a_stage_checkpoint(tiny_dir, planted_folder, tmp_path
     assert manifest["item_text"] == {"kind": "attributes", "domain": "movie"}
     table, _ = load_item_embeddings(out / "items.safetensors", data.item_ids)
     assert table.shape[0] == data.num_items + 1
+    # without --text: the text the stage trained on (LLM2Rec's stages: titles)
+    again = tmp_path / "emb-default"
+    assert main(["--embedder", str(tmp_path / "mntp"), "--dataset", str(planted_folder), "--out", str(again),
+                 "--k-core", "5", "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert json.loads((again / "manifest.json").read_text())["item_text"] == {"kind": "title", "domain": "movie"}
     assert main(["--embedder", str(tmp_path / "nope"), "--dataset", str(planted_folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
