@@ -46,6 +46,7 @@ class ContrastiveConfig(TextStageConfig):
     temperature: float = 0.1
     dropout: float = 0.2
     symmetric: bool = False
+    max_length: int = 512  # tokens per text (max_seq_length; llm2vec_config.json's max_length); kept
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -84,6 +85,7 @@ class ContrastiveStage:
             raise StageError(f"dataset {data.name!r} has fewer than 2 distinct item texts")
         embedder.config.attention = "bidirectional"
         embedder.config.pooling = "mean"
+        embedder.config.max_length = self.config.max_length
         self.ids = embedder.token_ids(texts)
         self.collate_fn = embedder.collate
         self.old_dropout = set_attention_dropout(embedder, self.config.dropout)

@@ -54,6 +54,7 @@ class MNTPConfig(TextStageConfig):
     random_replace: float = 0.1  # of the selected tokens: replaced by a random token (the rest stay)
     mask_token: str = "_"
     holdout: float = 0.1  # share of the texts held out for the evaluation loss
+    max_length: int = 512  # tokens per text (max_seq_length); set on the embedder and kept
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -150,6 +151,7 @@ class MNTPStage:
             raise StageError(f"dataset {data.name!r} has no item text")
         train, held_out = split_holdout(texts, self.config.holdout, self.config.seed)
         embedder.config.attention = "bidirectional"
+        embedder.config.max_length = self.config.max_length
         self.ids = embedder.token_ids(train)
         self.held_out = embedder.token_ids(held_out) if held_out else []
         tok = embedder.tokenizer
