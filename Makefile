@@ -53,7 +53,7 @@ EMBEDDINGS := $(RUN)/embeddings
 SRS_TEXT   := $(RUN)/srs/sasrec-text
 SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
 # chosen on validation: bench/results/recipe_search.md, bench/results/cold_vectors.md
-TEXT_SRS   := --adapter mlp --standardize --input-dropout 0.0
+TEXT_SRS   := --adapter mlp --standardize
 HYBRID_SRS := --fusion init --cold-map 100 --cold-map-rank-epochs 6
 INT8_RECIPE   := nbits8-w
 REPOSITORY := model_repository

@@ -1,5 +1,5 @@
 """Item embeddings compared inside one sequential recommender on MovieLens-100k: IDs, MiniLM, raw SmolLM2,
-each LLM2Rec stage, LLMEmb and ID + text hybrids; on the standard split, a cold-start split and a sparser
+each LLM2Rec stage, LLMEmb and LLM-initialised IDs; on the standard split, a cold-start split and a sparser
 catalogue (k-core 2).
 
     python bench/embeddings_quality.py --threads 1                 # everything (stages trained if missing)
@@ -76,11 +76,7 @@ EMBEDDINGS = {
 # a stage that learns from interactions alone is trained on the cold split's training parts, so that no row of
 # either split sees a cold item's interactions (the standard split's rows use the same embedder)
 COLD_SAFE_STAGES = ("co-occurrence",)
-# the frozen-embedding SRS setting of the new rows, chosen on validation (bench/results/recipe_search.md):
-# no adapter input dropout; the residual fusion's ID dropout 0.25
-TEXT_SRS = (("input_dropout", 0.0),)
-RESIDUAL_SRS = (("fusion", "residual"), ("id_dropout", 0.25), ("input_dropout", 0.0))
-# LLM-initialised IDs (bench/results/recipe_search.md, stage D): the text shapes where the ID table starts
+# LLM-initialised IDs (chosen on validation, docs/decisions.md): the text shapes where the ID table starts
 INIT_SRS = (("fusion", "init"),)
 COLD_MAP = 100.0  # the ridge lambda of the cold split's text -> ID map
 COLD_MAP_RANK_EPOCHS = 6  # its calibration by ranking (train/srs/coldmap.py's defaults: scale, 40% pretending)
@@ -95,7 +91,7 @@ class Row:
     fusion: str = "none"
     rat: bool = False  # LLMEmb's RAT (PCA 128, alignment alpha 0.01) instead of plain training
     split: str = "standard"  # "standard", "cold" (cold-start split) or "sparse" (k-core 2)
-    srs: tuple[tuple[str, object], ...] = TEXT_SRS  # SRSConfig fields of frozen-embedding rows
+    srs: tuple[tuple[str, object], ...] = ()  # SRSConfig fields of frozen-embedding rows
 
     @property
     def id_key(self) -> str:
@@ -108,11 +104,7 @@ WARM = [
     Row("minilm", f"SASRec, all-MiniLM-L6-v2 ({TEXT})", "minilm"),
     Row("raw-causal-last", "SASRec, raw SmolLM2 causal + last token (prompt)", "raw-causal-last"),
     Row("raw-bidir-mean", f"SASRec, raw SmolLM2 bidirectional + mean ({TEXT})", "raw-bidir-mean"),
-    Row("hybrid", f"SASRec, hybrid: ID + raw SmolLM2 ({TEXT}), residual + ID dropout", "raw-bidir-mean",
-        srs=RESIDUAL_SRS),
     Row("co-occurrence", f"SASRec, + co-occurrence stage ({TEXT})", "co-occurrence"),
-    Row("hybrid-co-occurrence", f"SASRec, hybrid: ID + co-occurrence stage ({TEXT}), residual + ID dropout",
-        "co-occurrence", srs=RESIDUAL_SRS),
     Row("id-init", f"SASRec, IDs started from raw SmolLM2 ({TEXT}) principal components", "raw-bidir-mean",
         srs=INIT_SRS),
     Row("id-init-co-occurrence", f"SASRec, IDs started from the co-occurrence stage ({TEXT}) principal components",
@@ -122,29 +114,23 @@ WARM = [
     Row("llm2rec", f"SASRec, + CSFT + MNTP + item contrastive (LLM2Rec, {TEXT})", "llm2rec"),
     Row("scft", f"SASRec, + SCFT (LLMEmb's stage 1, {TEXT})", "scft"),
     Row("llmemb", f"SASRec, LLMEmb (SCFT + RAT, {TEXT})", "scft", rat=True, srs=()),
-    Row("hybrid-gated", f"SASRec, hybrid: ID + LLM2Rec ({TEXT}), gated", "llm2rec", srs=(("fusion", "gated"),)),
     Row("gru4rec-id", "GRU4Rec, ID embeddings", backbone="gru4rec"),
 ]
 COLD = [replace(r, key=f"cold-{r.key}", split="cold") for r in WARM
-        if r.key in ("id", "minilm", "raw-bidir-mean", "hybrid", "co-occurrence", "hybrid-co-occurrence", "llmemb",
-                     "id-init", "id-init-co-occurrence")]
+        if r.key in ("id", "minilm", "raw-bidir-mean", "co-occurrence", "llmemb", "id-init", "id-init-co-occurrence")]
 # LLM-initialised IDs whose cold items are placed by a ridge text -> ID map (lambda chosen on the cold split's
-# validation: bench/results/cold_vectors.md); on the standard split nothing is cold and these equal id-init*
+# validation: docs/decisions.md); on the standard split nothing is cold and these equal id-init*
 COLD += [replace(r, key=f"cold-{r.key}-map", split="cold", label=f"{r.label}, cold items by a text -> ID map",
                  srs=INIT_SRS + (("cold_map", COLD_MAP),))
          for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
 # the same map calibrated by ranking with the trained model frozen (train/srs/coldmap.py; settings chosen on the
-# cold split's validation: bench/results/cold_vectors.md)
+# cold split's validation: docs/decisions.md)
 COLD += [replace(r, key=f"cold-{r.key}-ranked-map", split="cold",
                  label=f"{r.label}, cold items by a text -> ID map calibrated by ranking",
                  srs=INIT_SRS + (("cold_map", COLD_MAP), ("cold_map_rank_epochs", COLD_MAP_RANK_EPOCHS)))
          for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
-# the variant with the offset weighted by the text (its 3 epochs and learning rate chosen in the same screen)
-RANKED_ROW = next(r for r in COLD if r.key == "cold-id-init-ranked-map")
-COLD += [replace(RANKED_ROW, key=f"{RANKED_ROW.key}-pop", label=f"{RANKED_ROW.label} (the offset weighted by the text)",
-                 srs=INIT_SRS + (("cold_map", COLD_MAP), ("cold_map_rank_epochs", 3), ("cold_map_rank", "scale-pop")))]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
-          if r.key in ("id", "raw-bidir-mean", "hybrid", "id-init")]
+          if r.key in ("id", "raw-bidir-mean", "id-init")]
 ROWS = {r.key: r for r in WARM + COLD + SPARSE}
 
 COLUMNS = [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10"), ("R@20", "full/recall@20"),

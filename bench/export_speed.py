@@ -105,7 +105,7 @@ def bench_embedder(args, data, srs, work: Path) -> dict:
         timing = dst.with_suffix(".seconds.json")  # the quantization time of a variant made by an earlier run
         if not (dst.is_file() and timing.is_file()):
             t = time.perf_counter()
-            Q.quantize_int8(fp32, dst, recipe, calibration_ids=ids, pad_id=pad)
+            Q.quantize_int8(fp32, dst, recipe)
             timing.write_text(json.dumps({"seconds": round(time.perf_counter() - t, 1)}))
         files[recipe] = {"path": str(dst), "mb": size_mb(dst), **json.loads(timing.read_text())}
         variants[f"ort-int8-{recipe}"] = dst
@@ -319,7 +319,7 @@ def main() -> None:
     p.add_argument("--embedder", default="runs/demo/embedder/base", help="the embedder `make demo` serves")
     p.add_argument("--srs", default="runs/demo/srs/sasrec-hybrid/seed-2024",
                    help="SRS trained on this embedder's vectors (downstream gate, user encoder; `make demo`'s)")
-    p.add_argument("--recipes", nargs="+", default=["dynamic", "dynamic-pc-skip", "nbits8", "nbits8-w"],
+    p.add_argument("--recipes", nargs="+", default=list(Q.RECIPES), choices=list(Q.RECIPES),
                    help="int8 recipes (export.onnx.quantize)")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     p.add_argument("--batch1-items", type=int, default=64)

@@ -246,7 +246,7 @@ def dataset_section(inputs: Inputs) -> Section:
 
 
 def srs_label(summary: dict[str, Any]) -> str:
-    """What the items of an SRS run are, from its summary's config: ids, text (mlp, std), ids + text gated."""
+    """What the items of an SRS run are, from its summary's config: ids, text (mlp, std), ids + text, init (mlp)."""
     config = summary.get("config") or {}
     items = config.get("items")
     if items in (None, "ids"):

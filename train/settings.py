@@ -37,9 +37,11 @@ SETTINGS: tuple[PaperSetting, ...] = (
     PaperSetting("LLM2Rec", "csft", None, "prompt: the history's titles joined by \", \", no BOS; target: title + "
                  "\"\\n\" + EOS; labels on the target only; the last cutoff tokens kept",
                  "llm2rec/dataset.py (Tokenizer.encode, pre)",
-                 "test_stages_csft.py::test_labels_mask_the_prompt_exactly, ::test_long_samples_keep_their_last_tokens"),
+                 "test_stages_csft.py::test_labels_mask_the_prompt_exactly, "
+                 "::test_long_samples_keep_their_last_tokens"),
     PaperSetting("LLM2Rec", "csft", "history", 10, "data/*/5-core/train/*.csv (prepared histories, not in the "
-                 "repository)", "10 = the downstream max_seq_length (seqrec/default.yaml); the CSVs are not published"),
+                 "repository)", "10 = the downstream max_seq_length (seqrec/default.yaml); the CSVs are not "
+                 "published"),
     PaperSetting("LLM2Rec", "csft", "max_length", 1024, CSFT_REF + " (cutoff_len)"),
     PaperSetting("LLM2Rec", "csft", "lora", False, "run_LLM2Rec_CSFT.sh (--use_lora False)"),
     PaperSetting("LLM2Rec", "csft", "lr", 3e-4, CSFT_REF + " (learning_rate)"),

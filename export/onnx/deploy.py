@@ -125,8 +125,6 @@ def deploy_all(args: argparse.Namespace) -> dict[str, bool]:
     embedder_ckpt, srs_ckpt, out = Path(args.embedder), Path(args.srs), Path(args.out)
     if args.int8 is not None and args.int8 not in RECIPES:
         raise ExportInputError(f"--int8 must be one of {sorted(RECIPES)}, got {args.int8!r}")
-    if args.int8 is not None and RECIPES[args.int8].method == "static":
-        raise ExportInputError(f"--int8 {args.int8}: static recipes need calibration texts; use bench/export_speed.py")
     if args.index is not None and not args.dataset:
         raise ExportInputError("--index needs --dataset (the titles and attributes of the items)")
     record = StepRecord(out / RECORD_FILE)

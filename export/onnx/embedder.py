@@ -23,8 +23,8 @@ How it is built:
    [PCA], standardisation, linear/MLP; optionally a final L2 normalisation) is a
    small torch module exported with torch.onnx and spliced after the decoder.
    The adapter reuses the SRS checkpoint's modules, so the output lives in the
-   SRS item space (for a gated hybrid it is the text path, i.e. the vector of a
-   cold item).
+   SRS item space (for LLM-initialised IDs it is the text -> ID map, i.e. the
+   vector of a cold or new item).
 Weights stay in `model.onnx` unless Optimum had to write them externally
 (> 2 GB); then they are in `model.onnx_data` beside it, referenced by name.
 """
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +128,10 @@ class ItemHead(nn.Module):
     """Hidden states -> item vector: pooling, the embedder's normalisation, [adapter], [final L2 norm]."""
 
     def __init__(self, pooling: str, embedder_normalize: bool, adapter: SRSItemAdapter | None,
-                 normalize: bool) -> None:
+                 normalize: bool, skip_first: bool = False) -> None:
         super().__init__()
         self.pooling = pooling
+        self.skip_first = skip_first  # mean pooling leaves the tokenizer's BOS out (ItemEmbedder.adds_bos)
         self.embedder_normalize = embedder_normalize
         self.adapter = adapter
         self.normalize = normalize
@@ -144,7 +145,7 @@ class ItemHead(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         from train.embedder import pool
 
-        vectors = pool(hidden_states, attention_mask, self.pooling)
+        vectors = pool(hidden_states, attention_mask, self.pooling, skip_first=self.skip_first)
         if self.embedder_normalize:
             vectors = F.normalize(vectors, dim=-1)
         return self.finish(vectors)
@@ -333,13 +334,8 @@ def load_embedder(checkpoint: str | Path, cache_dir: str | Path | None = None) -
 
 def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path | None = None,
                     normalize: bool = False, min_cosine: float = 0.9999, cache_dir: str | Path | None = None,
-                    texts: Sequence[str] | None = None,
-                    transform: Callable[[Any], dict[str, Any]] | None = None, force: bool = False) -> dict[str, Any]:
+                    texts: Sequence[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Export an embedder checkpoint (+ optional SRS adapter) into `out`, validate it; returns the manifest.
-
-    `transform(embedder) -> description` rewrites the loaded (LoRA-merged, fp32) torch embedder in place
-    before export, e.g. `export.onnx.smoothquant`'s exact rescaling; validation compares with the rewritten
-    model and the description is recorded as "transform" in the manifest.
 
     Written into a temporary sibling folder and renamed to `out` only when validation passes; an existing `out`
     is replaced only when an export wrote it (or `force`). Raises ExportInputError / ExportValidationError.
@@ -357,7 +353,6 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
     if adapter is not None and not Path(adapter).is_dir():
         raise ExportInputError(f"--adapter {str(adapter)!r}: no such folder (an SRS seed folder)")
     embedder, folder = load_embedder(checkpoint, cache_dir)
-    transform_info = transform(embedder) if transform is not None else None
     config = embedder.config
     source_sha = embedder_hash(folder)
     srs_adapter, adapter_info = (None, None)
@@ -367,7 +362,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
         if adapter_info["embeddings_from_this_embedder"] is False:
             logger.warning("adapter_embedder_mismatch", extra={
                 "adapter": str(adapter), "detail": "the SRS was trained on embeddings of another embedder"})
-    head = ItemHead(config.pooling, config.normalize, srs_adapter, normalize).eval()
+    head = ItemHead(config.pooling, config.normalize, srs_adapter, normalize, skip_first=embedder.adds_bos).eval()
     dim = adapter_info["output_dim"] if adapter_info else embedder.hidden_size
     final_normalize = normalize or (config.normalize and srs_adapter is None)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -392,6 +387,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
             "dim": dim,
             "hidden_size": embedder.hidden_size,
             "pooling": config.pooling,
+            "pool_skips_bos": bool(embedder.adds_bos and config.pooling == "mean"),
             "attention": config.attention,
             "normalize": bool(final_normalize),
             "embedder_normalize": bool(config.normalize),
@@ -399,7 +395,7 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
             "max_length": config.max_length,
             "template": config.template,
             "item_text": (adapter_info or {}).get("item_text"),
-            "append_eos": config.pooling == "eos",
+            "append_eos": config.appends_eos,
             "padding_side": "right",
             "padding_sides": ["right", "left"],
             "bos_token_id": tokenizer.bos_token_id,
@@ -425,8 +421,6 @@ def export_embedder(checkpoint: str | Path, out: str | Path, adapter: str | Path
             raise ExportValidationError(
                 f"validation failed: min cosine {report['min_cosine']:.6f} < --min-cosine {min_cosine} "
                 f"(max abs diff {report['max_abs_diff']:.3g}); nothing written to {out}")
-        if transform_info is not None:
-            manifest["transform"] = transform_info
         manifest["files"] = file_hashes(tmp)
         manifest["validation"] = report
         manifest["export_seconds"] = round(time.perf_counter() - t0, 3)

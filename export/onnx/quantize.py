@@ -20,28 +20,21 @@ deployment needs is the same neighbours and the same recommendations, so `gate` 
     more than 2% when 7 users change).
 Cosine is reported too, as a sanity check only.
 
-Recipes (`RECIPES`), all from `onnxruntime.quantization`:
+Recipes (`RECIPES`), all from `onnxruntime.quantization`; bench/export_speed.py measures them:
   dynamic             quantize_dynamic defaults: int8 MatMul and embedding Gather, per-tensor weights
-  dynamic-pc          + per-channel weights, MatMul only (the embedding table stays fp32)
-  dynamic-pc-skip     + the layers found sensitive left in fp32: every down_proj (its input carries the
-                      LLM's massive-activation outliers, which per-tensor activation quantization flattens)
-  static-qdq          quantize_static, QDQ, per-channel weights, activations calibrated (MinMax) on item texts
+  dynamic-pc-skip     per-channel weights, MatMul only (the embedding table stays fp32), every down_proj left
+                      in fp32 (its input carries the LLM's massive-activation outliers, which per-tensor
+                      activation quantization flattens)
   nbits8              MatMulNBits: 8-bit block-wise (block 32) weights, int8 compute with block-wise
                       activation quantization (accuracy_level 4)
-  nbits8-skip         nbits8 with every down_proj kept in fp32
-  nbits4              the same with 4-bit weights (smallest file)
   nbits8-w            nbits8's weights with float32 compute (accuracy_level 1): weight-only int8, no activation
                       quantization; passes the gate (barely) but is slower than fp32 on a CPU: a size option
-  sq-dynamic-pc       dynamic-pc on a SmoothQuant-rescaled export (`export.onnx.smoothquant`, alpha 0.65, the
-                      best of 0.5 / 0.65 / 0.85): the source graph must be exported with `--smoothquant 0.65`
-                      (checked against its export.json). The best int8 (MatMulInteger) recipe found, still far
-                      from the gate
-  sq-static-qdq       static-qdq on the same smoothed export
 
-bench/int8_search.py measures all of them; at the time of writing none of the MatMulInteger / QDQ recipes
-passes the gate on the SmolLM2 embedder: int8 per-channel weights alone (float activations) already leave
-only ~.72 of the top-10 neighbours, and the activations' massive outliers (~2700 in two channels of the BOS
-token before down_proj of layers 11 and 28) make per-tensor activation quantization far worse.
+None of the int8-compute recipes passes the gate on the SmolLM2 embedder: int8 per-channel weights alone
+(float activations) already leave only ~.72 of the top-10 neighbours, and the activations' massive outliers
+(~2700 in two channels of the BOS token before down_proj of layers 11 and 28) make per-tensor activation
+quantization far worse. The recipes searched beyond these (static QDQ, SmoothQuant, layers kept in fp32 by
+sensitivity) are in docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -69,21 +62,17 @@ EXTERNAL_DATA_BYTES = 2_000_000_000  # protobuf's 2 GB limit: larger graphs keep
 # ----------------------------------------------------------------------------------------------- recipes
 @dataclass(frozen=True)
 class Recipe:
-    """How to quantize: `method` is "dynamic", "static" or "nbits"; the rest are that method's options."""
+    """How to quantize: `method` is "dynamic" or "nbits"; the rest are that method's options."""
 
     name: str
     method: str
     description: str
     per_channel: bool = False
-    reduce_range: bool = False
     op_types: tuple[str, ...] | None = None  # None: the method's defaults
     exclude: tuple[str, ...] = ()  # regular expressions on node names left in float
-    only: tuple[str, ...] = ()  # regular expressions on node names: quantize these only (empty: all)
     bits: int = 8
     block_size: int = 32
     accuracy_level: int = 4
-    calibration_texts: int = 64
-    smoothquant: float | None = None  # the source must be a SmoothQuant export with this alpha
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,21 +80,11 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("dynamic", "dynamic", "quantize_dynamic defaults (MatMul + Gather, per-tensor weights)"),
-    Recipe("dynamic-pc", "dynamic", "dynamic, per-channel weights, MatMul only", per_channel=True,
-           op_types=("MatMul",)),
-    Recipe("dynamic-pc-skip", "dynamic", "dynamic-pc, down_proj kept in fp32", per_channel=True,
-           op_types=("MatMul",), exclude=(r"down_proj",)),
-    Recipe("static-qdq", "static", "static QDQ, per-channel weights, MinMax calibration on item texts",
-           per_channel=True, op_types=("MatMul",)),
+    Recipe("dynamic-pc-skip", "dynamic", "dynamic, per-channel weights, MatMul only, down_proj kept in fp32",
+           per_channel=True, op_types=("MatMul",), exclude=(r"down_proj",)),
     Recipe("nbits8", "nbits", "MatMulNBits 8-bit block-32 weights, int8 compute (accuracy_level 4)", bits=8),
-    Recipe("nbits8-skip", "nbits", "nbits8, down_proj kept in fp32", bits=8, exclude=(r"down_proj",)),
-    Recipe("nbits4", "nbits", "MatMulNBits 4-bit block-32 weights, int8 compute (accuracy_level 4)", bits=4),
     Recipe("nbits8-w", "nbits", "MatMulNBits 8-bit block-32 weights, fp32 compute (accuracy_level 1): weight-only",
            bits=8, accuracy_level=1),
-    Recipe("sq-dynamic-pc", "dynamic", "dynamic-pc on a SmoothQuant (alpha 0.65) export", per_channel=True,
-           op_types=("MatMul",), smoothquant=0.65),
-    Recipe("sq-static-qdq", "static", "static-qdq on a SmoothQuant (alpha 0.65) export", per_channel=True,
-           op_types=("MatMul",), smoothquant=0.65),
 )}
 
 
@@ -132,78 +111,27 @@ def matching_nodes(model_path: str | Path, patterns: Iterable[str], op_types: It
             if (ops is None or n.op_type in ops) and any(p.search(n.name) for p in patterns)]
 
 
-class TokenBatches:
-    """A `CalibrationDataReader` over pre-tokenised texts: dicts of int64 input_ids/attention_mask."""
-
-    def __init__(self, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int = 8) -> None:
-        self.batches = [collate(ids[i : i + batch_size], pad_id) for i in range(0, len(ids), batch_size)]
-        self.position = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.position >= len(self.batches):
-            return None
-        self.position += 1
-        return self.batches[self.position - 1]
-
-    def rewind(self) -> None:
-        self.position = 0
-
-
-def quantize_int8(src: str | Path, dst: str | Path, recipe: str | Recipe = "nbits8",
-                  calibration_ids: Sequence[Sequence[int]] | None = None, pad_id: int = 0) -> Path:
-    """Write the `recipe` variant of `src` to `dst` (see `RECIPES`); returns `dst`.
-
-    `calibration_ids` (token id lists of item texts) are needed by static recipes only; use the texts the
-    model will embed (the catalogue's), `recipe.calibration_texts` of them are used."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+def quantize_int8(src: str | Path, dst: str | Path, recipe: str | Recipe = "nbits8") -> Path:
+    """Write the `recipe` variant of `src` to `dst` (see `RECIPES`); returns `dst`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
     src, dst = Path(src), Path(dst)
-    if recipe.smoothquant is not None:
-        from .smoothquant import smoothing_of
-
-        smoothing = smoothing_of(src)
-        if smoothing is None or abs(smoothing["alpha"] - recipe.smoothquant) > 1e-9:
-            raise ValueError(f"recipe {recipe.name!r} quantizes a SmoothQuant export (alpha {recipe.smoothquant}); "
-                             f"{src} is {'smoothed with alpha ' + str(smoothing['alpha']) if smoothing else 'not'}: "
-                             f"export it with python -m export.onnx.smoothquant --smoothquant {recipe.smoothquant}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     exclude = matching_nodes(src, recipe.exclude)
-    only = matching_nodes(src, recipe.only) if recipe.only else None
-    if recipe.only and not only:
-        raise ValueError(f"recipe {recipe.name!r}: no node matches {recipe.only}")
     large = src.stat().st_size > EXTERNAL_DATA_BYTES
     t0 = time.perf_counter()
     if recipe.method == "dynamic":
         quantize_dynamic(src, dst, op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
-                         per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                         weight_type=QuantType.QInt8, nodes_to_quantize=only, nodes_to_exclude=exclude,
+                         per_channel=recipe.per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                          use_external_data_format=large)
-    elif recipe.method == "static":
-        if not calibration_ids:
-            raise ValueError(f"recipe {recipe.name!r} needs calibration_ids (tokenised item texts)")
-        step = max(1, len(calibration_ids) // recipe.calibration_texts)
-        reader = TokenBatches(list(calibration_ids)[::step][: recipe.calibration_texts], pad_id)
-        quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None,
-                        per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_quantize=only,
-                        nodes_to_exclude=exclude,
-                        use_external_data_format=large, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     elif recipe.method == "nbits":
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=recipe.bits, block_size=recipe.block_size,
                                          is_symmetric=True, accuracy_level=recipe.accuracy_level,
-                                         nodes_to_exclude=exclude, nodes_to_include=only,
+                                         nodes_to_exclude=exclude,
                                          op_types_to_quantize=recipe.op_types or ("MatMul",))
         quantizer.process()
         _save(quantizer.model.model, dst)
@@ -570,10 +498,7 @@ def run_cli(args: Any) -> int:
     else:
         if args.int8 not in RECIPES:
             raise ExportInputError(f"--int8 must be one of {sorted(RECIPES)}, got {args.int8!r}")
-        calibration, pad = None, 0
-        if RECIPES[args.int8].method == "static":
-            raise ExportInputError("static recipes need calibration texts: call quantize_int8(...) from Python")
-        quantize_int8(src, out, args.int8, calibration_ids=calibration, pad_id=pad)
+        quantize_int8(src, out, args.int8)
     print(f"{src} -> {out} ({out.stat().st_size / 2**20:.1f} MB)")
     return 0
 

@@ -40,7 +40,7 @@ VALIDATION_TEXTS = [
     "Wallace & Gromit: The Best of Aardman Animation (1996)",
     "12 Angry Men (1957)",
     "Crouching Tiger, Hidden Dragon",
-    "The movie item has the following attributes: title is Fargo; release year is 1996; genres is Crime, Drama, "
+    "The movie item has the following attributes: \n title is Fargo; release year is 1996; genres is Crime, Drama, "
     "Thriller",
     "Three Colors: Blue (Trois couleurs: Bleu) (1993)",
     "Alien",
@@ -96,7 +96,7 @@ def token_ids(tokenizer: Any, texts: Sequence[str], manifest: dict[str, Any]) ->
     truncation to `max_length` (one place kept for EOS when pooling is "eos"), EOS appended for "eos" pooling."""
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
-    append_eos = manifest["pooling"] == "eos"
+    append_eos = bool(manifest["append_eos"])
     eos = int(manifest["eos_token_id"])
     limit = int(manifest["max_length"]) - (1 if append_eos else 0)
     tokenizer.enable_truncation(max_length=limit)

@@ -343,7 +343,7 @@ def tokenization_settings(folder: Path, manifest: dict[str, Any]) -> dict[str, A
     return {
         "template": manifest["template"],
         "max_length": int(manifest["max_length"]),
-        "append_eos": manifest["pooling"] == "eos",
+        "append_eos": bool(manifest["append_eos"]),
         "eos_token_id": int(manifest["eos_token_id"]),
         "pad_token_id": int(manifest["pad_token_id"]),
         "padding_side": manifest.get("padding_side") or "right",

@@ -55,9 +55,9 @@ def embed(path: Path) -> np.ndarray:
     return Q.encode_ids(Q.session(path, threads=1), token_ids(), pad_id=0, batch_size=8)
 
 
-@pytest.mark.parametrize("recipe", ["dynamic", "dynamic-pc-skip", "static-qdq", "nbits8"])
+@pytest.mark.parametrize("recipe", ["dynamic", "dynamic-pc-skip", "nbits8"])
 def test_recipes_keep_the_interface_and_stay_close(tiny_onnx, tmp_path, recipe):
-    dst = Q.quantize_int8(tiny_onnx, tmp_path / "q.onnx", recipe, calibration_ids=token_ids(), pad_id=0)
+    dst = Q.quantize_int8(tiny_onnx, tmp_path / "q.onnx", recipe)
     sess = Q.session(dst)
     assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
     assert sess.get_outputs()[0].name == "item_vector"
@@ -72,11 +72,6 @@ def test_excluded_nodes_stay_float(tiny_onnx, tmp_path):
     assert any("down_proj" in n.name and n.op_type == "MatMul" for n in nodes)
     assert any("q_proj" in n.name and n.op_type == "MatMulInteger" for n in nodes)
     assert Q.matching_nodes(tiny_onnx, [r"down_proj"]) and not Q.matching_nodes(tiny_onnx, [])
-
-
-def test_static_recipe_needs_calibration(tiny_onnx, tmp_path):
-    with pytest.raises(ValueError, match="calibration"):
-        Q.quantize_int8(tiny_onnx, tmp_path / "q.onnx", "static-qdq")
 
 
 def test_optimize_and_fp16_keep_outputs(tiny_onnx, tmp_path):
@@ -142,87 +137,6 @@ def test_cli_subcommand_writes_a_variant(tiny_onnx, tmp_path, capsys):
     args = p.parse_args(["quantize", "--model", str(tiny_onnx), "--out", str(tmp_path / "q.onnx"), "--int8", "dynamic"])
     assert args.func(args) == 0 and (tmp_path / "q.onnx").is_file()
     assert "MB" in capsys.readouterr().out
-
-
-# ----------------------------------------------------------------------------------------------- SmoothQuant
-# texts of the tiny vocabulary (word-level tokenizer of tests/export/conftest.py), of different lengths
-SQ_TEXTS = ["toy story", "star wars return of the jedi", "a", "the movie title list star", "kalo mitu re sa",
-            "return of the jedi 1 9 8 3", "b story", "wars", "the star of the movie list kalo kalo mitu", "jedi",
-            "kalo kalo", "mitu story wars a b"]
-
-
-def torch_vectors(embedder, ids) -> np.ndarray:
-    batch = embedder.collate(ids)
-    with torch.no_grad():
-        return embedder(batch["input_ids"], batch["attention_mask"]).numpy()
-
-
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_smoothquant_is_fp32_exact(tiny_embedder, arch):
-    from export.onnx.smoothquant import smooth
-
-    embedder = tiny_embedder(arch).eval()
-    ids = embedder.token_ids(SQ_TEXTS)
-    before = torch_vectors(embedder, ids)
-    weights = {k: v.clone() for k, v in embedder.state_dict().items()}
-    info = smooth(embedder, ids, alpha=0.5)
-    after = torch_vectors(embedder, ids)
-    np.testing.assert_allclose(after, before, atol=1e-5, rtol=1e-4)
-    assert info["min_cosine_vs_unsmoothed"] > 0.99999 and info["alpha"] == 0.5
-    changed = {k for k, v in embedder.state_dict().items() if not torch.equal(weights[k], v)}
-    per_layer = {"input_layernorm", "post_attention_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                 "up_proj", "down_proj"}
-    assert {k.split(".")[-2] for k in changed} == per_layer  # every site of every layer, nothing else
-    assert not any("embed" in k or k.endswith("norm.weight") and "layers" not in k for k in changed)
-
-
-def test_smoothquant_alpha_one_flattens_the_activations(tiny_embedder):
-    """alpha 1: s_j = max|X_j|, so every smoothed input channel peaks at exactly 1 on the calibration texts."""
-    from export.onnx.smoothquant import activation_maxima, smooth
-
-    embedder = tiny_embedder("llama").eval()
-    ids = embedder.token_ids(SQ_TEXTS)
-    smooth(embedder, ids, alpha=1.0)
-    for layer in activation_maxima(embedder, ids):
-        for site in ("qkv", "gate_up", "down"):
-            np.testing.assert_allclose(layer[site].numpy(), 1.0, rtol=1e-4)
-        # o_proj: one scale per (kv head, dim), shared by the query heads of the group: the group max is 1
-        o = layer["o"].reshape(2, 2, -1).amax(1)  # tiny Llama: 4 heads, 2 kv heads
-        np.testing.assert_allclose(o.numpy(), 1.0, rtol=1e-4)
-
-
-def test_smoothquant_rejects_bad_input(tiny_embedder):
-    from export.onnx.smoothquant import smooth
-
-    embedder = tiny_embedder("llama")
-    with pytest.raises(ValueError, match="alpha"):
-        smooth(embedder, embedder.token_ids(SQ_TEXTS), alpha=1.5)
-    with pytest.raises(ValueError, match="sites"):
-        smooth(embedder, embedder.token_ids(SQ_TEXTS), sites=("lm_head",))
-
-
-def test_smoothquant_export_and_recipe(embedder_checkpoint, exported, tmp_path):
-    """The smoothed export gives the unsmoothed export's vectors; the sq recipe quantizes it, and only it."""
-    from export.onnx.smoothquant import export_smoothed, smoothing_of
-
-    checkpoint, embedder = embedder_checkpoint("llama")
-    plain, _, _ = exported("llama")
-    alpha = Q.RECIPES["sq-dynamic-pc"].smoothquant
-    manifest = export_smoothed(checkpoint, tmp_path / "sq", alpha, SQ_TEXTS)
-    assert manifest["transform"]["method"] == "smoothquant" and manifest["validation"]["passed"]
-    assert smoothing_of(tmp_path / "sq" / "model.onnx")["alpha"] == alpha and smoothing_of(plain / "model.onnx") is None
-    ids = embedder.token_ids(SQ_TEXTS)
-    pad = embedder.pad_token_id
-    ref = Q.encode_ids(Q.session(plain / "model.onnx"), ids, pad_id=pad)
-    smoothed = Q.encode_ids(Q.session(tmp_path / "sq" / "model.onnx"), ids, pad_id=pad)
-    assert Q.cosine(ref, smoothed).min() > 0.9999
-    for recipe in ("sq-dynamic-pc", "sq-static-qdq"):
-        dst = Q.quantize_int8(tmp_path / "sq" / "model.onnx", tmp_path / f"{recipe}.onnx", recipe,
-                              calibration_ids=ids, pad_id=pad)
-        got = Q.encode_ids(Q.session(dst), ids, pad_id=pad)
-        assert got.shape == ref.shape and Q.cosine(ref, got).mean() > 0.9
-    with pytest.raises(ValueError, match="SmoothQuant"):
-        Q.quantize_int8(plain / "model.onnx", tmp_path / "q.onnx", "sq-dynamic-pc")
 
 
 def test_weight_only_nbits_recipe_runs(tiny_onnx, tmp_path):

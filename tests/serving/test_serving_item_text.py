@@ -51,13 +51,12 @@ def test_export_records_the_recipe_of_the_srs_embeddings(tmp_path) -> None:
     (emb / "manifest.json").write_text(json.dumps({"item_text": {"kind": "title-year", "domain": "movie"}}))
     torch.manual_seed(0)
     frozen = torch.from_numpy(np.random.default_rng(0).normal(size=(11, 8)).astype(np.float32))
-    config = SRSConfig(items=str(emb / "items.safetensors"), hidden_size=8, num_heads=2, fusion="residual",
-                       id_dropout=0.5, adapter="mlp")
+    config = SRSConfig(items=str(emb / "items.safetensors"), hidden_size=8, num_heads=2, fusion="init")
     model = SequentialRecommender(config, 10, frozen, torch.ones(11, dtype=torch.bool))
     save_checkpoint(model, tmp_path / "srs", {"items": {"kind": "frozen", "path": str(emb / "items.safetensors")}})
     adapter, info = load_adapter(tmp_path / "srs", 8)
-    assert info["item_text"] == {"kind": "title-year", "domain": "movie"} and info["fusion"] == "residual"
-    # the exported adapter is the residual model's text path: a cold item's vector
+    assert info["item_text"] == {"kind": "title-year", "domain": "movie"} and info["fusion"] == "init"
+    # the exported adapter is the model's text path (its text -> ID map): a cold item's vector
     with torch.no_grad():
         x = torch.randn(3, 8)
         torch.testing.assert_close(adapter(x), model.items.text.adapter((x - model.items.text.mean)

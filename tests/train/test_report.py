@@ -128,7 +128,7 @@ def build_run(root: Path) -> dict[str, Path]:
               "breakdown/cold_items/recall@10": 0.125, "breakdown/cold_items/recall@20": 0.25,
               "breakdown/cold_items/ndcg@10": 0.05, "breakdown/cold_items/ndcg@20": 0.0625}
     _srs(run / "srs" / "sasrec-hybrid", "run/embeddings/items.safetensors", [2024], hybrid, [2], (90.0, 0.0),
-         fusion="gated")
+         fusion="init")
     emb = run / "embedder"
     _stage(emb, "csft", 10, 100.0, 2.5, 3.0, {1: 6.0, 5: 4.0, 10: 3.5}, 80, 8)
     _stage(emb, "mntp", 20, 200.0, 1.0, 5.25, {1: 10.0, 10: 7.0, 20: 5.5}, 160, 16)
@@ -226,7 +226,7 @@ def test_full_run_tables_hold_the_numbers_of_the_files(full_run, capsys):
         "0.1200 ± 0.0000", "0.1500 ± 0.0050", "4, 5", "2 min 30 s"]
     quality = out.split("## Quality", 1)[1].split("## ", 1)[0]
     assert _row(quality, "hybrid (IDs + SmolLM2)") == [
-        "hybrid (IDs + SmolLM2)", "ids + text, gated (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
+        "hybrid (IDs + SmolLM2)", "ids + text, init (mlp)", "1", "0.2200", "0.3600", "0.1100", "0.1500", "2",
         "90.0 s"]
     assert ("SASRec on SmolLM2 item embeddings: Recall@10 +25.0%, Recall@20 +10.0%, NDCG@10 +20.0%, NDCG@20 +20.0%; "
             "hybrid (IDs + SmolLM2): Recall@10 +10.0%, Recall@20 +20.0%, NDCG@10 +10.0%, "

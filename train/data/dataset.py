@@ -70,14 +70,16 @@ class Examples:
                 hist[row, :n] = h
         return hist, lengths, targets
 
-    def windows(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    def windows(self, max_len: int, last_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """All-position training windows: inputs [W, max_len] and next-item targets [W, max_len].
 
         Every sequence is cut, from its last example backwards, into windows of
         max_len inputs; the target at each input position is the following item
         and 0 marks padding. Right padded. Each target item of a sequence up to
         its last example's position appears exactly once, with the (up to)
-        max_len items before it that share its window as history.
+        max_len items before it that share its window as history. `last_only`: the
+        last window of each sequence alone (LLMEmb trains on each user's last
+        max_len training items).
         """
         last: dict[int, int] = {}
         for s, p in zip(self.seq_index.tolist(), self.position.tolist(), strict=True):
@@ -95,7 +97,7 @@ class Examples:
                 row_out[: len(window) - 1] = window[1:]
                 inputs.append(row_in)
                 targets.append(row_out)
-                end = start + 1
+                end = 1 if last_only else start + 1
         if not inputs:
             return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
         return np.stack(inputs), np.stack(targets)
@@ -125,6 +127,14 @@ class SequenceData:
     @property
     def num_users(self) -> int:
         return len(self.user_ids)
+
+    def user_counts(self) -> np.ndarray:
+        """How many users have each item anywhere in their sequence (all splits), [num_items + 1]: LLMEmb's item
+        popularity for its long-tail groups."""
+        counts = np.zeros(self.num_items + 1, dtype=np.int64)
+        for seq in self.sequences:
+            counts[np.unique(seq)] += 1
+        return counts
 
     def train_item_counts(self) -> np.ndarray:
         """Training popularity: how often each item is a training target, [num_items + 1]."""

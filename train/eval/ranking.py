@@ -238,6 +238,7 @@ def breakdown(
     head_fraction: float = 0.2,
     long_threshold: float | None = None,
     kind: Literal["full", "sampled"] = "full",
+    head: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """Metrics per popularity group of the target and per history-length group.
 
@@ -248,7 +249,8 @@ def breakdown(
     length of these examples). Each group holds the metrics (`recall@k`/`ndcg@k`
     for kind="full", `hr@k`/`ndcg@k` for kind="sampled"), `count`, and for
     context `num_items` (popularity groups) or `threshold` (history groups).
-    Empty groups report 0.0 metrics with count 0.
+    Empty groups report 0.0 metrics with count 0. `head` (bool [num_items + 1]) replaces the top-fraction
+    head set, e.g. LLMEmb's absolute threshold (`SequenceData.user_counts`).
     """
     if kind not in ("full", "sampled"):
         raise ValueError(f"kind must be 'full' or 'sampled', got {kind!r}")
@@ -257,7 +259,7 @@ def breakdown(
     if ranks.shape[0] != len(examples):
         raise ValueError(f"{ranks.shape[0]} ranks for {len(examples)} examples")
     ks = tuple(int(k) for k in ks)
-    head = head_tail_groups(item_counts, head_fraction)
+    head = head_tail_groups(item_counts, head_fraction) if head is None else np.asarray(head, dtype=bool)
     targets = examples.targets
     if targets.size and targets.max() >= head.shape[0]:
         raise ValueError("a target id exceeds len(item_counts) - 1")
@@ -300,6 +302,7 @@ def evaluate(
     batch_size: int = 512,
     head_fraction: float = 0.2,
     long_threshold: float | None = None,
+    head: np.ndarray | None = None,
 ) -> dict:
     """One-call evaluation returning a JSON-serialisable report.
 
@@ -313,12 +316,12 @@ def evaluate(
     report: dict = {
         "num_examples": int(full.num_examples),
         "full": full.metrics,
-        "breakdown": breakdown(full.ranks, examples, item_counts, ks, head_fraction, long_threshold, "full"),
+        "breakdown": breakdown(full.ranks, examples, item_counts, ks, head_fraction, long_threshold, "full", head),
     }
     if sampled:
         samp = sampled_ranking(score_fn, examples, num_items, num_negatives, sampled_k, seed, batch_size)
         report["sampled"] = samp.metrics
         report["sampled_breakdown"] = breakdown(
-            samp.ranks, examples, item_counts, (sampled_k,), head_fraction, long_threshold, "sampled"
+            samp.ranks, examples, item_counts, (sampled_k,), head_fraction, long_threshold, "sampled", head
         )
     return report

@@ -9,16 +9,11 @@ of the training transitions over the whole catalogue. A pretend-new target teach
 its users look; every other target teaches it not to let pretend-new items take places from warm ones, the
 trade-off a new item's vector has to strike when it is served.
 
-What is fitted (`params`), screened on validation in bench/cold_vectors.py:
-  - "scale" (the default): one scale of the ridge map and a shared offset (65 numbers). The offset is a
-    direction every new item shares, which the ridge map, fitted without intercept, cannot express. It is not the
-    mean of the trained IDs (an intercept towards that mean ranked cold items worse in the screen): on the
-    make-demo model it is about as long as a mapped row (.36 against .37) at cosine -0.36 to the ID mean;
-  - "scale-pop": as "scale", the offset weighted per item by a linear function of its text (how much this item
-    will be looked at), a rank-one term on top of the scaled map; its result depends more on the calibration's
-    random draws;
-  - "affine": a [D, D] matrix after the ridge map and the offset;
-  - "full": the whole [D, text dim] map and the offset (memorises the warm items it is fitted on).
+What is fitted: one scale of the ridge map and a shared offset (65 numbers). The offset is a direction every new
+item shares, which the ridge map, fitted without intercept, cannot express. It is not the mean of the trained IDs
+(an intercept towards that mean ranked cold items worse in the screen): on the make-demo model it is about as long
+as a mapped row (.36 against .37) at cosine -0.36 to the ID mean. Fitting more (an offset weighted by the text, a
+[D, D] matrix, the whole map) did not rank cold items better on validation (docs/decisions.md).
 The result is still one linear layer, so the exported item encoder computes it unchanged.
 """
 
@@ -30,13 +25,9 @@ import torch.nn.functional as F
 
 from train.data.dataset import SequenceData
 
-from .config import COLD_MAP_RANKS
 from .model import SequentialRecommender
 
-# Adam's step per parameter suits the size of what it moves: one scale and an offset take 1e-3; the text-sized
-# weights of "scale-pop" and "full" move every item at once (at 1e-3 in the screen, "full" diverged and
-# "scale-pop" lost validation R@10)
-DEFAULT_LR = {"scale": 1e-3, "scale-pop": 3e-4, "affine": 1e-3, "full": 3e-5}
+DEFAULT_LR = 1e-3  # Adam's step for one scale and an offset
 
 
 @torch.no_grad()
@@ -58,14 +49,10 @@ def training_states(model: SequentialRecommender, data: SequenceData, table: tor
 
 
 def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs: int, pretend: float = 0.4,
-                        lr: float | None = None, batch_size: int = 1024, seed: int = 0, params: str = "scale"
-                        ) -> list[float]:
-    """Calibrate the text path of a fusion-init model (holding its ridge map) by ranking, the model frozen.
-    `lr` defaults to DEFAULT_LR[params]. Returns the mean loss of every epoch. Deterministic given `seed`. The
-    defaults were chosen on the cold split's validation (bench/results/cold_vectors.md)."""
-    if params not in COLD_MAP_RANKS:
-        raise ValueError(f"params must be one of {COLD_MAP_RANKS}, got {params!r}")
-    lr = DEFAULT_LR[params] if lr is None else lr
+                        lr: float = DEFAULT_LR, batch_size: int = 1024, seed: int = 0) -> list[float]:
+    """Calibrate the text path of a fusion-init model (holding its ridge map) by ranking, the model frozen: a scale
+    of the map and a shared offset. Returns the mean loss of every epoch. Deterministic given `seed`. The defaults
+    were chosen on the cold split's validation (docs/decisions.md, the cold-vector screen)."""
     items = model.items
     layer = items.text.adapter.net
     model.eval()
@@ -79,17 +66,12 @@ def fit_ranked_cold_map(model: SequentialRecommender, data: SequenceData, epochs
     seen[targets] = True
     unseen = ~seen[1:]  # never a training target: absent from the catalogue when it trained (see full_softmax_ce)
     ridge = layer.weight.detach().clone()
-    dim = ridge.shape[0]
-    inner = ridge.clone().requires_grad_(params == "full")
-    outer = (torch.eye(dim, device=device) if params != "scale" else torch.ones((), device=device))
-    outer.requires_grad_(params != "full")
+    scale = torch.ones((), device=device, requires_grad=True)
     bias = layer.bias.detach().clone().requires_grad_(True)
-    # "scale-pop": the shared offset also scales with a direction of the text (how much this item is looked at)
-    pop = torch.zeros(ridge.shape[1], device=device, requires_grad=params == "scale-pop")
-    optimizer = torch.optim.AdamW([t for t in (inner, outer, bias, pop) if t.requires_grad], lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([scale, bias], lr=lr, weight_decay=0.0)
 
     def weight() -> torch.Tensor:
-        return (outer @ inner if outer.dim() == 2 else outer * inner) + torch.outer(bias, pop)
+        return scale * ridge
 
     generator = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)

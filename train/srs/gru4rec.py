@@ -1,4 +1,9 @@
-"""GRU4Rec (Hidasi et al., 2016) as a next-item sequence encoder."""
+"""GRU4Rec (Hidasi et al., 2016) as a next-item sequence encoder, in two styles.
+
+  project   biases, dropout between GRU layers, a dense layer on the states;
+  llm2rec   LLM2Rec's downstream GRU4Rec (seqrec/models/GRU4Rec/_model.py): no biases, no dense layer, dropout
+            on the item vectors only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from torch import nn
 
 from .dropout import FastDropout
 from .sasrec import gather_last
+
+STYLES = ("project", "llm2rec")
 
 
 def alignment(mask: torch.Tensor) -> torch.Tensor:
@@ -28,12 +35,15 @@ def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class GRU4Rec(nn.Module):
-    def __init__(self, hidden_size: int, num_layers: int, dropout: float) -> None:
+    def __init__(self, hidden_size: int, num_layers: int, dropout: float, style: str = "project") -> None:
         super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"GRU4Rec style must be one of {STYLES}, got {style!r}")
+        project = style == "project"
         self.input_dropout = FastDropout(dropout)
-        self.gru = nn.GRU(hidden_size, hidden_size, num_layers=num_layers, batch_first=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.gru = nn.GRU(hidden_size, hidden_size, num_layers=num_layers, batch_first=True, bias=project,
+                          dropout=dropout if num_layers > 1 and project else 0.0)
+        self.dense = nn.Linear(hidden_size, hidden_size) if project else nn.Identity()
 
     def sequence_output(self, item_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """State after every valid item [B, L, D], at that item's own position (zero on padding)."""

@@ -19,17 +19,22 @@ from llmrec.files import sha256_file
 EMBEDDINGS_KEY = "embeddings"
 
 
-ID_INIT_STD = 0.02  # SASRec's initialisation of the ID table
+ID_INIT_STD = 0.02  # SASRec's initialisation of the ID table ("small")
 
 
 class IDItemEmbedding(nn.Module):
     """A trainable table, one row per item, row 0 = padding (kept at zero); `init` [num_items + 1, hidden]
-    replaces the random start (see text_init)."""
+    replaces the random start (see text_init). `how`: "small" N(0, 0.02), "unit" N(0, 1) (LLM2Rec's seqrec),
+    "xavier" xavier_normal (LLMEmb)."""
 
-    def __init__(self, num_items: int, hidden_size: int, init: torch.Tensor | None = None) -> None:
+    def __init__(self, num_items: int, hidden_size: int, init: torch.Tensor | None = None,
+                 how: str = "small") -> None:
         super().__init__()
         self.table = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
-        nn.init.normal_(self.table.weight, std=ID_INIT_STD)
+        if how == "xavier":
+            nn.init.xavier_normal_(self.table.weight)
+        else:
+            nn.init.normal_(self.table.weight, std=1.0 if how == "unit" else ID_INIT_STD)
         with torch.no_grad():
             if init is not None:
                 self.table.weight.copy_(init)
@@ -64,14 +69,23 @@ def text_init(embeddings: torch.Tensor, warm: torch.Tensor, hidden_size: int) ->
 class Adapter(nn.Module):
     """Maps frozen text-embedding space into the recommender's space."""
 
-    def __init__(self, in_dim: int, hidden_size: int, kind: str = "linear") -> None:
+    def __init__(self, in_dim: int, hidden_size: int, kind: str = "linear", init: str = "torch") -> None:
+        """kind: "linear" (LLM2Rec's), "mlp" (Linear, GELU, Linear), "llmemb" (Linear(D, D/2), Linear(D/2, hidden),
+        no activation: LLMEmb's models/Adapter.py); init "xavier": xavier_normal weights, zero biases (LLM2Rec)."""
         super().__init__()
         if kind == "linear":
             self.net = nn.Linear(in_dim, hidden_size)
         elif kind == "mlp":
             self.net = nn.Sequential(nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        elif kind == "llmemb":
+            self.net = nn.Sequential(nn.Linear(in_dim, in_dim // 2), nn.Linear(in_dim // 2, hidden_size))
         else:
-            raise ValueError(f"adapter must be 'linear' or 'mlp', got {kind!r}")
+            raise ValueError(f"adapter must be 'linear', 'mlp' or 'llmemb', got {kind!r}")
+        if init == "xavier":
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_normal_(module.weight)
+                    nn.init.zeros_(module.bias)
         self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +100,7 @@ class FrozenItemEmbedding(nn.Module):
     """
 
     def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str = "linear",
-                 standardize: bool = False, fit_rows: torch.Tensor | None = None,
-                 input_dropout: float = 0.0) -> None:
+                 standardize: bool = False, fit_rows: torch.Tensor | None = None, adapter_init: str = "torch") -> None:
         """`fit_rows` (bool [rows]): the items whose statistics the standardisation uses (warm items on a
         cold-start split: a cold item's text must not shape the transform it is later put through)."""
         super().__init__()
@@ -100,12 +113,10 @@ class FrozenItemEmbedding(nn.Module):
         std = rows.std(0).clamp_min(1e-6) if standardize else torch.ones(frozen.shape[1])
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
-        # dropout on the adapter's input: without it an MLP over 500+ dimensions memorises items like an ID table
-        self.input_dropout = nn.Dropout(input_dropout)
-        self.adapter = Adapter(embeddings.shape[1], hidden_size, adapter)
+        self.adapter = Adapter(embeddings.shape[1], hidden_size, adapter, adapter_init)
 
     def transform(self, frozen: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.input_dropout((frozen - self.mean) / self.std))
+        return self.adapter((frozen - self.mean) / self.std)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.transform(self.frozen[ids])
@@ -114,83 +125,6 @@ class FrozenItemEmbedding(nn.Module):
     def all_items(self) -> torch.Tensor:
         out = self.transform(self.frozen)
         return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
-
-
-class HybridItemEmbedding(nn.Module):
-    """ID embedding + adapted frozen text embedding, fused by a learned gate.
-
-    Warm items (seen in training) keep their collaborative ID signal; for cold
-    items the ID row is masked to zero, so their vector is the text path alone
-    instead of an untrained (or pushed-down-as-negative) ID row.
-    v = text + sigmoid(W [text; id] + b) * id.
-    """
-
-    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor,
-                 standardize: bool = False) -> None:
-        super().__init__()
-        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter, standardize, fit_rows=warm)
-        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size)
-        self.gate = nn.Linear(2 * hidden_size, hidden_size)
-        warm = warm.to(torch.bool).clone()
-        warm[0] = False
-        self.register_buffer("warm", warm)
-
-    def fuse(self, text: torch.Tensor, ids: torch.Tensor, warm: torch.Tensor) -> torch.Tensor:
-        ids = ids * warm.unsqueeze(-1).to(ids.dtype)
-        return text + torch.sigmoid(self.gate(torch.cat([text, ids], dim=-1))) * ids
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.fuse(self.text(ids), self.ids(ids), self.warm[ids])
-
-    def all_items(self) -> torch.Tensor:
-        out = self.fuse(self.text.all_items(), self.ids.all_items(), self.warm)
-        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
-
-
-class ResidualItemEmbedding(nn.Module):
-    """ID embedding + adapted text, built to be never worse than IDs and to rank items it has never seen.
-
-    v = text(x) + keep * id, keep = 1 for warm items (0 for cold ones, whose ID row is never trained).
-    - The adapter's last layer starts at zero, so at initialisation this is ID-SASRec and the text can
-      only add what helps.
-    - ID dropout (DropoutNet, Volkovs et al. 2017): in training each warm item loses its ID part with
-      probability `id_dropout` per batch (the same draw for inputs and candidates), so the text path
-      is trained to rank on its own and a cold item's vector text(x) lives on the scale of warm ones.
-    A cold item (or an upserted one) gets exactly text(x): what the exported item encoder computes.
-    """
-
-    def __init__(self, embeddings: torch.Tensor, hidden_size: int, adapter: str, warm: torch.Tensor,
-                 standardize: bool = False, id_dropout: float = 0.0, input_dropout: float = 0.0,
-                 id_start: torch.Tensor | None = None) -> None:
-        """`id_start`: the ID table's starting point instead of a random one (text_init)."""
-        super().__init__()
-        warm = warm.to(torch.bool).clone()
-        warm[0] = False
-        self.text = FrozenItemEmbedding(embeddings, hidden_size, adapter, standardize, fit_rows=warm,
-                                        input_dropout=input_dropout)
-        last = self.text.adapter.net if adapter == "linear" else self.text.adapter.net[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.ids = IDItemEmbedding(embeddings.shape[0] - 1, hidden_size, id_start)
-        self.register_buffer("warm", warm)
-        self.id_dropout = float(id_dropout)
-
-    def keep(self) -> torch.Tensor:
-        """Which items use their ID part in this forward pass."""
-        if self.training and self.id_dropout > 0:
-            return self.warm & (torch.rand(self.warm.shape, device=self.warm.device) >= self.id_dropout)
-        return self.warm
-
-    def with_text(self, text: torch.Tensor) -> torch.Tensor:
-        """The item table when the text path gives `text` [rows, hidden]: warm items add their ID part."""
-        out = text + self.ids.all_items() * self.keep().unsqueeze(-1).to(torch.float32)
-        return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
-
-    def all_items(self) -> torch.Tensor:
-        return self.with_text(self.text.all_items())
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.all_items()[ids]
 
 
 class InitItemEmbedding(nn.Module):

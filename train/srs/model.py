@@ -12,33 +12,26 @@ from torch import nn
 
 from .config import SRSConfig
 from .gru4rec import GRU4Rec
-from .items import (
-    FrozenItemEmbedding,
-    HybridItemEmbedding,
-    IDItemEmbedding,
-    InitItemEmbedding,
-    ResidualItemEmbedding,
-    text_init,
-)
+from .items import FrozenItemEmbedding, IDItemEmbedding, InitItemEmbedding
 from .sasrec import SASRec
 
 
 def build_encoder(config: SRSConfig) -> nn.Module:
     if config.backbone == "sasrec":
         return SASRec(config.hidden_size, config.max_len, config.num_layers, config.num_heads,
-                      config.ffn_size, config.dropout)
-    return GRU4Rec(config.hidden_size, config.num_layers, config.dropout)
+                      config.ffn_size, config.dropout, config.sasrec_style, config.activation, config.layer_norm_eps)
+    return GRU4Rec(config.hidden_size, config.num_layers, config.dropout, config.gru_style)
 
 
 class SequentialRecommender(nn.Module):
     def __init__(self, config: SRSConfig, num_items: int, frozen_embeddings: torch.Tensor | None = None,
                  warm_items: torch.Tensor | None = None) -> None:
-        """`warm_items` [num_items + 1] bool (items seen in training) is needed by every fusion."""
+        """`warm_items` [num_items + 1] bool (items seen in training) is needed by fusion "init"."""
         super().__init__()
         self.config = config
         self.num_items = num_items
         if frozen_embeddings is None:
-            self.items = IDItemEmbedding(num_items, config.hidden_size)
+            self.items = IDItemEmbedding(num_items, config.hidden_size, how=config.id_init)
         else:
             if frozen_embeddings.shape[0] != num_items + 1:
                 raise ValueError(
@@ -46,21 +39,12 @@ class SequentialRecommender(nn.Module):
                 )
             if config.fusion != "none" and (warm_items is None or warm_items.shape[0] != num_items + 1):
                 raise ValueError(f"fusion={config.fusion!r} needs a warm-item mask of {num_items + 1} rows")
-            if config.fusion == "gated":
-                self.items = HybridItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
-                                                 config.standardize)
-            elif config.fusion == "init":  # the text only shapes where training starts
+            if config.fusion == "init":  # the text only shapes where training starts
                 self.items = InitItemEmbedding(frozen_embeddings, config.hidden_size, warm_items)
-            elif config.fusion in ("residual", "residual-init"):
-                start = (text_init(frozen_embeddings, warm_items, config.hidden_size)[0]
-                         if config.fusion == "residual-init" else None)
-                self.items = ResidualItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter, warm_items,
-                                                   config.standardize, config.id_dropout, config.input_dropout,
-                                                   id_start=start)
             else:
                 self.items = FrozenItemEmbedding(frozen_embeddings, config.hidden_size, config.adapter,
                                                  config.standardize, fit_rows=warm_items,
-                                                 input_dropout=config.input_dropout)
+                                                 adapter_init=config.adapter_init)
         self.encoder = build_encoder(config)
 
     def text_path(self) -> FrozenItemEmbedding | None:
@@ -71,8 +55,8 @@ class SequentialRecommender(nn.Module):
         return getattr(self.items, "text", None)
 
     def items_with_text(self, text: torch.Tensor) -> torch.Tensor:
-        """The item table [num_items + 1, D] when the text path gives `text` for every row: a fusion that keeps
-        IDs composes them for the warm items (as `item_vectors` does); otherwise the table is `text`."""
+        """The item table [num_items + 1, D] when the text path gives `text` for every row: fusion "init" keeps
+        the warm items' trained IDs (as `item_vectors` does); otherwise the table is `text`."""
         compose = getattr(self.items, "with_text", None)
         return compose(text) if compose is not None else text
 

@@ -11,7 +11,7 @@ import numpy as np
 from llmrec.files import write_json_atomic
 from train.data.dataset import SequenceData
 
-from .config import SRSConfig
+from .config import SRSConfig, without_retired
 from .items import load_item_embeddings
 from .trainer import train_one_seed
 
@@ -46,6 +46,10 @@ def finished_seed(seed_dir: Path, expected: dict) -> dict | None:
         return None
     previous = json.loads(config_path.read_text())
     if "srs" in previous and "srs" in expected:  # a field added since that run, at its default: what that run did
+        try:  # a field removed since, at the value that changed nothing: the same
+            previous["srs"] = without_retired(previous["srs"])
+        except ValueError:
+            return None
         defaults = SRSConfig().to_dict()
         previous["srs"] = {**{k: v for k, v in defaults.items() if k in expected["srs"]}, **previous["srs"]}
     if any(previous.get(k) != json.loads(json.dumps(v)) for k, v in expected.items()):

@@ -1,4 +1,4 @@
-"""Training with early stopping on validation Recall@20, then a test evaluation.
+"""Training with early stopping on a validation metric (Recall@20 by default), then a test evaluation.
 
 One call trains one seed. Everything random (initialisation, dropout, shuffling,
 negative sampling) derives from that seed, so a run is repeatable.
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from llmrec.files import write_json_atomic
 from train.data.dataset import Examples, SequenceData
 from train.eval import evaluate, full_ranking
+from train.eval.ranking import sampled_ranking
 
 from .checkpoint import save_checkpoint
 from .coldmap import fit_ranked_cold_map
@@ -92,6 +93,10 @@ def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig
     """Validation metrics; those of an extra set (e.g. cold_valid) are prefixed with its name."""
     model.eval()
     metrics = dict(_ranking(model, data, data.valid, config, device).metrics)
+    if config.early_stop_metric.startswith("sampled/"):  # 100 sampled negatives, LLMEmb's validation
+        sampled = sampled_ranking(score_fn(model, data.valid, config, device), data.valid, data.num_items,
+                                  batch_size=config.eval_batch_size)
+        metrics.update({f"sampled/{k}": v for k, v in sampled.metrics.items()})
     for name, examples in extra_sets(data, "valid").items():
         metrics.update({f"{name}/{k}": v for k, v in _ranking(model, data, examples, config, device).metrics.items()})
     return metrics
@@ -101,9 +106,11 @@ def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig
 def evaluate_test(model: SequentialRecommender, data: SequenceData, config: SRSConfig,
                  device: torch.device) -> dict:
     model.eval()
+    head = data.user_counts() >= config.tail_threshold if config.tail_threshold else None
     report = evaluate(score_fn(model, data.test, config, device), data.test, data.num_items,
                       data.train_item_counts(), ks=config.ks, exclude_history=config.exclude_history,
-                      sampled=True, batch_size=config.eval_batch_size)
+                      sampled=True, batch_size=config.eval_batch_size, head=head,
+                      long_threshold=config.short_threshold - 1 if config.short_threshold else None)
     for name, examples in extra_sets(data, "test").items():
         report[name] = {"num_examples": len(examples),
                         "full": _ranking(model, data, examples, config, device).metrics}
@@ -135,14 +142,39 @@ def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.
     """Loss of one batch: targets [B] for the last position, or [B, L] for every position (0 = none).
     `unseen`: items never a training target, left out of the full softmax (see full_softmax_ce)."""
     table = model.item_vectors()
+    rows = torch.arange(hist.shape[0], device=hist.device)  # the training row of every target
+    all_targets = targets
     if targets.dim() == 1:
         user = model.user_vectors(hist, table)
     else:
         has_target = targets != 0
         user, targets = model.sequence_states(hist, table)[has_target], targets[has_target]
+        rows = rows.unsqueeze(1).expand_as(has_target)[has_target]
     if config.loss == "ce":
         return full_softmax_ce(user, table, targets, unseen)
-    return sampled_bce(user, table, targets, sample_negatives(targets, num_items, config.num_negatives, generator))
+    negatives = sample_negatives(targets, num_items, config.num_negatives, generator)
+    if config.negatives_outside_history:
+        negatives = redraw_inside(negatives, hist, all_targets, rows, num_items, generator)
+    return sampled_bce(user, table, targets, negatives)
+
+
+def redraw_inside(negatives: torch.Tensor, hist: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                  num_items: int, generator: torch.Generator, tries: int = 20) -> torch.Tensor:
+    """Negatives [N, n] of target rows `rows` [N] redrawn while they are among their training row's items (its
+    history and targets), as LLMEmb's random_neq draws them outside the user's sequence; after `tries` rounds a
+    negative still inside (a user who has nearly every item) is kept."""
+    inside = torch.zeros(hist.shape[0], num_items + 1, dtype=torch.bool, device=hist.device)
+    inside[torch.arange(hist.shape[0], device=hist.device).unsqueeze(1), hist] = True
+    row_targets = targets.unsqueeze(1) if targets.dim() == 1 else targets
+    inside[torch.arange(hist.shape[0], device=hist.device).unsqueeze(1), row_targets] = True
+    inside[:, 0] = False
+    for _ in range(tries):
+        bad = inside[rows.unsqueeze(1), negatives]
+        if not bool(bad.any()):
+            break
+        fresh = torch.randint(1, num_items + 1, negatives.shape, generator=generator, device=negatives.device)
+        negatives = torch.where(bad, fresh, negatives)
+    return negatives
 
 
 def train_one_seed(
@@ -177,9 +209,10 @@ def train_one_seed(
         out_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(out_dir / "log.jsonl", "w")
 
-    windows = data.train.windows(config.max_len) if config.train_targets == "all" else None
+    windows = (data.train.windows(config.max_len, last_only=config.train_targets == "tail")
+               if config.train_targets in ("all", "tail") else None)
     num_rows = len(windows[0]) if windows is not None else len(data.train)
-    best_metric, best_epoch, best_state, best_valid, waited = -1.0, 0, None, {}, 0
+    best_metric, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     start = time.perf_counter()
     epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.backbone} seed {seed}", unit="epoch",
                   disable=not progress)
@@ -202,28 +235,29 @@ def train_one_seed(
                 extra_total += float(extra.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             total += float(loss.detach())
             batches += 1
-        valid = validate(model, data, config, device)
-        metric = valid[config.early_stop_metric]
-        improved = metric > best_metric
-        if improved:
-            best_metric, best_epoch, best_valid, waited = metric, epoch, valid, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-        record = {"event": "epoch", "seed": seed, "epoch": epoch, "loss": total / max(batches, 1),
-                  "valid": valid, "best_epoch": best_epoch, "seconds": round(time.perf_counter() - t0, 3)}
+        record = {"event": "epoch", "seed": seed, "epoch": epoch, "loss": total / max(batches, 1)}
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            valid = validate(model, data, config, device)
+            metric = valid[config.early_stop_metric]
+            if metric > best_metric:
+                best_metric, best_epoch, best_valid = metric, epoch, valid
+                best_state = copy.deepcopy(model.state_dict())
+            record["valid"] = valid
+        record.update(best_epoch=best_epoch, seconds=round(time.perf_counter() - t0, 3))
         if extra_loss is not None:
             record["extra_loss"] = extra_total / max(batches, 1)
         log.info("epoch", extra={k: v for k, v in record.items() if k != "event"})
         if log_file:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-        epochs.set_postfix(loss=f"{record['loss']:.4f}", **{config.early_stop_metric: f"{metric:.4f}"},
-                           best=best_epoch)
-        if waited >= config.patience:
+        epochs.set_postfix(loss=f"{record['loss']:.4f}", best=best_epoch,
+                           **{config.early_stop_metric: f"{best_metric:.4f}"})
+        if "valid" in record and epoch - best_epoch >= config.patience:  # patience in epochs, as both papers
             break
     train_seconds = time.perf_counter() - start
     if best_state is not None:
@@ -231,8 +265,7 @@ def train_one_seed(
     if config.cold_map > 0:  # fusion init: place cold items by their text; the validation the map is read on
         model.items.fit_cold_map(config.cold_map)
         if config.cold_map_rank_epochs > 0:
-            losses = fit_ranked_cold_map(model, data, config.cold_map_rank_epochs, config.cold_map_pretend, seed=seed,
-                                         params=config.cold_map_rank)
+            losses = fit_ranked_cold_map(model, data, config.cold_map_rank_epochs, config.cold_map_pretend, seed=seed)
             log.info("cold_map_ranked", extra={"seed": seed, "losses": losses})
         best_valid = validate(model, data, config, device)
     test = evaluate_test(model, data, config, device)

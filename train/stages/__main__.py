@@ -45,8 +45,8 @@ def per_profile(name: str, config_classes: list[type], tables: str) -> str:
     names = PROFILE_NAMES if tables == "PROFILES" else BUDGET_NAMES
     per_stage: dict[str, list[str]] = {}
     for cls in config_classes:
-        pick = (lambda n: cls.profile(n)) if tables == "PROFILES" else (lambda n: cls.profile("paper", n))
-        values = ", ".join(f"{n} {getattr(pick(n), name)}" for n in names)
+        configs = [cls.profile(n) if tables == "PROFILES" else cls.profile("paper", n) for n in names]
+        values = ", ".join(f"{n} {getattr(c, name)}" for n, c in zip(names, configs, strict=True))
         per_stage.setdefault(values, []).append(cls.__name__.removesuffix("Config"))
     if len(per_stage) == 1:
         return next(iter(per_stage))
@@ -89,12 +89,12 @@ def add_stage_options(p: argparse.ArgumentParser, config_classes: list[type]) ->
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
-def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The command's parser and each stage command's own parser (for its --config file)."""
+def parser(commands: dict[str, argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    """The command's parser; `commands` (when given) receives each stage command's own parser (for --config)."""
     p = argparse.ArgumentParser(prog="python -m train.stages", description=__doc__,
                                 formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    commands = {}
+    commands = {} if commands is None else commands
     for name, (_, config_cls) in STAGES.items():
         commands[name] = sub.add_parser(name, help=f"the {name} stage", formatter_class=HelpFormatter)
         add_stage_options(commands[name], [config_cls])
@@ -102,7 +102,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
                                          formatter_class=HelpFormatter)
     add_stage_options(commands["llm2rec"], [STAGES[n][1] for n in LLM2REC_ORDER])
     add_rat_parser(sub)
-    return p, commands
+    return p
 
 
 def add_rat_parser(sub: Any) -> None:
@@ -186,7 +186,8 @@ def overrides_for(stage: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p, commands = parser()
+    commands: dict[str, argparse.ArgumentParser] = {}
+    p = parser(commands)
     if argv and argv[0] in commands:
         apply_config_file(commands[argv[0]], argv[1:])
     args = p.parse_args(argv)

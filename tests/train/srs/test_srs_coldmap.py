@@ -49,7 +49,7 @@ def test_ranking_brings_back_cold_items_a_shrunk_ridge_map_ranks_last_and_leaves
     before = model.item_vectors().detach().clone()
     random_recall = 5 / data.num_items
     assert validate(model, data, model.config, CPU)[f"{COLD_VALID}/recall@5"] < random_recall
-    losses = fit_ranked_cold_map(model, data, epochs=30, pretend=0.2, lr=0.05, seed=1, params="scale")
+    losses = fit_ranked_cold_map(model, data, epochs=30, pretend=0.2, lr=0.05, seed=1)
     assert losses[-1] < losses[0]
     # a scale and a shared offset put the cold targets near the top
     assert validate(model, data, model.config, CPU)[f"{COLD_VALID}/recall@5"] > 0.6 > 2 * random_recall
@@ -63,10 +63,8 @@ def test_ranking_brings_back_cold_items_a_shrunk_ridge_map_ranks_last_and_leaves
     torch.testing.assert_close(after[cold], (z @ layer.weight.T + layer.bias)[cold])
     # deterministic given the seed
     again, _ = load_checkpoint(folder / "ridge")
-    assert fit_ranked_cold_map(again, data, epochs=30, pretend=0.2, lr=0.05, seed=1, params="scale") == losses
+    assert fit_ranked_cold_map(again, data, epochs=30, pretend=0.2, lr=0.05, seed=1) == losses
     assert torch.equal(again.item_vectors(), after)
-    with pytest.raises(ValueError, match="params"):
-        fit_ranked_cold_map(again, data, epochs=1, params="mlp")
 
 
 def test_training_calibrates_the_map_when_asked_and_the_checkpoint_keeps_it(cold_planted):

@@ -158,24 +158,13 @@ def test_fast_dropout_rate_scale_and_eval_identity():
         FastDropout(1.0)
 
 
-def test_hybrid_items_fall_back_to_text_for_cold_items():
-    from train.srs.items import HybridItemEmbedding
-
-    torch.manual_seed(0)
-    frozen = torch.randn(NUM_ITEMS + 1, 24)
-    warm = torch.ones(NUM_ITEMS + 1, dtype=torch.bool)
-    warm[3] = False  # item 3 never seen in training
-    hybrid = HybridItemEmbedding(frozen, 16, "linear", warm)
-    with torch.no_grad():
-        table, text = hybrid.all_items(), hybrid.text.all_items()
-        assert torch.equal(table[3], text[3])
-        assert not torch.allclose(table[4], text[4])
-        assert torch.count_nonzero(table[0]) == 0
-        torch.testing.assert_close(hybrid(torch.tensor([[3, 4, 0]]))[0], table[[3, 4, 0]])
+def test_fusion_needs_an_embedding_file_and_a_warm_item_mask():
     with pytest.raises(ValueError, match="fusion"):
-        SRSConfig(fusion="gated")  # needs an embedding file
+        SRSConfig(fusion="init")  # needs an embedding file
+    with pytest.raises(ValueError, match="fusion"):
+        SRSConfig(items="x.npy", fusion="gated")  # removed (docs/decisions.md)
     with pytest.raises(ValueError, match="warm-item mask"):
-        SequentialRecommender(SRSConfig(items="x.npy", fusion="gated"), NUM_ITEMS, frozen)
+        SequentialRecommender(SRSConfig(items="x.npy", fusion="init"), NUM_ITEMS, torch.randn(NUM_ITEMS + 1, 4))
 
 
 def test_standardized_frozen_embeddings_feed_zero_mean_unit_std_inputs_to_the_adapter():
@@ -191,45 +180,14 @@ def test_standardized_frozen_embeddings_feed_zero_mean_unit_std_inputs_to_the_ad
     torch.testing.assert_close(x.std(0), torch.ones(6), atol=1e-5, rtol=0)
 
 
-def test_residual_fusion_starts_as_ids_and_gives_cold_items_the_text_path():
-    from train.srs.items import IDItemEmbedding, ResidualItemEmbedding
-
-    torch.manual_seed(0)
-    frozen = torch.randn(NUM_ITEMS + 1, 24)
-    warm = torch.ones(NUM_ITEMS + 1, dtype=torch.bool)
-    warm[3] = False
-    items = ResidualItemEmbedding(frozen, 16, "mlp", warm, standardize=True, id_dropout=0.5).eval()
-    with torch.no_grad():
-        # text adds exactly nothing at initialisation: the table is the ID table (cold item: zero, like an unseen ID)
-        ids = items.ids.all_items()
-        expected = ids * warm.unsqueeze(-1)
-        torch.testing.assert_close(items.all_items(), expected)
-        assert isinstance(items.ids, IDItemEmbedding)
-        # once the text path has weights, a cold item is exactly its text vector, a warm one text + ID
-        torch.nn.init.normal_(items.text.adapter.net[-1].weight)
-        table, text = items.all_items(), items.text.all_items()
-        torch.testing.assert_close(table[3], text[3])
-        torch.testing.assert_close(table[4], text[4] + ids[4])
-        assert torch.count_nonzero(table[0]) == 0
-        torch.testing.assert_close(items(torch.tensor([3, 4, 0])), table[[3, 4, 0]])
-        # ID dropout only in training: about half the warm items are text-only in one draw, none in eval
-        items.train()
-        torch.manual_seed(1)
-        dropped = (items.all_items() - items.text.all_items()).abs().sum(1)[1:] == 0
-        assert 0.3 < dropped.float().mean() < 0.7
-        items.eval()
-        assert torch.equal(items.all_items(), table)
-
-
-def test_residual_and_dropout_settings_are_validated():
-    with pytest.raises(ValueError, match="id_dropout"):
-        SRSConfig(items="x.npy", id_dropout=0.3)  # only with the residual fusion
-    with pytest.raises(ValueError, match="id_dropout"):
-        SRSConfig(items="x.npy", fusion="residual", id_dropout=1.0)
-    with pytest.raises(ValueError, match="input_dropout"):
-        SRSConfig(items="x.npy", input_dropout=-0.1)
-    with pytest.raises(ValueError, match="warm-item mask"):
-        SequentialRecommender(SRSConfig(items="x.npy", fusion="residual"), NUM_ITEMS, torch.randn(NUM_ITEMS + 1, 4))
+def test_a_config_written_before_an_option_was_removed_loads_when_that_option_was_off():
+    written = {**SRSConfig(items="x.npy").to_dict(), "id_dropout": 0.0, "input_dropout": 0.0, "cold_map_rank": "scale"}
+    assert SRSConfig.from_dict(written) == SRSConfig(items="x.npy", ks=(5, 10, 20))
+    for key, value in (("input_dropout", 0.2), ("id_dropout", 0.25), ("cold_map_rank", "scale-pop")):
+        with pytest.raises(ValueError, match=f"{key}.*docs/decisions.md"):
+            SRSConfig.from_dict({**written, key: value})
+    with pytest.raises(TypeError):
+        SRSConfig(input_dropout=0.0)  # not a field any more
 
 
 def test_standardisation_statistics_come_from_warm_items_only():
@@ -307,9 +265,4 @@ def test_text_init_starts_the_id_table_on_the_texts_principal_axes():
     items3.fit_cold_map(1e-6)
     torch.testing.assert_close(items3.all_items()[[4, 9]], (z @ truth)[[4, 9]], rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="cold_map"):
-        SRSConfig(items="x.npy", fusion="residual", cold_map=10.0)  # only with fusion init
-    # residual-init: the residual fusion, its ID part started there (the text part still starts at zero)
-    residual = SequentialRecommender(replace(config, fusion="residual-init", id_dropout=0.2), NUM_ITEMS, frozen2,
-                                     all_warm)
-    torch.testing.assert_close(residual.items.ids.all_items(), text_init(frozen2, all_warm, 2)[0])
-    torch.testing.assert_close(residual.eval().item_vectors(), residual.items.ids.all_items())  # no ID dropout
+        SRSConfig(items="x.npy", cold_map=10.0)  # only with fusion init

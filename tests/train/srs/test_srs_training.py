@@ -116,27 +116,16 @@ def test_cli_reports_bad_input_without_a_traceback(planted_folder, tmp_path):
     assert sorted(p.name for p in foreign.iterdir()) == ["a.jpg"]
 
 
-def test_hybrid_id_plus_text_trains_and_reloads_exactly(planted_data, tmp_path):
-    emb = np.random.default_rng(1).normal(size=(planted_data.num_items + 1, 24)).astype(np.float32)
+def test_text_initialised_ids_train_reload_and_write_per_example_ranks(planted_data, tmp_path):
+    from train.srs.trainer import RANKS_FILE
+
+    emb = np.random.default_rng(1).normal(size=(planted_data.num_items + 1, 48)).astype(np.float32)
     np.save(tmp_path / "items.npy", emb)
-    config = SRSConfig(items=str(tmp_path / "items.npy"), fusion="gated", **SMALL)
+    config = SRSConfig(items=str(tmp_path / "items.npy"), fusion="init", standardize=True, adapter="mlp", **SMALL)
     summary = run_seeds(planted_data, config, [1], tmp_path / "run", progress=False)
     assert summary["test"]["full/recall@10"]["mean"] > 0.9
     model, _ = load_checkpoint(tmp_path / "run" / "seed-1")
     assert model.items.warm.dtype == torch.bool and bool(model.items.warm[1:].all())
-    assert evaluate_test(model, planted_data, model.config, torch.device("cpu")) == summary["per_seed"][0]["test"]
-
-
-def test_residual_hybrid_trains_reloads_and_writes_per_example_ranks(planted_data, tmp_path):
-    from train.srs.trainer import RANKS_FILE
-
-    emb = np.random.default_rng(1).normal(size=(planted_data.num_items + 1, 24)).astype(np.float32)
-    np.save(tmp_path / "items.npy", emb)
-    config = SRSConfig(items=str(tmp_path / "items.npy"), fusion="residual", id_dropout=0.3, input_dropout=0.1,
-                       standardize=True, adapter="mlp", **SMALL)
-    summary = run_seeds(planted_data, config, [1], tmp_path / "run", progress=False)
-    assert summary["test"]["full/recall@10"]["mean"] > 0.9
-    model, _ = load_checkpoint(tmp_path / "run" / "seed-1")
     assert evaluate_test(model, planted_data, model.config, torch.device("cpu")) == summary["per_seed"][0]["test"]
     ranks = json.loads((tmp_path / "run" / "seed-1" / RANKS_FILE).read_text())
     hits = np.mean(np.asarray(ranks["test"]) < 10)
@@ -156,3 +145,15 @@ def test_a_run_from_before_a_new_config_field_is_reused_when_the_field_is_at_its
     assert finished_seed(tmp_path, {"srs": config, "items": {"kind": "frozen"}}) == {"seed": 1}
     changed = SRSConfig(items="e.npy", fusion="init", cold_map=100.0).to_dict()
     assert finished_seed(tmp_path, {"srs": changed, "items": {"kind": "frozen"}}) is None
+
+
+def test_a_run_from_before_an_option_was_removed_is_reused_only_when_that_option_was_off(tmp_path):
+    from train.srs.runs import finished_seed
+
+    config = SRSConfig(items="e.npy", adapter="mlp").to_dict()
+    (tmp_path / "metrics.json").write_text(json.dumps({"seed": 1}))
+    for dropout, reused in ((0.0, True), (0.2, False)):  # input_dropout: removed (docs/decisions.md)
+        old = {**config, "input_dropout": dropout, "id_dropout": 0.0, "cold_map_rank": "scale"}
+        (tmp_path / "config.json").write_text(json.dumps({"srs": old, "items": {"kind": "frozen"}}))
+        found = finished_seed(tmp_path, {"srs": config, "items": {"kind": "frozen"}})
+        assert found == ({"seed": 1} if reused else None)

@@ -54,7 +54,8 @@ def test_bad_input_is_one_clean_line(tiny_dir, planted_folder, tmp_path, capsys,
     assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("argv", [["csft", "--out", "x", "--profile", "huge"], ["csft", "--out", "x", "--budget", "huge"],
+@pytest.mark.parametrize("argv", [["csft", "--out", "x", "--profile", "huge"],
+                                  ["csft", "--out", "x", "--budget", "huge"],
                                   ["csft", "--out", "x", "--history", "x"], ["csft", "--out", "x", "--nope", "1"]])
 def test_argparse_errors_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exc:

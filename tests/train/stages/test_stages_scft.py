@@ -98,7 +98,8 @@ def attribute_data(worded_data):
 
 
 def test_scft_learns_tau_and_saves_a_causal_mean_embedder(tiny_dir, attribute_data, tmp_path):
-    stage = make_stage("scft", "paper", "demo", steps=20, batch_size=8, lora=False, lr=2e-3, warmup_steps=0, log_every=1,
+    stage = make_stage("scft", "paper", "demo", steps=20, batch_size=8, lora=False, lr=2e-3, warmup_steps=0,
+                       log_every=1,
                        fields="movie_title,director,studio,country")
     result = run_stage(stage, str(tiny_dir("llama")), attribute_data, tmp_path / "scft", device="cpu",
                        progress=False)

@@ -16,7 +16,8 @@ from train.stages import make_stage, run_stage
 def test_smollm2_csft_two_lora_steps(tmp_path):
     base = resolve_base("smollm2")
     data = load_dataset("ml-100k")
-    stage = make_stage("csft", "paper", "cpu-small", steps=2, batch_size=2, max_length=32, log_every=1, eval_every=0, patience=0)
+    stage = make_stage("csft", "paper", "cpu-small", steps=2, batch_size=2, max_length=32, log_every=1, eval_every=0,
+                       patience=0)
     result = run_stage(stage, str(base), data, tmp_path / "csft", device="cpu", dtype=torch.float32, progress=False)
     assert result["status"] == "finished" and result["steps"] == 2
     assert torch.isfinite(torch.tensor(result["final_loss"])) and 0 < result["final_loss"] < 20
