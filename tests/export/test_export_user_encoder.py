@@ -18,14 +18,16 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def user_exports(srs_checkpoint, tmp_path_factory):
-    """Factory: user_exports(backbone, items) -> (export folder, manifest, torch model), each built once."""
+    """Factory: user_exports(backbone, items, preset) -> (export folder, manifest, torch model), each built once;
+    `preset` takes the architecture fields of that downstream preset (block style, activation, norms, adapter)."""
     from export.onnx.user_encoder import export_user_encoder
+    from train.srs.config import SRSConfig
 
     root = tmp_path_factory.mktemp("user_encoders")
     built = {}
 
-    def make(backbone: str, items: str):
-        key = (backbone, items)
+    def make(backbone: str, items: str, preset: str = "project"):
+        key = (backbone, items, preset)
         if key not in built:
             frozen = None
             if items == "frozen":
@@ -37,10 +39,15 @@ def user_exports(srs_checkpoint, tmp_path_factory):
             folder = cache / "datasets" / "toy-k1"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "items.json").write_text(json.dumps(["[PAD]", *[f"i{i}" for i in range(1, 31)]]))
-            model = srs_checkpoint(root / f"srs-{backbone}-{items}", backbone=backbone, frozen=frozen,
-                                   dataset=dataset, adapter="mlp", standardize=frozen is not None)
-            out = root / f"onnx-{backbone}-{items}"
-            manifest = export_user_encoder(root / f"srs-{backbone}-{items}", out, cache_dir=cache)
+            chosen = SRSConfig.preset(preset)
+            architecture = {f: getattr(chosen, f) for f in ("sasrec_style", "gru_style", "activation",
+                                                             "layer_norm_eps")}
+            adapter = "mlp" if preset == "project" else chosen.adapter
+            name = f"{backbone}-{items}-{preset}"
+            model = srs_checkpoint(root / f"srs-{name}", backbone=backbone, frozen=frozen, dataset=dataset,
+                                   adapter=adapter, standardize=frozen is not None, **architecture)
+            out = root / f"onnx-{name}"
+            manifest = export_user_encoder(root / f"srs-{name}", out, cache_dir=cache)
             built[key] = (out, manifest, model)
         return built[key]
 
@@ -48,11 +55,12 @@ def user_exports(srs_checkpoint, tmp_path_factory):
 
 
 CASES = [("sasrec", "ids"), ("sasrec", "frozen"), ("gru4rec", "ids"), ("gru4rec", "frozen")]
+PRESET_CASES = [("sasrec", "frozen", "llm2rec"), ("sasrec", "frozen", "llmemb"), ("gru4rec", "frozen", "llm2rec")]
 
 
-@pytest.mark.parametrize("backbone,items", CASES)
-def test_user_encoder_matches_torch_for_every_length_batch_and_padding(user_exports, backbone, items):
-    folder, manifest, model = user_exports(backbone, items)
+@pytest.mark.parametrize("backbone,items,preset", [(*case, "project") for case in CASES] + PRESET_CASES)
+def test_user_encoder_matches_torch_for_every_length_batch_and_padding(user_exports, backbone, items, preset):
+    folder, manifest, model = user_exports(backbone, items, preset)
     session = make_session(folder / "model.onnx")
     with torch.no_grad():
         table = model.item_vectors().numpy()

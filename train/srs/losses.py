@@ -33,3 +33,25 @@ def sampled_bce(
     pos = (user * table[targets]).sum(-1)
     neg = torch.einsum("bd,bnd->bn", user, table[negatives])
     return F.softplus(-pos).mean() + F.softplus(neg).mean()
+
+
+def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, temperature: torch.Tensor | float, normalize: bool = False,
+                          detach_targets: bool = False, targets_times_tau: bool = True) -> torch.Tensor:
+    """LLMEmb's symmetric soft-target contrastive loss of two views [B, D] (row i of x and y are a pair): its SCFT
+    loss (llm/llama.py) and its RAT alignment (models/utils.py Contrastive_Loss2).
+
+    logits = x y^T / tau, targets = softmax(((x x^T + y y^T) / 2) * tau) per row (/ tau unless
+    `targets_times_tau`), loss = (CE(logits, targets) + CE(logits^T, targets^T)) / 2 with soft-target
+    cross-entropy; `normalize` compares cosines.
+    """
+    x, y = x.float(), y.float()
+    if normalize:
+        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    logits = x @ y.T / temperature
+    similarity = (x @ x.T + y @ y.T) / 2
+    targets = F.softmax(similarity * temperature if targets_times_tau else similarity / temperature, dim=-1)
+    if detach_targets:
+        targets = targets.detach()
+    loss_x = -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    loss_y = -(targets.T * F.log_softmax(logits.T, dim=-1)).sum(-1).mean()
+    return (loss_x + loss_y) / 2

@@ -2,47 +2,45 @@
 the item embeddings of a pretrained ID-based SASRec.
 
   python -m train.stages rat --dataset ml-100k --embeddings runs/r/embeddings/items.safetensors \\
-      --id-srs runs/r/srs/sasrec-ids/seed-2024 --out runs/r/srs/llmemb [--pca 128] [--alpha 0.01] [--seeds ...]
+      --id-srs runs/r/srs/sasrec-ids/seed-2024 --out runs/r/srs/llmemb [--seeds ...]
 
-What is trained: a normal `SequentialRecommender` with frozen item vectors (`SRSConfig.items` = the embedding
-file) and a 2-layer adapter (`adapter="mlp"`: Linear, GELU, Linear) into the SRS space, with loss
-  next-item loss (the SRS's own: full-softmax CE by default) + alpha * alignment
-per batch. The SRS hyper-parameters default to the ID checkpoint's (LLMEmb trains both with the same ones), with
-items/adapter replaced; `overrides` (CLI `--set`) change any of them.
+As LLMEmb's code runs it (models/LLMEmb.py, models/Adapter.py, experiments/*/rat/llmemb.bash): a
+`SequentialRecommender` under the `llmemb` downstream preset (train/srs/config.py: Kang's SASRec, BCE with one
+negative per position, early stopping on sampled NDCG@10) with the frozen LLM vectors as items and LLMEmb's
+adapter (Linear(D, D/2) -> Linear(D/2, hidden), no activation; the SASRec scales the history inputs by
+sqrt(hidden), the candidate vectors are not), trained with
+  next-item loss + alpha * alignment        (alpha 0.01)
+The alignment (`AlignmentLoss`) is LLMEmb's Contrastive_Loss2, the soft-target loss of SCFT
+(`soft_contrastive_loss`): X = the ID-SASRec's item rows, Y = the adapted vectors of every target position of the
+batch (padding excluded, repeats kept), raw dot products, tau 2, targets softmax(sim x tau). `overrides` (the CLI's
+field flags) change any SRS setting; the ID checkpoint must share the hidden size (train it with
+`python -m train.srs --preset llmemb --items ids`).
 
-Alignment (`AlignmentLoss`): the distinct items of the batch (histories and targets, padding excluded) as
-adapted embeddings a_i and as rows e_i of the ID-SASRec's `items.table.weight`; symmetric InfoNCE with in-batch
-negatives over cosine similarities / `temperature` (default 0.2): a_i should be closer to e_i than to the other
-items' e_j, and e_i to a_i. Distinct items only: a repeated item would be its own false negative. LLMEmb's code
-uses its soft-target CLIP loss on raw dot products (tau 2) over the target positions; InfoNCE on cosines is used
-here (scale-free: the ID table and the adapter output need not share a norm). alpha 0.01 as in the paper.
+PCA (`pca`): LLMEmb reduces the LLM vectors to 1,536 dimensions when they are wider ("auto"); an int k reduces to k,
+0 never. Fitted with numpy's SVD on the non-padding rows (centred); the reduced table (row 0 kept at zero) is what
+the SRS freezes. Components [k, D] and mean [D] go to `<seed dir>/pca.safetensors` and are named in config.json
+(`items.pca`), so a new item's LLM vector is reduced the same way (`project`) before the adapter (LLMEmb does not
+save its PCA). Component signs are fixed (largest-magnitude entry positive), so the fit is deterministic.
 
-PCA (`--pca k`): fitted with numpy's SVD on the non-padding rows (centred); the reduced table (row 0 kept at zero)
-is what the SRS freezes. Components [k, D] and mean [D] go to `<seed dir>/pca.safetensors` and are named in
-config.json (`items.pca`), so a new item's LLM vector is reduced the same way (`project`) before the adapter.
-Component signs are fixed (largest-magnitude entry positive), so the fit is deterministic.
-
-Causality: our SASRec (train/srs/sasrec.py) masks future positions (tested in tests/train/srs). LLMEmb's public
-SASRec had its causal mask commented out, so each position could attend to its own target; that is not repeated.
+Causality: our SASRec masks future positions (tested in tests/train/srs). LLMEmb's public SASRec had its causal
+mask commented out, so each position could attend to its own target; that is not repeated.
 
 Output per seed (`<out>/seed-<s>/`): the standard SRS checkpoint (model.safetensors + config.json, loadable with
 `load_checkpoint`; evaluation and export work unchanged), metrics.json (test: full ranking Recall/NDCG@K and 100
-sampled negatives HR/NDCG@10, with head/tail breakdowns), log.jsonl (per epoch, "extra_loss" = alpha x alignment),
-pca.safetensors when reduced; `<out>/summary.json`: mean and std over seeds. Finished seeds with the same
-settings are reused.
+sampled negatives HR/NDCG@10, with LLMEmb's long-tail groups), log.jsonl (per epoch, "extra_loss" = alpha x
+alignment), pca.safetensors when reduced; `<out>/summary.json`: mean and std over seeds. Finished seeds with the
+same settings are reused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from llmrec.files import sha256_file, write_json_atomic
 from train.data.dataset import SequenceData
@@ -50,6 +48,7 @@ from train.data.dataset import SequenceData
 from .checkpoint import FORMAT
 from .config import SRSConfig
 from .items import load_item_embeddings
+from .losses import soft_contrastive_loss
 from .model import SequentialRecommender
 from .runs import finished_seed, summarise
 from .trainer import train_one_seed
@@ -57,8 +56,16 @@ from .trainer import train_one_seed
 log = logging.getLogger("llmrec.srs")
 
 PCA_FILE = "pca.safetensors"
-DEFAULT_ALPHA = 0.01
-DEFAULT_TEMPERATURE = 0.2
+DEFAULT_ALPHA = 0.01  # experiments/*/rat/llmemb.bash
+DEFAULT_TEMPERATURE = 2.0  # experiments/*/rat/llmemb.bash (--tau 2)
+PCA_AUTO_DIM = 1536  # LLMEmb's results/convert.ipynb: PCA(n_components=1536) of the 4,096-d LLaMA vectors
+
+
+def pca_dim(pca: int | str | None, dim: int) -> int:
+    """The PCA size for `dim`-d LLM vectors: "auto" = 1,536 when wider (LLMEmb), an int k = k, 0 / None = none."""
+    if pca == "auto":
+        return PCA_AUTO_DIM if dim > PCA_AUTO_DIM else 0
+    return int(pca or 0)
 
 
 # ----------------------------------------------------------------------------------------------------- PCA
@@ -134,16 +141,9 @@ def load_id_item_table(ckpt_dir: str | Path, data: SequenceData) -> tuple[torch.
 
 
 # ----------------------------------------------------------------------------------------------------- loss
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE: row i of `a` should match row i of `b`; cosine similarities / temperature."""
-    logits = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
-    target = torch.arange(a.shape[0], device=a.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-
 class AlignmentLoss:
-    """alpha x InfoNCE(adapter(frozen[i]), id_table[i]) over the distinct items of a batch: `train_one_seed`'s
-    `extra_loss` hook."""
+    """alpha x LLMEmb's soft-target contrastive loss between the ID table's rows (X) and the adapted vectors (Y) of
+    every target position of a batch (padding excluded): `train_one_seed`'s `extra_loss` hook."""
 
     def __init__(self, id_table: torch.Tensor, alpha: float, temperature: float) -> None:
         self.id_table = id_table.detach().float()
@@ -151,27 +151,23 @@ class AlignmentLoss:
         self.temperature = float(temperature)
 
     def __call__(self, model: SequentialRecommender, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        ids = torch.unique(torch.cat([history.reshape(-1), targets.reshape(-1)]))
+        ids = targets.reshape(-1)
         ids = ids[ids != 0]
         if self.id_table.device != ids.device:
             self.id_table = self.id_table.to(ids.device)
-        if len(ids) < 2:  # no negative to contrast with
+        if len(ids) == 0:
             return model.items(ids).sum() * 0.0
-        return self.alpha * info_nce(model.items(ids), self.id_table[ids], self.temperature)
+        return self.alpha * soft_contrastive_loss(self.id_table[ids], model.items(ids), self.temperature)
 
 
 # ----------------------------------------------------------------------------------------------------- runs
-def rat_config(id_srs: dict[str, Any], embeddings: str | Path, overrides: dict[str, Any] | None = None) -> SRSConfig:
-    """The ID checkpoint's SRS settings with frozen items from `embeddings`, an MLP adapter and `overrides`."""
-    base = SRSConfig.from_dict(id_srs)
-    values = {"items": str(embeddings), "adapter": "mlp", **(overrides or {})}
-    if "ks" in values:
-        values["ks"] = tuple(values["ks"])
-    return replace(base, **values)
+def rat_config(embeddings: str | Path, overrides: dict[str, Any] | None = None) -> SRSConfig:
+    """The `llmemb` downstream preset with frozen items from `embeddings` and `overrides`."""
+    return SRSConfig.preset("llmemb", **{**(overrides or {}), "items": str(embeddings)})
 
 
 def run_rat(data: SequenceData, embeddings: str | Path, id_srs: str | Path, out: str | Path, seeds: list[int],
-            alpha: float = DEFAULT_ALPHA, temperature: float = DEFAULT_TEMPERATURE, pca: int | None = None,
+            alpha: float = DEFAULT_ALPHA, temperature: float = DEFAULT_TEMPERATURE, pca: int | str | None = "auto",
             overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train RAT for every seed into out/seed-<s>/ and summarise into out/summary.json."""
     if not alpha >= 0:
@@ -181,11 +177,12 @@ def run_rat(data: SequenceData, embeddings: str | Path, id_srs: str | Path, out:
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
     id_table, id_meta = load_id_item_table(id_srs, data)
-    config = rat_config(id_meta["srs"], embeddings, overrides)
+    config = rat_config(embeddings, overrides)
     if config.hidden_size != id_table.shape[1]:
         raise ValueError(f"SRS hidden_size {config.hidden_size} differs from the ID checkpoint's item dim "
                          f"{id_table.shape[1]}: the alignment compares vectors of one space")
     frozen, info = load_item_embeddings(embeddings, data.item_ids)
+    pca = pca_dim(pca, frozen.shape[1])
     pca_fit = None
     if pca:
         pca_fit = fit_pca(frozen.numpy(), int(pca))
@@ -194,7 +191,7 @@ def run_rat(data: SequenceData, embeddings: str | Path, id_srs: str | Path, out:
                        "explained_variance": float(pca_fit["explained_variance_ratio"].sum())}
     items_info = {"kind": "frozen", **info}
     rat = {"alpha": float(alpha), "temperature": float(temperature), "pca": int(pca) if pca else None,
-           "id_srs": id_meta["info"], "loss": "srs + alpha * symmetric InfoNCE(adapter(llm), id), distinct items"}
+           "id_srs": id_meta["info"], "loss": "srs + alpha * soft-target contrastive(id, adapter(llm)), targets"}
     meta = {"dataset": {"name": data.name, "manifest": data.manifest}, "items": items_info, "rat": rat}
     out = Path(out)
     per_seed = []

@@ -6,12 +6,12 @@
   python -m train.stages llm2rec --dataset ml-100k --budget cpu-small --out runs/r/embedder
 A collaborative stage within a CPU budget: items consumed close together are positives (train/stages/cooccurrence.py):
   python -m train.stages co-occurrence --dataset ml-100k --embedder smollm2 --out runs/r/embedder/co --budget cpu-small
-LLMEmb: SCFT on attribute sentences, embeddings, then RAT against an ID-based SASRec:
+LLMEmb: SCFT on attribute sentences, embeddings, then RAT against an ID-based SASRec of the same preset:
   python -m train.stages scft --dataset ml-100k --embedder smollm2 --out runs/r/embedder/scft --budget cpu-small
-  python -m train.embed --embedder runs/r/embedder/scft --text attributes --out runs/r/embeddings-scft
-  python -m train.srs --items ids --seeds 2024 --out runs/r/srs/sasrec-ids
+  python -m train.embed --embedder runs/r/embedder/scft --out runs/r/embeddings-scft
+  python -m train.srs --preset llmemb --items ids --seeds 2024 --out runs/r/srs/llmemb-ids
   python -m train.stages rat --embeddings runs/r/embeddings-scft/items.safetensors \\
-      --id-srs runs/r/srs/sasrec-ids/seed-2024 --out runs/r/srs/llmemb --pca 128 --alpha 0.01
+      --id-srs runs/r/srs/llmemb-ids/seed-2024 --out runs/r/srs/llmemb
 
 Re-running a command resumes its checkpoint (same settings) or skips it (finished).
 Distributed: accelerate launch --config_file train/accelerate/ddp.yaml -m train.stages csft ...
@@ -101,59 +101,51 @@ def parser(commands: dict[str, argparse.ArgumentParser] | None = None) -> argpar
     commands["llm2rec"] = sub.add_parser("llm2rec", help=f"all stages in order: {', '.join(LLM2REC_ORDER)}",
                                          formatter_class=HelpFormatter)
     add_stage_options(commands["llm2rec"], [STAGES[n][1] for n in LLM2REC_ORDER])
-    add_rat_parser(sub)
+    commands["rat"] = add_rat_parser(sub)
     return p
 
 
-def add_rat_parser(sub: Any) -> None:
-    """`rat`: LLMEmb's recommendation adaptation training (train/srs/rat.py); SRS settings via --set."""
+def add_rat_parser(sub: Any) -> argparse.ArgumentParser:
+    """`rat`: LLMEmb's recommendation adaptation training (train/srs/rat.py) under the `llmemb` downstream preset;
+    every SRS field has its flag (or --config key)."""
+    from ..srs.__main__ import add_field_flags
     from ..srs.rat import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
     r = sub.add_parser("rat", help="LLMEmb's recommendation adaptation training (frozen LLM embeddings + adapter "
                                    "aligned with an ID SASRec)", formatter_class=HelpFormatter)
+    add_config_option(r)
     r.add_argument("--dataset", default="ml-100k", help="ml-100k, a RecBole atomic folder, or an LLM2Rec folder")
     r.add_argument("--embeddings", required=True, help="item embeddings (.safetensors from train.embed, or .npy)")
     r.add_argument("--id-srs", required=True, help="an ID-based SASRec checkpoint folder (train.srs --items ids)")
     r.add_argument("--out", required=True, help="output folder (one sub-folder per seed, summary.json)")
     add_force_option(r)
-    r.add_argument("--pca", type=int, default=None, help="reduce the LLM embeddings to this many PCA components")
+    r.add_argument("--pca", default="auto",
+                   help="reduce the LLM embeddings to this many PCA components (auto: 1,536 when wider, as LLMEmb; "
+                        "0: never)")
     r.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="weight of the alignment loss")
-    r.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="alignment InfoNCE temperature")
+    r.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="alignment temperature (tau)")
     r.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], help="one model per seed")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an SRS setting (default: the ID checkpoint's), e.g. --set max_epochs=50")
     r.add_argument("--k-core", type=int, default=DataConfig.k_core, help="min interactions per user and item")
     r.add_argument("--cache-dir", default=None, help="processed datasets (default $LLMREC_CACHE)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-
-
-def srs_overrides(items: list[str]) -> dict[str, Any]:
-    """--set KEY=VALUE pairs for SRSConfig fields, typed like the field's default."""
-    from ..srs.config import SRSConfig
-
-    known = {f.name: getattr(SRSConfig(), f.name) for f in fields(SRSConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        settable = sorted(set(known) - {"items", "ks"})
-        if key not in settable:
-            raise ValueError(f"--set {key}: rat has no such SRS setting (known: {settable})")
-        out[key] = _parse_value(raw.strip(), known[key], key)
-    return out
+    add_field_flags(r)
+    return r
 
 
 def run_rat_command(args: argparse.Namespace) -> int:
+    from ..srs.__main__ import given_fields
     from ..srs.rat import run_rat
 
     try:
-        overrides = srs_overrides(args.set)
+        pca = args.pca if args.pca == "auto" else int(args.pca)
+    except ValueError:
+        print(f"error: --pca must be 'auto' or an int, got {args.pca!r}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
         refuse_foreign_folder(args.out, SEEDS_OUT_MARKERS, args.force)
         data = load_dataset(args.dataset, DataConfig(k_core=args.k_core), cache_dir=args.cache_dir)
         summary = run_rat(data, args.embeddings, args.id_srs, args.out, args.seeds, args.alpha, args.temperature,
-                          args.pca, overrides, progress=not args.quiet)
+                          pca, given_fields(args), progress=not args.quiet)
     except (StageError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -163,19 +155,6 @@ def run_rat_command(args: argparse.Namespace) -> int:
         f"{m}={test[m]['mean']:.4f}±{test[m]['std']:.4f}" for m in headline if m in test))
     print(f"summary: {args.out}/summary.json")
     return 0
-
-
-def _parse_value(raw: str, default: Any, key: str) -> Any:
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes"):
-            return True
-        if raw.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"--set {key}: expected true/false, got {raw!r}")
-    try:
-        return type(default)(raw)
-    except ValueError:
-        raise ValueError(f"--set {key}: expected {type(default).__name__}, got {raw!r}") from None
 
 
 def overrides_for(stage: str, args: argparse.Namespace) -> dict[str, Any]:

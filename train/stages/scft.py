@@ -36,12 +36,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import SequenceData
 from ..data.text import format_attributes, item_attributes
 from ..embedder import ATTENTIONS, POOLINGS, ItemEmbedder
+from ..srs.losses import soft_contrastive_loss
 from .common import StageError
 from .config import StageConfig
 
@@ -121,27 +121,6 @@ def augment_attributes(pairs: Sequence[tuple[str, str]], drop_ratio: float,
         return []
     order = rng.permutation(n)[: n - int(math.floor(drop_ratio * n))]
     return [pairs[i] for i in order]
-
-
-def soft_contrastive_loss(x: torch.Tensor, y: torch.Tensor, temperature: torch.Tensor | float, normalize: bool = False,
-                          detach_targets: bool = False, targets_times_tau: bool = True) -> torch.Tensor:
-    """Symmetric soft-target contrastive loss of two views [B, D] (row i of x and y are a positive pair).
-
-    logits = x y^T / tau, targets = softmax(((x x^T + y y^T) / 2) * tau) per row (/ tau unless
-    `targets_times_tau`), loss = (CE(logits, targets) + CE(logits^T, targets^T)) / 2 with soft-target
-    cross-entropy. LLMEmb uses the same form for its RAT alignment (models/utils.py Contrastive_Loss2).
-    """
-    x, y = x.float(), y.float()
-    if normalize:
-        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    logits = x @ y.T / temperature
-    similarity = (x @ x.T + y @ y.T) / 2
-    targets = F.softmax(similarity * temperature if targets_times_tau else similarity / temperature, dim=-1)
-    if detach_targets:
-        targets = targets.detach()
-    loss_x = -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-    loss_y = -(targets.T * F.log_softmax(logits.T, dim=-1)).sum(-1).mean()
-    return (loss_x + loss_y) / 2
 
 
 class LearnableTemperature(nn.Module):
