@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from train.settings import SETTINGS, PaperSetting, profile_values, render
+from train.settings import DOWNSTREAM, SETTINGS, PaperSetting, profile_values, render
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
@@ -18,7 +18,8 @@ def _equal(a, b) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.field], ids=lambda s: f"{s.stage}.{s.field}")
+@pytest.mark.parametrize("setting", [s for s in SETTINGS + DOWNSTREAM if s.field],
+                         ids=lambda s: f"{s.stage}.{s.field}")
 def test_the_paper_profile_is_the_paper(setting):
     assert _equal(profile_values(setting)[0], setting.paper), setting
 
@@ -26,10 +27,12 @@ def test_the_paper_profile_is_the_paper(setting):
 def test_a_paper_profile_that_drifts_is_caught():
     drifted = PaperSetting("LLM2Rec", "csft", "lr", 1e-3, "x")
     assert not _equal(profile_values(drifted)[0], drifted.paper)
+    downstream = DOWNSTREAM[0]
+    assert profile_values(downstream)[0] == downstream.paper
 
 
 def test_every_behaviour_row_names_its_check_or_reason():
-    assert all(s.note for s in SETTINGS if s.field is None)
+    assert all(s.note for s in SETTINGS + DOWNSTREAM if s.field is None)
 
 
 def test_the_committed_page_is_generated():

@@ -24,7 +24,8 @@ ADAPTERS = ("linear", "mlp", "llmemb")  # llmemb: Linear(D, D/2) -> Linear(D/2, 
 SASREC_STYLES = ("pre-ln", "post-ln", "original")  # train/srs/sasrec.py
 GRU_STYLES = ("project", "llm2rec")  # train/srs/gru4rec.py
 ID_INITS = ("small", "unit", "xavier")  # N(0, 0.02), N(0, 1) (LLM2Rec), xavier_normal (LLMEmb)
-ADAPTER_INITS = ("torch", "xavier")  # torch's defaults, or xavier_normal weights (LLM2Rec, LLMEmb)
+# torch's defaults; xavier_normal weights and zero biases (LLM2Rec); xavier_normal weights, torch's biases (LLMEmb)
+ADAPTER_INITS = ("torch", "xavier", "xavier-weights")
 SAMPLED_METRICS = ("sampled/ndcg@10", "sampled/hr@10")  # 100 sampled negatives (LLMEmb's validation)
 PADDINGS = ("left", "right")
 TRAIN_TARGETS = ("all", "last", "tail")
@@ -230,7 +231,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "llmemb": {
         "hidden_size": 128, "num_layers": 2, "num_heads": 1, "ffn_size": 128, "dropout": 0.5, "max_len": 200,
         "sasrec_style": "original", "activation": "relu", "layer_norm_eps": 1e-8, "id_init": "xavier",
-        "adapter": "llmemb", "adapter_init": "xavier", "standardize": False, "train_targets": "tail",
+        "adapter": "llmemb", "adapter_init": "xavier-weights", "standardize": False, "train_targets": "tail",
         "loss": "bce", "num_negatives": 1, "negatives_outside_history": True, "lr": 1e-3, "weight_decay": 0.0,
         "batch_size": 128, "max_epochs": 200, "eval_every": 1, "patience": 20, "max_grad_norm": 0.0,
         "early_stop_metric": "sampled/ndcg@10", "tail_threshold": 20, "short_threshold": 10,

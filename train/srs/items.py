@@ -71,7 +71,8 @@ class Adapter(nn.Module):
 
     def __init__(self, in_dim: int, hidden_size: int, kind: str = "linear", init: str = "torch") -> None:
         """kind: "linear" (LLM2Rec's), "mlp" (Linear, GELU, Linear), "llmemb" (Linear(D, D/2), Linear(D/2, hidden),
-        no activation: LLMEmb's models/Adapter.py); init "xavier": xavier_normal weights, zero biases (LLM2Rec)."""
+        no activation: LLMEmb's models/Adapter.py); init "xavier": xavier_normal weights, zero biases (LLM2Rec),
+        "xavier-weights": xavier_normal weights, torch's biases (LLMEmb's BaseModel._init_weights)."""
         super().__init__()
         if kind == "linear":
             self.net = nn.Linear(in_dim, hidden_size)
@@ -81,11 +82,12 @@ class Adapter(nn.Module):
             self.net = nn.Sequential(nn.Linear(in_dim, in_dim // 2), nn.Linear(in_dim // 2, hidden_size))
         else:
             raise ValueError(f"adapter must be 'linear', 'mlp' or 'llmemb', got {kind!r}")
-        if init == "xavier":
+        if init in ("xavier", "xavier-weights"):
             for module in self.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.xavier_normal_(module.weight)
-                    nn.init.zeros_(module.bias)
+                    if init == "xavier":
+                        nn.init.zeros_(module.bias)
         self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
