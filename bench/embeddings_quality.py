@@ -4,6 +4,13 @@ catalogue (k-core 2).
 
     python bench/embeddings_quality.py --threads 1                 # everything (stages trained if missing)
     python bench/embeddings_quality.py --threads 1 --rows minilm raw-causal-last   # a subset (resumable)
+    python bench/embeddings_quality.py --threads 1 --rows $(python bench/embeddings_quality.py --list-papers)
+
+The papers' rows: LLM2Rec's ablation under its downstream preset (`llm2rec`: SmolLM2 causal + last token,
+bidirectional + mean, + CSFT, + MNTP, + item contrastive, each stage trained with the paper profile at the
+cpu-small budget on bare titles) against an ID-SASRec of the same preset, and LLMEmb (SCFT at the cpu-small
+budget, then RAT) under the `llmemb` preset against its ID-SASRec; `--preset-epochs` caps their epochs (the
+presets train up to 1,000 and 200 epochs with early stopping: hours per row on 2 cores).
 
 Every row trains SASRec (or GRU4Rec) with the same settings as bench/srs_baselines.py (hidden 64, history 50,
 history items excluded, full ranking over all items) for 3 seeds; frozen text embeddings go through a 2-layer MLP
@@ -49,17 +56,20 @@ from train.srs.trainer import RANKS_FILE  # noqa: E402
 COLD_FRACTION = 0.2
 SPARSE_K_CORE = 2
 TEXT = DEFAULT_KIND  # the item text of every new row (chosen in bench/results/screen_embeddings.md)
-STAGE_PROFILE = "cpu-small"
+STAGE_BUDGET = "cpu-small"
+PAPER_ROWS_NOTE = ("the papers' recipes (profile paper) at the cpu-small budget, each under its paper's downstream "
+                   "preset")
 
 
 @dataclass(frozen=True)
 class Embedding:
     """How one item-embedding file is produced."""
 
-    source: str  # "minilm", "smollm2", or a stage name under runs/bench/embedder
-    attention: str | None = None  # for the raw base model
+    source: str  # "minilm", "smollm2", or a stage name under runs/bench/embedder/<profile>
+    attention: str | None = None  # the raw base model's, or an override of a stage checkpoint's
     pooling: str | None = None
     text: str = TEXT
+    profile: str = "project"  # the stage's recipe (train/stages: paper or project)
 
 
 EMBEDDINGS = {
@@ -72,6 +82,13 @@ EMBEDDINGS = {
     "llm2rec": Embedding("item-contrastive"),
     "scft": Embedding("scft"),
     "co-occurrence": Embedding("co-occurrence"),
+    # LLM2Rec's ablation and LLMEmb as the papers run them: bare titles (LLMEmb: its attribute sentence)
+    "paper-causal-last": Embedding("smollm2", "causal", "last", text="title", profile="paper"),
+    "paper-bidir-mean": Embedding("smollm2", "bidirectional", "mean", text="title", profile="paper"),
+    "paper-csft": Embedding("csft", "bidirectional", "mean", text="title", profile="paper"),
+    "paper-mntp": Embedding("mntp", text="title", profile="paper"),
+    "paper-llm2rec": Embedding("item-contrastive", text="title", profile="paper"),
+    "paper-scft": Embedding("scft", text="attributes", profile="paper"),
 }
 # a stage that learns from interactions alone is trained on the cold split's training parts, so that no row of
 # either split sees a cold item's interactions (the standard split's rows use the same embedder)
@@ -92,10 +109,13 @@ class Row:
     rat: bool = False  # LLMEmb's RAT (PCA 128, alignment alpha 0.01) instead of plain training
     split: str = "standard"  # "standard", "cold" (cold-start split) or "sparse" (k-core 2)
     srs: tuple[tuple[str, object], ...] = ()  # SRSConfig fields of frozen-embedding rows
+    preset: str | None = None  # a downstream preset (train/srs/config.py) instead of bench/srs_baselines' profile
 
     @property
     def id_key(self) -> str:
-        """The ID-SASRec row this row is compared with (same split)."""
+        """The ID-SASRec row this row is compared with (same split, same preset)."""
+        if self.preset:
+            return f"{self.preset}-id"
         return "id" if self.split == "standard" else f"{self.split}-id"
 
 
@@ -131,7 +151,21 @@ COLD += [replace(r, key=f"cold-{r.key}-ranked-map", split="cold",
          for r in WARM if r.key in ("id-init", "id-init-co-occurrence")]
 SPARSE = [replace(r, key=f"sparse-{r.key}", split="sparse") for r in WARM
           if r.key in ("id", "raw-bidir-mean", "id-init")]
-ROWS = {r.key: r for r in WARM + COLD + SPARSE}
+PAPERS = [
+    Row("llm2rec-id", "LLM2Rec's SASRec, ID embeddings", preset="llm2rec"),
+    Row("llm2rec-causal-last", "LLM2Rec's SASRec, SmolLM2 causal + last token (title)", "paper-causal-last",
+        preset="llm2rec"),
+    Row("llm2rec-bidir-mean", "LLM2Rec's SASRec, SmolLM2 bidirectional + mean (title)", "paper-bidir-mean",
+        preset="llm2rec"),
+    Row("llm2rec-csft", "LLM2Rec's SASRec, + CSFT (title)", "paper-csft", preset="llm2rec"),
+    Row("llm2rec-mntp", "LLM2Rec's SASRec, + CSFT + MNTP (title)", "paper-mntp", preset="llm2rec"),
+    Row("llm2rec-ic", "LLM2Rec's SASRec, + CSFT + MNTP + item contrastive: LLM2Rec (title)", "paper-llm2rec",
+        preset="llm2rec"),
+    Row("llmemb-id", "LLMEmb's SASRec, ID embeddings", preset="llmemb"),
+    Row("llmemb-rat", "LLMEmb's SASRec, SCFT + RAT: LLMEmb (attribute sentence)", "paper-scft", rat=True,
+        preset="llmemb"),
+]
+ROWS = {r.key: r for r in WARM + COLD + SPARSE + PAPERS}
 
 COLUMNS = [("R@10", "full/recall@10"), ("N@10", "full/ndcg@10"), ("R@20", "full/recall@20"),
            ("N@20", "full/ndcg@20"), ("R@10 head", "breakdown/head_items/recall@10"),
@@ -175,23 +209,26 @@ class MiniLM:
         return np.concatenate(out)
 
 
-def stage_dir(runs: Path, stage: str) -> Path:
-    return runs / ("embedder-cold" if stage in COLD_SAFE_STAGES else "embedder") / stage
+def stage_dir(runs: Path, stage: str, profile: str = "project") -> Path:
+    return runs / ("embedder-cold" if stage in COLD_SAFE_STAGES else "embedder") / profile / stage
 
 
-def ensure_stages(runs: Path, stages: set[str], datasets: dict, progress: bool) -> None:
-    """The cpu-small stages `stages` needs, trained unless finished (resumed when interrupted): the LLM2Rec chain,
-    LLMEmb's SCFT and the co-occurrence stage, each from raw SmolLM2."""
+def ensure_stages(runs: Path, stages: set[tuple[str, str]], datasets: dict, progress: bool) -> None:
+    """The cpu-small stages `stages` ((stage, profile) pairs) needs, trained unless finished (resumed when
+    interrupted): the LLM2Rec chain, LLMEmb's SCFT and the co-occurrence stage, each from raw SmolLM2."""
     from train.stages.loop import run_stage
     from train.stages.pipeline import LLM2REC_ORDER, make_stage, run_llm2rec
 
-    chain = [s for s in LLM2REC_ORDER if s in stages]
-    if chain:  # up to the last stage a row needs
-        run_llm2rec("smollm2", datasets["standard"], runs / "embedder", STAGE_PROFILE, {}, until=chain[-1],
-                    progress=progress)
-    for stage in sorted(stages - set(LLM2REC_ORDER)):
-        data = datasets["cold" if stage in COLD_SAFE_STAGES else "standard"]
-        run_stage(make_stage(stage, STAGE_PROFILE), "smollm2", data, stage_dir(runs, stage), progress=progress)
+    for profile in sorted({p for _, p in stages}):
+        wanted = {s for s, p in stages if p == profile}
+        chain = [s for s in LLM2REC_ORDER if s in wanted]
+        if chain:  # up to the last stage a row needs
+            run_llm2rec("smollm2", datasets["standard"], runs / "embedder" / profile, profile, STAGE_BUDGET, {},
+                        until=chain[-1], progress=progress)
+        for stage in sorted(wanted - set(LLM2REC_ORDER)):
+            data = datasets["cold" if stage in COLD_SAFE_STAGES else "standard"]
+            run_stage(make_stage(stage, profile, STAGE_BUDGET), "smollm2", data, stage_dir(runs, stage, profile),
+                      progress=progress)
 
 
 def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str = "",
@@ -206,7 +243,7 @@ def ensure_embeddings(name: str, runs: Path, data, progress: bool, suffix: str =
     else:
         from train.stages.common import embedder_hash, load_input_embedder
 
-        source = "smollm2" if spec.source == "smollm2" else str(stage_dir(runs, spec.source))
+        source = "smollm2" if spec.source == "smollm2" else str(stage_dir(runs, spec.source, spec.profile))
         overrides = {k: v for k, v in (("attention", spec.attention), ("pooling", spec.pooling)) if v}
         embedder = load_input_embedder(source, **overrides)
         info = {"source": source, "sha256": embedder_hash(source), "overrides": overrides}
@@ -226,7 +263,8 @@ def anisotropy(path: Path) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ rows
-def run_row(row: Row, runs: Path, datasets: dict, seeds: list[int], progress: bool) -> dict:
+def run_row(row: Row, runs: Path, datasets: dict, seeds: list[int], progress: bool,
+            preset_epochs: int | None = None) -> dict:
     data = datasets[row.split]
     split_dir = runs / {"standard": "srs", "cold": "cold", "sparse": "sparse"}[row.split]
     # embeddings of the catalogue the split uses (the cold split keeps every item of the standard one)
@@ -235,7 +273,19 @@ def run_row(row: Row, runs: Path, datasets: dict, seeds: list[int], progress: bo
     items = ensure_embeddings(row.embedding, runs, source, progress, suffix) if row.embedding else None
     t0 = time.perf_counter()
     name = f"{row.backbone}-ids" if items is None else row.key.removeprefix(f"{row.split}-")
-    if row.rat:
+    if row.preset:  # the papers' rows: their downstream preset, the epochs capped by --preset-epochs
+        name = row.key
+        cap = {"max_epochs": preset_epochs} if preset_epochs else {}
+        if row.rat:
+            id_row = ROWS[row.id_key]
+            id_seed = split_dir / id_row.key / f"seed-{seeds[0]}"
+            if not (id_seed / "metrics.json").is_file():
+                run_seeds(data, SRSConfig.preset(row.preset, **cap), seeds, split_dir / id_row.key, progress)
+            summary = run_rat(data, items, id_seed, split_dir / name, seeds, overrides=cap, progress=progress)
+        else:
+            config = SRSConfig.preset(row.preset, backbone=row.backbone, items=str(items) if items else "ids", **cap)
+            summary = run_seeds(data, config, seeds, split_dir / name, progress)
+    elif row.rat:
         id_seed = split_dir / "sasrec-ids" / f"seed-{seeds[0]}"
         if not (id_seed / "metrics.json").is_file():
             run_seeds(data, SRSConfig(**PROFILE), seeds, split_dir / "sasrec-ids", progress)
@@ -296,7 +346,10 @@ def earlier_rows(seeds: list[int], exclude: set[str]) -> dict[str, dict]:
 
 # what each stage row adds to: its effect is the row minus that one, paired on the same test examples
 BUILDS_ON = {"csft": "raw-bidir-mean", "mntp": "csft", "llm2rec": "mntp", "scft": "raw-bidir-mean",
-             "llmemb": "scft", "co-occurrence": "raw-bidir-mean"}
+             "llmemb": "scft", "co-occurrence": "raw-bidir-mean",
+             # LLM2Rec's ablation, as the paper reads it
+             "llm2rec-bidir-mean": "llm2rec-causal-last", "llm2rec-csft": "llm2rec-bidir-mean",
+             "llm2rec-mntp": "llm2rec-csft", "llm2rec-ic": "llm2rec-mntp"}
 
 
 def stage_effects(results: list[dict]) -> list[dict]:
@@ -347,11 +400,12 @@ def random_baselines(datasets: dict) -> dict:
 
 def stage_times(runs: Path) -> list[dict]:
     out = []
-    for stage in ("csft", "mntp", "item-contrastive", "scft", *COLD_SAFE_STAGES):
-        path = stage_dir(runs, stage) / "stage.json"
+    for profile, stage in [(p, s) for p in ("project", "paper")
+                           for s in ("csft", "mntp", "item-contrastive", "scft", *COLD_SAFE_STAGES)]:
+        path = stage_dir(runs, stage, profile) / "stage.json"
         if path.is_file():
             s = json.loads(path.read_text())
-            out.append({"stage": stage, "steps": s["steps"], "effective_batch": s["effective_batch"],
+            out.append({"stage": f"{stage} ({profile})", "steps": s["steps"], "effective_batch": s["effective_batch"],
                         "samples": s.get("samples"), "mean_tokens": s.get("mean_tokens"),
                         "final_loss": s.get("final_loss"), "wall_seconds": s.get("wall_seconds"),
                         "status": s["status"]})
@@ -438,8 +492,14 @@ def main() -> None:
     p.add_argument("--no-report", action="store_true", help="train only; write no result files")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows (and ID baselines) of the current result file that this run does not train")
+    p.add_argument("--preset-epochs", type=int, default=None,
+                   help="cap the epochs of the papers' rows (default: their presets' own, with early stopping)")
+    p.add_argument("--list-papers", action="store_true", help="print the papers' row keys and exit")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
+    if args.list_papers:
+        print(" ".join(r.key for r in PAPERS))
+        return
     torch.set_num_threads(args.threads)
     setup_logging(verbose=False)
     runs, progress = Path(args.runs), not args.quiet
@@ -447,13 +507,15 @@ def main() -> None:
     cold_data, cold_mask = cold_start_split(standard, COLD_FRACTION, seed=0)
     datasets = {"standard": standard, "cold": cold_data,
                 "sparse": load_dataset("ml-100k", DataConfig(k_core=SPARSE_K_CORE))}
-    needs_stages = {EMBEDDINGS[ROWS[k].embedding].source for k in args.rows if ROWS[k].embedding}
-    if needs_stages - {"minilm", "smollm2"}:
-        ensure_stages(runs, needs_stages - {"minilm", "smollm2"}, datasets, progress)
+    needs_stages = {(EMBEDDINGS[ROWS[k].embedding].source, EMBEDDINGS[ROWS[k].embedding].profile)
+                    for k in args.rows if ROWS[k].embedding} - {("minilm", "project"), ("smollm2", "project"),
+                                                                 ("smollm2", "paper")}
+    if needs_stages:
+        ensure_stages(runs, needs_stages, datasets, progress)
     kept = earlier_rows(args.seeds, exclude=set(args.rows)) if args.merge else {}
     wanted = set(args.rows) | ({ROWS[k].id_key for k in args.rows} - set(kept))  # every row needs its ID baseline
     made = {k: v for k, v in environment().items() if k in ("date", "git_commit", "command")}
-    trained = {k: run_row(ROWS[k], runs, datasets, args.seeds, progress) | {"produced": made}
+    trained = {k: run_row(ROWS[k], runs, datasets, args.seeds, progress, args.preset_epochs) | {"produced": made}
                for k in ROWS if k in wanted}
     if args.no_report:
         return
@@ -464,7 +526,8 @@ def main() -> None:
             r["anisotropy"] = anisotropy(Path(r["items"]["path"]))
     randoms = random_baselines(datasets)
     effects = stage_effects([r for r in results if r["split"] == "standard"])
-    by_split = {name: [r for r in results if r["split"] == name] for name in
+    papers = [r for r in results if ROWS[r["key"]].preset]
+    by_split = {name: [r for r in results if r["split"] == name and not ROWS[r["key"]].preset] for name in
                 ("standard", "cold-start", f"k-core {SPARSE_K_CORE}")}
     stages = stage_times(runs)
     if args.merge:
@@ -484,9 +547,12 @@ def main() -> None:
         (f"Sparser catalogue, k-core {SPARSE_K_CORE} ({sparse.num_users} users, {sparse.num_items} items; random "
          f"R@10 {randoms['sparse']['test']['recall@10']:.4f})",
          markdown(by_split[f"k-core {SPARSE_K_CORE}"], COLUMNS, INTERVALS, False)),
+        (f"The papers' rows: {PAPER_ROWS_NOTE} (history items kept in the ranking, as both papers; random "
+         f"ranking R@10 {10 / standard.num_items:.4f}); intervals against the ID-SASRec of the same preset",
+         markdown(papers, COLUMNS, INTERVALS, False)),
         ("Stage effects (standard split): each stage row minus the row it builds on, on the same test examples",
          effects_markdown(effects)),
-        (f"Embedder stages ({STAGE_PROFILE}) and extraction", stage_markdown(stages)),
+        (f"Embedder stages ({STAGE_BUDGET}) and extraction", stage_markdown(stages)),
     ]
     text = "\n\n".join(f"{title}\n\n{table}" for title, table in tables if table.count("\n") > 1)
     text += ("\n\nIntervals: paired bootstrap (10,000 resamples) of the row minus ID-SASRec of the same split on "
@@ -503,7 +569,8 @@ def main() -> None:
                               "cold_loo_test_targets": int(cold_mask[cold_data.test.targets].sum())},
                "sparse": {"k_core": SPARSE_K_CORE, "users": sparse.num_users, "items": sparse.num_items}}
     path = write_result("embeddings_quality", {
-        "dataset": dataset, "seeds": args.seeds, "profile": PROFILE, "stage_profile": STAGE_PROFILE,
+        "dataset": dataset, "seeds": args.seeds, "profile": PROFILE, "stage_budget": STAGE_BUDGET,
+        "preset_epochs": args.preset_epochs,
         "frozen_items": {"adapter": "mlp", "standardize": True}, "torch_threads": args.threads,
         "random": randoms, "rows": results, "stage_effects": effects, "stages": stages})
     (RESULTS / "embeddings_quality.md").write_text(text + "\n")
