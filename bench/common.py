@@ -66,6 +66,17 @@ def environment() -> dict:
     }
 
 
+SERVED = Path("runs/demo/served.json")  # the model `make demo` serves (train/select.py)
+
+
+def served(field: str) -> str:
+    """A field ("embedder", "srs") of the model `make demo` serves; SystemExit naming the command when missing."""
+    path = RESULTS.parents[1] / SERVED
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `make demo` first, or give --embedder and --srs")
+    return str(json.loads(path.read_text())[field])
+
+
 def write_result(name: str, payload: dict, folder: Path = RESULTS) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"

@@ -1,7 +1,6 @@
 """Export speed: the item embedder and the user encoder under torch eager, ONNX Runtime fp32 and ORT int8.
 
-    python bench/export_speed.py [--embedder runs/demo/embedder/base]
-                                 [--srs runs/demo/srs/sasrec-hybrid/seed-2024] [--threads 2]
+    python bench/export_speed.py [--embedder EMBEDDER] [--srs SRS_SEED_DIR] [--threads 2]   (default: make demo's)
                                  [--recipes dynamic dynamic-pc-skip nbits8 nbits8-w] [--work runs/bench/export]
 
 Item embedder (MovieLens-100k titles, the whole catalogue): items/s and p50 batch latency at batch 1 and
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import RESULTS, SCAN_BATCHES, per_call_scan, write_result  # noqa: E402
+from bench.common import RESULTS, SCAN_BATCHES, per_call_scan, served, write_result  # noqa: E402
 from export.onnx import quantize as Q  # noqa: E402
 
 logger = logging.getLogger("llmrec.bench")
@@ -316,9 +315,10 @@ def plot(res: dict, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--embedder", default="runs/demo/embedder/base", help="the embedder `make demo` serves")
-    p.add_argument("--srs", default="runs/demo/srs/sasrec-hybrid/seed-2024",
-                   help="SRS trained on this embedder's vectors (downstream gate, user encoder; `make demo`'s)")
+    p.add_argument("--embedder", default=None, help="embedder checkpoint (default: the one `make demo` serves)")
+    p.add_argument("--srs", default=None,
+                   help="SRS trained on this embedder's vectors (downstream gate, user encoder; default: the one "
+                        "`make demo` serves)")
     p.add_argument("--recipes", nargs="+", default=list(Q.RECIPES), choices=list(Q.RECIPES),
                    help="int8 recipes (export.onnx.quantize)")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
@@ -328,6 +328,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("llmrec").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
+    args.embedder = args.embedder or served("embedder")
+    args.srs = args.srs or served("srs")
     from train.data import load_dataset
 
     work = Path(args.work)

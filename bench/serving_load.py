@@ -101,9 +101,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, write_result  # noqa: E402
+from bench.common import served as demo_served  # noqa: E402
 
-EMBEDDER = "runs/demo/embedder/base"
-SRS_CANDIDATES = ("runs/demo/srs/sasrec-hybrid/seed-2024",)  # what `make demo` serves
 DEPLOYMENT = "runs/bench/deployment"
 DATASET = "ml-100k"
 K = 10
@@ -133,19 +132,8 @@ class Deployment:
 
 
 def pick_srs(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    for candidate in SRS_CANDIDATES:
-        path = ROOT / candidate
-        if (path / "model.safetensors").is_file():
-            try:
-                from export.onnx.user_encoder import load_srs  # torch: only while choosing and building
-
-                load_srs(path)
-                return path
-            except Exception as exc:  # a checkpoint the current code cannot load: say so, try the next one
-                print(f"  skipping {candidate}: {str(exc).splitlines()[0][:160]}", flush=True)
-    raise SystemExit(f"no loadable SASRec among {SRS_CANDIDATES} (run `make demo` first); give --srs")
+    """The SRS seed folder: `given`, else the one `make demo` serves (runs/demo/served.json)."""
+    return Path(given) if given else ROOT / demo_served("srs")
 
 
 def _export_ok(folder: Path, checks: dict[str, str]) -> str | None:
@@ -965,8 +953,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ort-threads", type=int, default=1, help="onnxruntime intra-op threads per model")
     p.add_argument("--faiss-threads", type=int, default=1, help="FAISS OpenMP threads (gateway and in-process)")
     p.add_argument("--grpc-workers", type=int, default=None, help="gateway grpc_workers (default: GatewayConfig's)")
-    p.add_argument("--embedder", default=EMBEDDER, help="embedder checkpoint (the demo's)")
-    p.add_argument("--srs", default=None, help=f"SRS seed folder (default: first loadable of {SRS_CANDIDATES})")
+    p.add_argument("--embedder", default=None, help="embedder checkpoint (default: the one `make demo` serves)")
+    p.add_argument("--srs", default=None, help="SRS seed folder (default: the one `make demo` serves)")
     p.add_argument("--deployment", default=DEPLOYMENT, help="folder of the exports, repository and index")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--name", default="serving_load", help="result file stem under bench/results/")
@@ -998,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving load: {points} points x {args.duration:.0f} s (+ start-up)", flush=True)
 
     print("deployment", flush=True)
-    checkpoint, srs = ROOT / args.embedder, pick_srs(args.srs)
+    checkpoint, srs = ROOT / (args.embedder or demo_served("embedder")), pick_srs(args.srs)
     dep = prepare_deployment(ROOT / args.deployment, checkpoint, srs, args.ort_threads)
     print(f"  {dep.root} ({'built: ' + ', '.join(dep.built) if dep.built else 'reused: every hash matched'})",
           flush=True)

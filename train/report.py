@@ -1,28 +1,36 @@
 """`python -m train report --run RUN`: the end-of-`make demo` summary, as Markdown tables and PNG plots.
 
     python -m train report --run runs/demo [--demo-record FILE] [--out DIR]
-        [--stats FILE] [--srs-ids DIR] [--srs-text DIR] [--srs-hybrid DIR] [--embedder DIR]
+        [--stats FILE] [--srs DIR] [--srs-ROW DIR ...] [--served FILE] [--embedder DIR]
         [--embeddings DIR] [--onnx DIR] [--repository DIR] [--index DIR] [--export-speed FILE]
 
 Reads what the `make demo` steps wrote; the defaults are the Makefile's layout under RUN, each input can
-be pointed elsewhere (a run laid out differently, e.g. --srs-text RUN/srs/sasrec-llm2rec):
+be pointed elsewhere: --srs DIR is the parent of the five SRS rows (RUN/srs), --srs-ROW DIR one row's folder
+(--srs-llm2rec-ids, --srs-llm2rec-base, --srs-llm2rec, --srs-llmemb-ids, --srs-llmemb; it wins over --srs):
   dataset     RUN/data/stats.txt                                    (python -m train data stats)
-  quality     RUN/srs/{sasrec-ids,sasrec-text,sasrec-hybrid}/summary.json: test Recall/NDCG@10/20 (full
-              ranking, mean over seeds), the cold-items breakdown when there is one; seed-*/log.jsonl:
-              the per-epoch training loss and validation metric
-  stages      RUN/embedder/{csft,mntp,item-contrastive}/stage.json (wall time, final loss) + log.jsonl
-              (loss per logged step), when stages were trained; RUN/embedder/base: the base model saved as
-              the served embedder (make demo's recipe); RUN/embeddings/manifest.json
-  export      RUN/onnx/{item_embedder,user_encoder}/export.json (validation against torch, sizes),
-              RUN/onnx/item_embedder_int8/model.onnx + gate.json, RUN/onnx/deploy.json (step times); the
-              int8 recipes' gates where bench/export_speed.py recorded them (bench/results/export_speed.json)
+  quality     RUN/srs/<row>/summary.json for the rows of `MODELS` (LLM2Rec's downstream: llm2rec-ids,
+              llm2rec-base, llm2rec; LLMEmb's: llmemb-ids, llmemb): preset, test Recall/NDCG@10/20 (full
+              ranking, mean over seeds), best epoch, train time; a random ranking's expected Recall (the item
+              count of stats.txt); every row against the ID-SASRec of its downstream on the same test users: the
+              paired bootstrap 95% interval of the Recall@10 and NDCG@10 difference from the seeds'
+              seed-*/ranks.json (train.eval.compare); the cold-items breakdown when there is one; seed-*/log.jsonl:
+              the per-epoch training loss and validation Recall@20
+  served      RUN/served.json (python -m train select): the row served, every candidate's validation value,
+              the rows that cannot be served and why
+  stages      RUN/embedder/llm2rec/{csft,mntp,item-contrastive} and RUN/embedder/scft: stage.json (wall time,
+              final loss, held-out loss at the kept step) + log.jsonl (loss per logged step);
+              RUN/embeddings/{base,llm2rec,llmemb}/manifest.json
+  export      RUN/onnx/{item_embedder,user_encoder}/export.json (validation against torch, sizes, made from the
+              served model?), RUN/onnx/item_embedder_int8/model.onnx + gate.json, RUN/onnx/deploy.json (step
+              times); the int8 recipes' gates where bench/export_speed.py recorded them
+              (bench/results/export_speed.json)
   deployment  model_repository/llmrec.json (checked to come from these exports), RUN/index/manifest.json
   serving     the live demo's record (python -m serving demo --record FILE), by default
               RUN/serving/demo-record.json: latency p50 / mean / max per method, the new item's rank
 Prints the tables (Markdown) to stdout and writes DIR/report.md (default RUN/report/) with the same tables
 and the plots next to it: stage-losses.png, srs-validation.png, quality.png, latency.png. An input that is
 missing or unreadable is one line naming it (a partial run still gets a report), never a traceback.
-JSON + matplotlib (Agg backend) only, no torch: it runs in a second or two.
+JSON + numpy + matplotlib (Agg backend) only, no torch: it runs in a few seconds.
 Exit codes: 0 report written (also for a partial run), 2 RUN is not a folder or DIR cannot be written.
 """
 
