@@ -53,14 +53,40 @@ from llmrec.files import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
 EXPORT_SPEED = ROOT / "bench" / "results" / "export_speed.json"
-STAGES = ("csft", "mntp", "item-contrastive")  # LLM2Rec's order (train/stages/pipeline.py)
-BASE_EMBEDDER = "base"  # RUN/embedder/base: the untrained base model as a checkpoint (train.embed --save-embedder)
-# (key, label, folder under RUN, option, what makes it)
-MODELS = (
-    ("ids", "ID-SASRec", "srs/sasrec-ids", "--srs-ids", "`make demo` step 2"),
-    ("text", "SASRec on SmolLM2 item embeddings", "srs/sasrec-text", "--srs-text", "`make srs-text`, not in make demo"),
-    ("hybrid", "hybrid (IDs + SmolLM2)", "srs/sasrec-hybrid", "--srs-hybrid", "`make demo` step 5"),
+# (method, stage, folder under RUN/embedder): LLM2Rec's stages in their order (train/stages/pipeline.py), LLMEmb's SCFT
+STAGES = (
+    ("LLM2Rec", "csft", "llm2rec/csft"),
+    ("LLM2Rec", "mntp", "llm2rec/mntp"),
+    ("LLM2Rec", "item-contrastive", "llm2rec/item-contrastive"),
+    ("LLMEmb", "scft", "scft"),
 )
+BASE_EMBEDDER = "base"  # RUN/embedder/base: the base model as it is, as a checkpoint (train.embed --save-embedder)
+# this run's embedders (folder under RUN/embedder, name) and item embeddings (folder under RUN/embeddings, made from)
+EMBEDDERS = (
+    (BASE_EMBEDDER, "base model checkpoint (SmolLM2 as it is)"),
+    ("llm2rec/item-contrastive", "LLM2Rec item-contrastive stage"),
+    ("scft", "LLMEmb SCFT stage"),
+)
+EMBEDDINGS = (
+    ("base", "SmolLM2 as it is (bidirectional, mean pooling)"),
+    ("llm2rec", "LLM2Rec (item-contrastive stage)"),
+    ("llmemb", "LLMEmb (SCFT stage)"),
+)
+# the SRS rows of `make demo` step 4: (row, label, folder under RUN, baseline row: the ID-SASRec of the same
+# downstream, against which the row's paired interval is computed)
+MODELS = (
+    ("llm2rec-ids", "ID-SASRec (LLM2Rec's downstream)", "srs/llm2rec-ids", None),
+    ("llm2rec-base", "SmolLM2 as it is (bidirectional, mean pooling)", "srs/llm2rec-base", "llm2rec-ids"),
+    ("llm2rec", "LLM2Rec (CSFT → MNTP → item contrastive, demo budget)", "srs/llm2rec", "llm2rec-ids"),
+    ("llmemb-ids", "ID-SASRec (LLMEmb's downstream)", "srs/llmemb-ids", None),
+    ("llmemb", "LLMEmb (SCFT → RAT, demo budget)", "srs/llmemb", "llmemb-ids"),
+)
+LABELS = {row: label for row, label, *_ in MODELS}
+COLOURS = {row: f"C{i}" for i, (row, *_) in enumerate(MODELS)}  # one colour per row in every plot
+PRESETS = {"post-ln": "llm2rec", "original": "llmemb"}  # summary config sasrec_style -> preset (else "project")
+PAIRED = (("recall", 10), ("ndcg", 10))  # the paired intervals shown: (train.eval.compare metric, k)
+BOOTSTRAP_SAMPLES = 10_000
+VALID_METRIC = "recall@20"  # the validation curve of every row (full ranking; what train/select.py decides on)
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 METRIC_NAMES = {"recall@10": "Recall@10", "recall@20": "Recall@20", "ndcg@10": "NDCG@10", "ndcg@20": "NDCG@20"}
 PLOTS = ("stage-losses.png", "srs-validation.png", "quality.png", "latency.png")
@@ -202,7 +228,8 @@ class Section:
 class Inputs:
     run: Path
     stats: Path
-    srs: dict[str, Path]
+    srs: dict[str, Path]  # row -> its folder
+    served: Path
     embedder: Path
     embeddings: Path
     onnx: Path
@@ -218,11 +245,13 @@ class Inputs:
         def pick(value: str | None, default: Path) -> Path:
             return Path(value) if value else default
 
+        srs = Path(args.srs) if args.srs else None  # the rows' parent, when not RUN/srs
         return cls(
             run=run,
             stats=pick(args.stats, run / "data" / "stats.txt"),
-            srs={key: pick(getattr(args, option[2:].replace("-", "_")), run / folder)
-                 for key, _, folder, option, _ in MODELS},
+            srs={row: pick(getattr(args, option_dest(row)), srs / Path(folder).name if srs else run / folder)
+                 for row, _, folder, _ in MODELS},
+            served=pick(args.served, run / "served.json"),
             embedder=pick(args.embedder, run / "embedder"),
             embeddings=pick(args.embeddings, run / "embeddings"),
             onnx=pick(args.onnx, run / "onnx"),
@@ -233,17 +262,36 @@ class Inputs:
         )
 
 
+def option(row: str) -> str:
+    """The option that points at one SRS row's folder: --srs-llm2rec-base."""
+    return f"--srs-{row}"
+
+
+def option_dest(row: str) -> str:
+    return option(row)[2:].replace("-", "_")
+
+
+def stats_values(path: Path) -> dict[str, str]:
+    """The "key  value" lines of `python -m train data stats` (indented sub-lines left out); {} when unreadable."""
+    values = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        key, _, value = line.strip().partition("  ")
+        if value.strip() and not line.startswith(" "):
+            values[key.strip()] = value.strip()
+    return values
+
+
 def dataset_section(inputs: Inputs) -> Section:
     """RUN/data/stats.txt (`python -m train data stats`): "key  value" lines, one table row."""
     section = Section("Dataset")
     if not inputs.stats.is_file():
         section.note(f"missing: `{rel(inputs.stats)}` (dataset statistics: `make demo` step 1)")
         return section
-    values = {}
-    for line in inputs.stats.read_text(errors="replace").splitlines():
-        key, _, value = line.strip().partition("  ")
-        if value.strip() and not line.startswith(" "):
-            values[key.strip()] = value.strip()
+    values = stats_values(inputs.stats)
     keys = [k for k in ("dataset", "users", "items", "interactions", "density", "examples (train/valid/test)")
             if k in values]
     if not keys:
@@ -254,7 +302,7 @@ def dataset_section(inputs: Inputs) -> Section:
 
 
 def srs_label(summary: dict[str, Any]) -> str:
-    """What the items of an SRS run are, from its summary's config: ids, text (mlp, std), ids + text, init (mlp)."""
+    """What the items of an SRS run are, from its summary: ids, text (linear), text (llmemb) + RAT, ids + text."""
     config = summary.get("config") or {}
     items = config.get("items")
     if items in (None, "ids"):
@@ -262,7 +310,13 @@ def srs_label(summary: dict[str, Any]) -> str:
     adapter = config.get("adapter") or "?"
     detail = adapter + (", standardized" if config.get("standardize") else "")
     fusion = config.get("fusion") or "none"
-    return f"text ({detail})" if fusion == "none" else f"ids + text, {fusion} ({detail})"
+    text = f"text ({detail})" if fusion == "none" else f"ids + text, {fusion} ({detail})"
+    return text + (" + RAT" if isinstance(summary.get("rat"), dict) else "")
+
+
+def preset(summary: dict[str, Any]) -> str:
+    """The downstream preset an SRS run was trained with (python -m train srs --preset), from its block style."""
+    return PRESETS.get((summary.get("config") or {}).get("sasrec_style"), "project")
 
 
 def other_srs_runs(folder: Path) -> list[str]:
@@ -273,58 +327,139 @@ def other_srs_runs(folder: Path) -> list[str]:
 
 
 def load_srs(inputs: Inputs, section: Section) -> dict[str, dict[str, Any]]:
-    """The summaries found, by model key; a note for every missing one."""
+    """The summaries found, by row; a note for every missing one."""
     found = {}
-    for key, label, _, option, how in MODELS:
-        path = inputs.srs[key] / "summary.json"
+    for row, label, _, _ in MODELS:
+        path = inputs.srs[row] / "summary.json"
         try:
-            summary = read_json(path, f"{label}, {how}")
+            summary = read_json(path, f"{label}: `make demo` step 4")
             if not isinstance(summary.get("test"), dict):
                 raise Unavailable(f"unreadable: `{rel(path)}` ({label}): no `test` metrics")
         except Unavailable as exc:
-            others = other_srs_runs(inputs.srs[key])
-            hint = f"; other SRS runs next to it: {', '.join(others)} (choose one with {option})" if others else ""
+            others = other_srs_runs(inputs.srs[row])
+            hint = f"; other SRS runs next to it: {', '.join(others)} (choose one with {option(row)})" if others else ""
             section.note(f"{exc}{hint}")
             continue
-        found[key] = summary
+        found[row] = summary
     return found
 
 
-def quality_section(summaries: dict[str, dict[str, Any]], section: Section) -> None:
-    labels = {key: label for key, label, *_ in MODELS}
+def catalogue_size(inputs: Inputs) -> int | None:
+    """The number of items: stats.txt's `items` line, else an item-embeddings manifest's count."""
+    items = stats_values(inputs.stats).get("items", "").replace(",", "")
+    if items.isdigit():
+        return int(items)
+    for name, _ in EMBEDDINGS:
+        try:
+            count = read_json(inputs.embeddings / name / "manifest.json", "item embeddings").get("count")
+        except Unavailable:
+            continue
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            return count
+    return None
+
+
+def quality_section(inputs: Inputs, summaries: dict[str, dict[str, Any]], section: Section) -> None:
     rows = []
-    for key, summary in summaries.items():
+    for row, summary in summaries.items():
         test, seeds = summary["test"], len(summary.get("seeds") or summary.get("per_seed") or [None])
         per_seed = [s for s in summary.get("per_seed") or [] if isinstance(s, dict)]
         best = ", ".join(str(s.get("best_epoch", "?")) for s in per_seed) or DASH
-        rows.append([labels[key], srs_label(summary), seeds,
+        rows.append([LABELS[row], preset(summary), srs_label(summary), seeds,
                      *[mean_std(test.get(f"full/{m}"), seeds) for m in METRICS],
                      best, duration((summary.get("train_seconds") or {}).get("mean"))])
     if not rows:
         return
-    header = ["model", "items", "seeds", *[METRIC_NAMES[m] for m in METRICS], "best epoch", "train time"]
-    section.block(table(header, rows, right={2, 3, 4, 5, 6, 7, 8}))
-    base = summaries.get("ids", {}).get("test", {})
-    relative = []
-    for key in ("text", "hybrid"):
-        if key in summaries and base:
-            parts = []
-            for m in METRICS:
-                a = number((summaries[key]["test"].get(f"full/{m}") or {}).get("mean"))
-                b = number((base.get(f"full/{m}") or {}).get("mean"))
-                if a is not None and b:
-                    parts.append(f"{METRIC_NAMES[m]} {100 * (a / b - 1):+.1f}%")
-            if parts:
-                relative.append(f"{labels[key]}: {', '.join(parts)}")
-    if relative:
-        section.block(["Relative to ID-SASRec (test, full ranking): " + "; ".join(relative) + "."])
+    items = catalogue_size(inputs)
+    if items is None:
+        section.note("no random-ranking row: the item count is unknown (neither the dataset statistics nor an "
+                     "item-embeddings manifest give it)")
+    else:
+        from train.eval.compare import random_recall
+        counted = next(iter(summaries.values()))["test"].get("num_examples")
+        examples = max(1, int(number(counted.get("mean")) or 1)) if isinstance(counted, dict) else 1
+        every = [items] * examples  # every test example's candidates: the whole catalogue (full ranking)
+        rows.append([f"random ranking of {items:,} items", DASH, DASH, DASH,
+                     fmt(random_recall(every, 10)), fmt(random_recall(every, 20)), DASH, DASH, DASH, DASH])
+    header = ["model", "preset", "items", "seeds", *[METRIC_NAMES[m] for m in METRICS], "best epoch", "train time"]
+    section.block(table(header, rows, right={3, 4, 5, 6, 7, 8, 9}))
+    if items is not None:
+        section.block([f"random ranking: the expected Recall@k of a uniformly random order of the catalogue "
+                       f"(min(1, k / {items:,}) per test example, train.eval.compare.random_recall)."])
+
+
+def signed(value: float) -> str:
+    """+0.0123, −0.0040 (a true minus sign)."""
+    return f"{value:+.4f}".replace("-", "−")
+
+
+def interval_cell(result: dict[str, Any]) -> str:
+    """A paired_bootstrap result: +0.0123 [−0.0040, +0.0290], no difference (the interval holds 0), else higher or
+    lower."""
+    verdict = ("higher" if result["diff"] > 0 else "lower") if result["excludes_zero"] else "no difference"
+    return f"{signed(result['diff'])} [{signed(result['low'])}, {signed(result['high'])}], {verdict}"
+
+
+def load_ranks(inputs: Inputs, row: str, summary: dict[str, Any], section: Section) -> list[list[int]] | None:
+    """Every seed's 0-based test ranks of a row (seed-*/ranks.json "test"); None, with a note, when one is not there."""
+    seeds = summary.get("seeds") or []
+    if not seeds:
+        section.note(f"no paired interval with {LABELS[row]}: its summary lists no seeds")
+        return None
+    ranks = []
+    for seed in seeds:
+        path = inputs.srs[row] / f"seed-{seed}" / "ranks.json"
+        try:
+            test = read_json(path, f"per-example test ranks of {LABELS[row]}, seed {seed}").get("test")
+            if not isinstance(test, list) or not test or \
+                    not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in test):
+                raise Unavailable(f"unreadable: `{rel(path)}` ({LABELS[row]}, seed {seed}): no `test` list of ranks")
+        except Unavailable as exc:
+            section.note(f"{exc}: no paired interval with {LABELS[row]}")
+            return None
+        ranks.append(test)
+    return ranks
+
+
+def paired_section(inputs: Inputs, summaries: dict[str, dict[str, Any]], section: Section) -> None:
+    """Every row with a baseline against it on the same test users: the paired bootstrap interval of the
+    per-user Recall@10 and NDCG@10 difference, each row's users averaged over its seeds first."""
+    from train.eval.compare import paired_bootstrap, seed_mean
+    ranks: dict[str, list[list[int]] | None] = {}  # loaded once per row: one note per missing file
+
+    def of(row: str) -> list[list[int]] | None:
+        if row not in ranks:
+            ranks[row] = load_ranks(inputs, row, summaries[row], section)
+        return ranks[row]
+
+    rows = []
+    for row, _, _, baseline in MODELS:
+        if baseline is None or row not in summaries:
+            continue
+        cells, users = [DASH] * len(PAIRED), DASH
+        if baseline in summaries and of(row) is not None and of(baseline) is not None:
+            try:
+                results = [paired_bootstrap(seed_mean(of(row), metric, k), seed_mean(of(baseline), metric, k),
+                                            samples=BOOTSTRAP_SAMPLES) for metric, k in PAIRED]
+                cells, users = [interval_cell(r) for r in results], f"{results[0]['examples']:,}"
+            except ValueError as exc:  # seeds or rows that ranked other test examples
+                section.note(f"no paired interval of {LABELS[row]} against {LABELS[baseline]}: {exc}")
+        rows.append([LABELS[row], LABELS[baseline], users, *cells])
+    if rows:
+        header = ["model", "against", "test users",
+                  *[f"{METRIC_NAMES[f'{metric}@{k}']} difference [95%]" for metric, k in PAIRED]]
+        section.block(["Paired against the ID-SASRec of the same downstream, on the same test users:", ""]
+                      + table(header, rows, right={2, 3, 4}))
+        section.block([f"difference: the row's mean minus the baseline's over the test users (each user's metric "
+                       f"averaged over the row's seeds first); [95%]: paired bootstrap over the users "
+                       f"({BOOTSTRAP_SAMPLES:,} resamples, train.eval.compare); no difference: the interval "
+                       "contains 0 at this test-set size."])
 
 
 def cold_section(summaries: dict[str, dict[str, Any]]) -> Section:
     section = Section("Cold items (test targets never seen in training)")
-    labels = {key: label for key, label, *_ in MODELS}
     rows = []
-    for key, summary in summaries.items():
+    for row, summary in summaries.items():
         test, seeds = summary["test"], len(summary.get("seeds") or [None])
         if not any(k.startswith("breakdown/cold_items/") for k in test):
             continue
@@ -332,7 +467,7 @@ def cold_section(summaries: dict[str, dict[str, Any]]) -> Section:
         items = (test.get("breakdown/cold_items/num_items") or {}).get("mean")
         if not number(count):
             continue  # the group exists but holds no test case: no cold item in this split
-        rows.append([labels[key], fmt(count, 0), fmt(items, 0),
+        rows.append([LABELS[row], fmt(count, 0), fmt(items, 0),
                      *[mean_std(test.get(f"breakdown/cold_items/{m}"), seeds) for m in METRICS]])
     if not summaries:
         section.note("no SRS summary to break down (see Quality)")
@@ -346,132 +481,183 @@ def cold_section(summaries: dict[str, dict[str, Any]]) -> Section:
 
 
 def srs_curves(inputs: Inputs, summaries: dict[str, dict[str, Any]], section: Section) -> None:
-    """Per-epoch training loss and validation metric of every seed (seed-*/log.jsonl), as a plot."""
-    labels = {key: label for key, label, *_ in MODELS}
-    curves = []  # (model key, label, metric, epochs, losses, valid, best epoch)
-    for key, summary in summaries.items():
-        metric = (summary.get("config") or {}).get("early_stop_metric") or "recall@20"
+    """Per-epoch training loss and validation Recall@20 of every seed (seed-*/log.jsonl), as a plot."""
+    curves = []  # (row, label, epochs, losses, validated epochs, their valid metric, best epoch)
+    for row, summary in summaries.items():
         for seed in summary.get("seeds") or []:
-            log = inputs.srs[key] / f"seed-{seed}" / "log.jsonl"
+            log = inputs.srs[row] / f"seed-{seed}" / "log.jsonl"
             epochs = [r for r in read_jsonl(log) if r.get("event") == "epoch" and number(r.get("epoch")) is not None]
             if not epochs:
-                section.note(f"no epoch log: `{rel(log)}` ({labels[key]}, seed {seed})")
+                section.note(f"no epoch log: `{rel(log)}` ({LABELS[row]}, seed {seed})")
                 continue
-            valid = [number((r.get("valid") or {}).get(metric)) for r in epochs]
-            curves.append((key, f"{labels[key]} (seed {seed})", metric, [r["epoch"] for r in epochs],
-                           [number(r.get("loss")) for r in epochs], valid, epochs[-1].get("best_epoch")))
+            # a preset validates every eval_every epochs: only those epochs have a point
+            checked = [(r["epoch"], number((r.get("valid") or {}).get(VALID_METRIC))) for r in epochs]
+            checked = [(e, v) for e, v in checked if v is not None]
+            curves.append((row, f"{LABELS[row]} (seed {seed})", [r["epoch"] for r in epochs],
+                           [number(r.get("loss")) for r in epochs], [e for e, _ in checked], [v for _, v in checked],
+                           epochs[-1].get("best_epoch")))
     if not curves:
         return
 
     def draw(plt: Any) -> Any:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        colours = {key: f"C{i}" for i, (key, *_) in enumerate(MODELS)}
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
         styles, drawn = ("-", "--", ":", "-."), {}
-        for key, label, _, epochs, losses, valid, best in curves:
-            drawn[key] = drawn.get(key, -1) + 1  # the n-th seed of this model: its line style
-            kw = {"color": colours[key], "linestyle": styles[drawn[key] % len(styles)], "linewidth": 1.2}
+        for row, label, epochs, losses, checked, valid, best in curves:
+            drawn[row] = drawn.get(row, -1) + 1  # the n-th seed of this row: its line style
+            kw = {"color": COLOURS[row], "linestyle": styles[drawn[row] % len(styles)], "linewidth": 1.2}
             left.plot(epochs, [math.nan if v is None else v for v in losses], label=label, **kw)
-            right.plot(epochs, [math.nan if v is None else v for v in valid], label=label, **kw)
-            if best in epochs and valid[epochs.index(best)] is not None:
-                right.plot([best], [valid[epochs.index(best)]], "o", color=colours[key])
-        left.set(xlabel="epoch", ylabel="training loss", title="SASRec training loss")
-        metrics = sorted({c[2] for c in curves})
-        right.set(xlabel="epoch", ylabel=", ".join(metrics), title="validation (dot = best epoch, kept)")
+            right.plot(checked, valid, label=label, marker="." if len(checked) < 30 else None, **kw)
+            if best in checked:
+                right.plot([best], [valid[checked.index(best)]], "o", color=COLOURS[row])
+        left.set(xlabel="epoch", ylabel="training loss", title="SASRec training loss (each preset its own loss)")
+        right.set(xlabel="epoch", ylabel=f"validation {METRIC_NAMES[VALID_METRIC]}",
+                  title=f"validation {METRIC_NAMES[VALID_METRIC]}, full ranking (dot = best epoch, kept)")
         for ax in (left, right):
             ax.grid(alpha=0.3)
-        right.legend(fontsize=8)
+        right.legend(fontsize=7)
         fig.tight_layout()
         return fig
 
-    section.plots.append(Plot("srs-validation.png", "SASRec training loss and validation metric per epoch", draw))
+    section.plots.append(Plot("srs-validation.png", "SASRec training loss and validation Recall@20 per epoch, per "
+                                                    "row", draw))
 
 
 def quality_plot(summaries: dict[str, dict[str, Any]], section: Section) -> None:
-    labels = {key: label for key, label, *_ in MODELS}
     series = []
-    for key, summary in summaries.items():
+    for row, summary in summaries.items():
         means = [number((summary["test"].get(f"full/{m}") or {}).get("mean")) for m in METRICS]
         stds = [number((summary["test"].get(f"full/{m}") or {}).get("std")) or 0.0 for m in METRICS]
         if any(v is not None for v in means):
-            series.append((labels[key], [math.nan if v is None else v for v in means], stds))
+            series.append((row, [math.nan if v is None else v for v in means], stds))
     if not series:
         return
 
     def draw(plt: Any) -> Any:
-        fig, ax = plt.subplots(figsize=(8, 4))
+        fig, ax = plt.subplots(figsize=(10, 4.4))
         width = 0.8 / len(series)
-        for i, (label, means, stds) in enumerate(series):
+        for i, (row, means, stds) in enumerate(series):
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(METRICS))]
-            bars = ax.bar(xs, means, width, yerr=stds if any(stds) else None, capsize=3, label=label)
-            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+            bars = ax.bar(xs, means, width, yerr=stds if any(stds) else None, capsize=3, label=LABELS[row],
+                          color=COLOURS[row], hatch="//" if row.endswith("-ids") else None, edgecolor="white")
+            ax.bar_label(bars, fmt="%.3f", fontsize=6)
         ax.set_xticks(range(len(METRICS)), [METRIC_NAMES[m] for m in METRICS])
-        ax.set(ylabel="test, full ranking", title="ID vs text vs hybrid")
-        ax.legend(fontsize=8)
+        ax.set(ylabel="test, full ranking", title="LLM2Rec's and LLMEmb's rows beside the ID-SASRec of each downstream")
+        ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         return fig
 
-    section.plots.append(Plot("quality.png", "test Recall and NDCG of ID-SASRec, text SASRec and the hybrid", draw))
+    section.plots.append(Plot("quality.png", "test Recall and NDCG of every SRS row (hatched: ID-SASRec)", draw))
+
+
+def held_out(stage: dict[str, Any]) -> str:
+    """stage.json's held-out loss at the kept step: 2.1000 (step 40 of 4 evaluations); the last evaluation's when
+    the kept step has none; — without evaluations."""
+    evals = [e for e in stage.get("evaluations") or [] if isinstance(e, dict)
+             and number(e.get("step")) is not None and number(e.get("loss")) is not None]
+    if not evals:
+        return DASH
+    kept = stage.get("kept_step")
+    at = next((e for e in evals if e["step"] == kept), evals[-1])
+    where = f"step {at['step']}" + ("" if at["step"] == kept else f"; kept step {kept if kept is not None else '?'}")
+    return f"{at['loss']:.4f} ({where}, {len(evals)} evaluation{'' if len(evals) == 1 else 's'})"
 
 
 def stages_section(inputs: Inputs) -> Section:
-    section = Section("LLM2Rec stages")
+    section = Section("Embedder stages")
     rows, curves, total = [], [], 0.0
-    if (inputs.embedder / BASE_EMBEDDER).is_dir() and not any((inputs.embedder / n).is_dir() for n in STAGES):
-        section.note(f"no stage trained: this run embeds items with the base model as it is "
-                     f"(`{rel(inputs.embedder / BASE_EMBEDDER)}`), the recipe bench/results/embeddings_quality.md "
-                     "measured best on this CPU budget; `python -m train stages llm2rec` trains the stages")
-        return section
-    for name in STAGES:
-        folder = inputs.embedder / name
-        log = [r for r in read_jsonl(folder / "log.jsonl")
-               if number(r.get("step")) is not None and number(r.get("loss")) is not None]
+    for method, name, folder_name in STAGES:
+        folder = inputs.embedder / folder_name
+        records = read_jsonl(folder / "log.jsonl")
+        log = [r for r in records if number(r.get("step")) is not None and number(r.get("loss")) is not None]
         by_step = {int(r["step"]): r for r in log}  # a resumed run trims its log; keep the last of a step anyway
         steps = sorted(by_step)
+        evals = {int(r["step"]): r["eval_loss"] for r in records  # held-out evaluations: points, not the curve
+                 if number(r.get("step")) is not None and number(r.get("eval_loss")) is not None}
         if steps:
-            curves.append((name, steps, [by_step[s]["loss"] for s in steps]))
+            curves.append((f"{method} {name}", steps, [by_step[s]["loss"] for s in steps], sorted(evals.items())))
         logged = f"{by_step[steps[0]]['loss']:.4f} → {by_step[steps[-1]]['loss']:.4f}" if steps else DASH
         try:
-            stage = read_json(folder / "stage.json", f"the {name} stage: `make demo` step 3")
+            stage = read_json(folder / "stage.json", f"{method}'s {name} stage: `make demo` step 2")
         except Unavailable as exc:
             if steps:  # started, not finished: stage.json is written last
-                rows.append([name, "not finished", steps[-1], duration(by_step[steps[-1]].get("elapsed")), DASH,
-                             DASH, logged, DASH, DASH])
+                rows.append([name, method, "not finished", steps[-1], duration(by_step[steps[-1]].get("elapsed")),
+                             DASH, DASH, logged, DASH, DASH, DASH])
                 section.note(f"{name}: no stage.json yet (unfinished); its log reaches step {steps[-1]}")
             else:
                 section.note(str(exc))
             continue
         wall = number(stage.get("wall_seconds"))
         total += wall or 0.0
-        rows.append([name, stage.get("status", DASH), stage.get("steps", DASH), duration(wall),
-                     duration(stage.get("load_seconds")), fmt(stage.get("final_loss")), logged,
+        rows.append([name, method, stage.get("status", DASH), stage.get("steps", DASH), duration(wall),
+                     duration(stage.get("load_seconds")), fmt(stage.get("final_loss")), logged, held_out(stage),
                      stage.get("samples", DASH), stage.get("effective_batch", DASH)])
     if rows:
-        header = ["stage", "status", "steps", "wall time", "load time", "final loss", "logged loss (first → last)",
-                  "samples", "batch"]
+        header = ["stage", "method", "status", "steps", "wall time", "load time", "final loss",
+                  "logged loss (first → last)", "held-out loss (kept step)", "samples", "batch"]
         if total:
-            rows.append(["total", "", "", duration(total), "", "", "", "", ""])
-        section.block(table(header, rows, right={2, 3, 4, 5, 6, 7, 8}))
+            rows.append(["total", "", "", "", duration(total), "", "", "", "", "", ""])
+        section.block(table(header, rows, right={3, 4, 5, 6, 7, 8, 9, 10}))
         section.block(["final loss: the last step's (stage.json); logged loss: the mean over each logging window "
-                       "(log.jsonl)."])
-    try:
-        manifest = read_json(inputs.embeddings / "manifest.json", "item embeddings: `make demo` step 4")
-        section.block([f"Item embeddings: {manifest.get('count', '?')} items × {manifest.get('dim', '?')} "
-                       f"({manifest.get('text', '?')}) in {duration(manifest.get('seconds'))}, "
-                       f"`{rel(inputs.embeddings)}`."])
-    except Unavailable as exc:
-        section.note(str(exc))
+                       "(log.jsonl); held-out loss: the evaluation at the step whose weights were kept (stage.json)."])
+    embeddings = []
+    for name, made_from in EMBEDDINGS:
+        path = inputs.embeddings / name / "manifest.json"
+        try:
+            manifest = read_json(path, f"item embeddings of {made_from}: `make demo` step 3")
+        except Unavailable as exc:
+            section.note(str(exc))
+            continue
+        source = (manifest.get("embedder") or {}).get("source") if isinstance(manifest.get("embedder"), dict) else None
+        embeddings.append([name, made_from, f"`{source}`" if source else DASH, manifest.get("count", DASH),
+                           manifest.get("dim", DASH), manifest.get("text", DASH), duration(manifest.get("seconds"))])
+    if embeddings:
+        section.block([f"Item embeddings (`{rel(inputs.embeddings)}`):", ""]
+                      + table(["embeddings", "of", "embedder", "items", "dim", "text", "time"], embeddings,
+                              right={3, 4, 6}))
     if curves:
         def draw(plt: Any) -> Any:
             fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
-            for ax, (name, steps, losses) in zip(axes[0], curves, strict=True):
-                ax.plot(steps, losses, marker=".")
+            for ax, (name, steps, losses, evals) in zip(axes[0], curves, strict=True):
+                ax.plot(steps, losses, marker=".", label="training")
+                if evals:
+                    ax.plot([s for s, _ in evals], [v for _, v in evals], "o--", label="held-out")
+                    ax.legend(fontsize=7)
                 ax.set(title=name, xlabel="step", ylabel="loss")
                 ax.grid(alpha=0.3)
             fig.tight_layout()
             return fig
 
-        section.plots.append(Plot("stage-losses.png", "training loss per logged step of each LLM2Rec stage", draw))
+        section.plots.append(Plot("stage-losses.png", "training loss per logged step of each embedder stage (LLM2Rec's "
+                                                      "three, LLMEmb's SCFT), held-out evaluations as points", draw))
+    return section
+
+
+def served_section(inputs: Inputs) -> Section:
+    """RUN/served.json (train/select.py): the row served, every candidate's validation value, the rows not served."""
+    section = Section("Served model")
+    try:
+        served = read_json(inputs.served, "the model served: `make demo` step 5, `python -m train select`")
+    except Unavailable as exc:
+        section.note(str(exc))
+        return section
+    row, metric = served.get("row"), served.get("metric") or "?"
+    label = served.get("label") or LABELS.get(row, "?")
+    section.block([f"Served: **{label}** (row `{row}`), {metric} {fmt(served.get('value'))}; SRS "
+                   f"`{served.get('srs', '?')}`, embedder `{served.get('embedder', '?')}` (`{rel(inputs.served)}`)."])
+    candidates = served.get("candidates") if isinstance(served.get("candidates"), dict) else {}
+    not_served = served.get("not_served") if isinstance(served.get("not_served"), dict) else {}
+    rows = [[name, LABELS.get(name, DASH), fmt(value), "**served**" if name == row else "candidate"]
+            for name, value in candidates.items()]
+    rows += [[name, LABELS.get(name, DASH), DASH, f"not servable: {reason}"] for name, reason in not_served.items()]
+    if rows:
+        section.block(table(["row", "model", metric, "status"], rows, right={2}))
+    else:
+        section.note(f"`{rel(inputs.served)}` lists no candidate")
+    if served.get("why"):
+        section.block([f"Why: {str(served['why']).rstrip('.')}."])
+    else:
+        section.note(f"`{rel(inputs.served)}` has no `why`")
     return section
 
 
@@ -489,24 +675,34 @@ def same_embedder(recorded: str | None, folder: Path) -> bool:
 
 
 def provenance_lines(inputs: Inputs, exports: dict[str, dict[str, Any]]) -> list[str]:
-    """Are the exports made from this run's embedder (its base checkpoint, else its item-contrastive stage) and
-    one of its text-reading SASRecs? (`make deploy` exports exactly those; a folder put together by hand may not.)"""
+    """Are the exports made from the served model (RUN/served.json: its embedder and its SRS seed) and from this
+    run's embedders and SRS rows? (`make deploy` exports exactly the served ones; a folder put together by hand
+    may not.)"""
+    try:
+        served = read_json(inputs.served, "the model served")  # its absence is the Served model section's note
+    except Unavailable:
+        served = {}
     lines = []
     embedder = ((exports.get("item_embedder") or {}).get("source") or {}).get("checkpoint")
     if embedder:
-        base = inputs.embedder / BASE_EMBEDDER
-        ours, name = (base, "base embedder") if base.is_dir() else (inputs.embedder / STAGES[-1],
-                                                                     "item-contrastive stage")
-        lines.append(f"- The item embedder export is of `{rel(recorded_path(embedder))}`: " + (
-            f"this run's {name}." if same_embedder(embedder, ours) else f"**not** this run's {name} (`{rel(ours)}`)."))
+        name = next((n for folder, n in EMBEDDERS if same_embedder(embedder, inputs.embedder / folder)), None)
+        text = f"- The item embedder export is of `{rel(recorded_path(embedder))}`: " + (
+            f"this run's {name}" if name else f"**not** one of this run's embedders (`{rel(inputs.embedder)}`)")
+        if served.get("embedder"):
+            text += ("; the served model's embedder" if same_embedder(embedder, recorded_path(str(served["embedder"])))
+                     else f"; **not** the served model's embedder (`{served['embedder']}`)")
+        lines.append(text + ".")
     user = (exports.get("user_encoder") or {}).get("source") or {}
     if user.get("checkpoint"):
-        folder = recorded_path(user["checkpoint"]).parent
-        which = next((k for k in ("hybrid", "text") if folder == inputs.srs[k].resolve()), None)
-        names = {"hybrid": "hybrid SASRec", "text": "text SASRec"}
-        lines.append(f"- The user encoder export is of `{rel(recorded_path(user['checkpoint']))}`: " + (
-            f"this run's {names[which]}." if which else
-            f"**not** this run's hybrid or text SASRec (`{rel(inputs.srs['hybrid'])}`)."))
+        checkpoint = recorded_path(user["checkpoint"])
+        row = next((r for r, *_ in MODELS if checkpoint.parent == inputs.srs[r].resolve()), None)
+        text = f"- The user encoder export is of `{rel(checkpoint)}`: " + (
+            f"this run's row `{row}` ({LABELS[row]})" if row else
+            f"**not** one of this run's SRS rows (`{rel(inputs.srs[MODELS[0][0]].parent)}`)")
+        if served.get("srs"):
+            text += ("; the served seed" if checkpoint == recorded_path(str(served["srs"]))
+                     else f"; **not** the served seed (`{served['srs']}`)")
+        lines.append(text + ".")
     adapter = ((exports.get("item_embedder") or {}).get("adapter") or {}).get("sha256")
     if adapter and user.get("sha256") and adapter != user["sha256"]:
         lines.append("- **The item embedder's adapter and the user encoder come from different SRS checkpoints**: "
@@ -738,14 +934,16 @@ def build(inputs: Inputs) -> list[Section]:
     def quality() -> list[Section]:
         section = Section("Quality (test, full ranking)")
         summaries = load_srs(inputs, section)
-        quality_section(summaries, section)
+        quality_section(inputs, summaries, section)
+        paired_section(inputs, summaries, section)
         quality_plot(summaries, section)
         srs_curves(inputs, summaries, section)
         return [section, cold_section(summaries)]
 
     guarded("Dataset", lambda: dataset_section(inputs))
     guarded("Quality (test, full ranking)", quality)
-    guarded("LLM2Rec stages", lambda: stages_section(inputs))
+    guarded("Served model", lambda: served_section(inputs))
+    guarded("Embedder stages", lambda: stages_section(inputs))
     guarded("Export", lambda: export_section(inputs))
     guarded("Serving (live demo)", lambda: serving_section(inputs))
     return sections
@@ -827,10 +1025,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "RUN/report)")
     where = parser.add_argument_group("inputs laid out otherwise than by the Makefile")
     where.add_argument("--stats", default=None, metavar="FILE", help="dataset statistics (RUN/data/stats.txt)")
-    for _, label, folder, option, _ in MODELS:
-        where.add_argument(option, default=None, metavar="DIR", help=f"{label} run folder (RUN/{folder})")
-    where.add_argument("--embedder", default=None, metavar="DIR", help="the stages' out folder (RUN/embedder)")
-    where.add_argument("--embeddings", default=None, metavar="DIR", help="item embeddings (RUN/embeddings)")
+    where.add_argument("--srs", default=None, metavar="DIR",
+                       help="the parent of the SRS rows' folders, each DIR/<row> (RUN/srs)")
+    for row, label, folder, _ in MODELS:
+        where.add_argument(option(row), default=None, metavar="DIR",
+                           help=f"the {row} row's folder, {label} (RUN/{folder}, or DIR/{Path(folder).name} of --srs)")
+    where.add_argument("--served", default=None, metavar="FILE",
+                       help="the served model, written by `python -m train select` (RUN/served.json)")
+    where.add_argument("--embedder", default=None, metavar="DIR",
+                       help="the embedders' folder: base/, llm2rec/<stage>/, scft/ (RUN/embedder)")
+    where.add_argument("--embeddings", default=None, metavar="DIR",
+                       help="item embeddings: base/, llm2rec/, llmemb/ (RUN/embeddings)")
     where.add_argument("--onnx", default=None, metavar="DIR", help="the ONNX exports (RUN/onnx)")
     where.add_argument("--repository", default=None, metavar="DIR",
                        help="the Triton model repository (model_repository)")
