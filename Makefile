@@ -44,10 +44,11 @@ SAMPLES := $(RUN)/data/sample-histories.json
 EMBEDDER := $(RUN)/embedder
 EMBEDDINGS := $(RUN)/embeddings
 SRS := $(RUN)/srs
-# the demo budget of the downstream training: epochs only (the presets' recipes are unchanged; the papers train up
-# to 1,000 and 200 epochs with early stopping)
-LLM2REC_SRS := --preset llm2rec --max-epochs 5
-LLMEMB_SRS  := --preset llmemb --max-epochs 10
+# the demo budget of the downstream training: epochs and batch only (the presets' recipes are unchanged; the papers
+# train up to 1,000 and 200 epochs with early stopping). LLMEmb's alignment compares every target position of a batch
+# with every other (N^2): at its batch of 128 users x 200 positions one epoch takes ~100 s here, at 16 ~15 s.
+LLM2REC_SRS := --preset llm2rec --max-epochs 3
+LLMEMB_SRS  := --preset llmemb --max-epochs 10 --batch-size 16
 INT8_RECIPE := nbits8-w
 REPOSITORY  := model_repository
 INDEX       := $(RUN)/index
@@ -96,7 +97,7 @@ $(SRS)/llmemb-ids/summary.json: | $(STAMP)
 	$(PY) -m train srs $(LLMEMB_SRS) --dataset $(DATASET) --items ids --seeds $(SEED) --out $(@D) --quiet
 
 $(SRS)/llmemb/summary.json: $(EMBEDDINGS)/llmemb/manifest.json $(SRS)/llmemb-ids/summary.json | $(STAMP)
-	$(PY) -m train stages rat --max-epochs 10 --dataset $(DATASET) \
+	$(PY) -m train stages rat --max-epochs 10 --batch-size 16 --dataset $(DATASET) \
 		--embeddings $(EMBEDDINGS)/llmemb/items.safetensors --id-srs $(SRS)/llmemb-ids/seed-$(SEED) --seeds $(SEED) --out $(@D) --quiet
 
 SUMMARIES := $(foreach row,llm2rec-ids llm2rec-base llm2rec llmemb-ids llmemb,$(SRS)/$(row)/summary.json)

@@ -58,7 +58,7 @@ class ContrastiveConfig(TextStageConfig):
         "cpu-small": {"steps": 200, "warmup_steps": 60, "batch_size": 32, "lora": True, "save_every": 40,
                       "log_every": 10},
         # batch 16: ~1.1 s per step
-        "demo": {"steps": 60, "warmup_steps": 18, "batch_size": 16, "lora": True, "save_every": 20, "log_every": 5},
+        "demo": {"steps": 40, "warmup_steps": 12, "batch_size": 16, "lora": True, "save_every": 20, "log_every": 5},
     }
 
     def __post_init__(self) -> None:

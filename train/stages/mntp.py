@@ -65,7 +65,7 @@ class MNTPConfig(TextStageConfig):
         # SmolLM2-135M, 2-core CPU, fp32, LoRA r16, batch 32 titles of ~12 tokens: ~3.5 s per step
         "cpu-small": {"steps": 150, "lora": True, "eval_every": 50, "save_every": 50, "log_every": 10},
         # batch 16: ~0.7 s per step
-        "demo": {"steps": 60, "batch_size": 16, "lora": True, "eval_every": 30, "save_every": 30, "log_every": 5},
+        "demo": {"steps": 40, "batch_size": 16, "lora": True, "eval_every": 20, "save_every": 20, "log_every": 5},
     }
 
     def __post_init__(self) -> None:

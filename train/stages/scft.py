@@ -87,7 +87,7 @@ class SCFTConfig(StageConfig):
         "full": {},
         # SmolLM2-135M, fp32, LoRA r8, ml-100k sentences (~31 tokens): batch 8 (16 rows) ~3 s per step on one thread
         "cpu-small": {"steps": 120, "batch_size": 16, "grad_accum": 1, "save_every": 40, "log_every": 10},
-        "demo": {"steps": 40, "batch_size": 8, "grad_accum": 1, "save_every": 20, "log_every": 5},
+        "demo": {"steps": 30, "batch_size": 8, "grad_accum": 1, "save_every": 15, "log_every": 5},
     }
 
     def __post_init__(self) -> None:
