@@ -17,3 +17,14 @@ def test_one_epoch_on_movielens_beats_random_by_far(tmp_path):
     assert result.test["full"]["recall@20"] > 5 * random_recall20
     groups = result.test["breakdown"]
     assert groups["head_items"]["count"] + groups["tail_items"]["count"] == data.num_users
+
+
+@pytest.mark.slow
+def test_llmembs_preset_on_movielens_validates_on_sampled_ndcg_with_its_tail_groups(tmp_path):
+    data = load_dataset("ml-100k", cache_dir=tmp_path)
+    config = SRSConfig.preset("llmemb", max_epochs=1, hidden_size=32, ffn_size=32, max_len=50, batch_size=64)
+    result = train_one_seed(data, config, seed=2024, progress=False)
+    assert result.valid["sampled/ndcg@10"] > 0.05  # one epoch: well above a random order of 101 candidates (~.02)
+    counts = data.user_counts()
+    tail = result.test["breakdown"]["tail_items"]
+    assert tail["count"] == int((counts[data.test.targets] < 20).sum()) > 0
