@@ -152,8 +152,8 @@ def stage_step(name: str, folder: Path, data, work: Path) -> dict:
     from train.stages.loop import run_stage
     from train.stages.pipeline import make_stage
 
-    stage = make_stage(name, "paper", "cpu-small", steps=STAGE_STEPS, log_every=1, save_every=1000, eval_every=0,
-                       patience=0)
+    stage = make_stage(name, "paper", "cpu-small", steps=STAGE_STEPS, epochs=0.0, log_every=1, save_every=1000,
+                       eval_every=0, patience=0)
     out = work / "stages" / name
     result = run_stage(stage, str(folder), data, out, progress=False)
     steps = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]

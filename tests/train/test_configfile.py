@@ -25,7 +25,8 @@ def test_file_sets_defaults_and_flags_win(tmp_path):
     assert (args.hidden_size, args.max_len, args.exclude_history, args.seeds) == (32, 20, True, [7])
     args = parse(["--config", str(config), "--hidden-size", "16", "--no-exclude-history"])
     assert (args.hidden_size, args.max_len, args.exclude_history) == (16, 20, False)
-    assert parse([]).hidden_size == SRSConfig().hidden_size  # SRSConfig's default untouched without a file
+    assert parse([]).hidden_size is None  # without a file or flag the preset's value stands
+    assert SRSConfig.preset(parse([]).preset).hidden_size == SRSConfig().hidden_size
 
 
 @pytest.mark.parametrize("text, message", [

@@ -14,7 +14,9 @@ _WHERE = {
     "full_ranking": "ranking", "head_tail_groups": "ranking", "sample_negatives": "ranking",
     "sampled_ranking": "ranking",
 }
-__all__ = sorted(_WHERE)
+__all__ = ["RankingResult", "ScoreFn", "breakdown", "evaluate", "full_ranking", "head_tail_groups", "hit_ndcg",
+           "paired_bootstrap", "recall_ndcg", "sample_negatives", "sampled_ranking", "target_ranks"]
+assert sorted(__all__) == sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
