@@ -7,7 +7,7 @@ Measures, each part on its own (a failing part is recorded with its error, the o
   - item-embedding throughput of the embedder (bidirectional + mean, the attribute item text, every ML-100k item) at
     batch 64 and batch 1: CUDA bf16, CUDA fp32, and the CPU fp32 of the same machine, side by side;
   - CUDA/CPU parity of those embeddings: cosine per item and top-10 neighbour overlap against CPU fp32;
-  - one short run (4 optimizer steps, the cpu-small profile's batch) of each embedder stage on CUDA: seconds per
+  - one short run (4 optimizer steps, the cpu-small budget's batch) of each embedder stage on CUDA: seconds per
     step after the first; and CSFT under FSDP stopped with a sharded checkpoint and resumed (accelerate runs
     FSDP on GPUs only, so this is where that path runs);
   - one SASRec epoch on ML-100k (the bench/srs_baselines.py setting) on CUDA and on the CPU.
