@@ -19,9 +19,9 @@ row (llmrec/itemtext.py). The embedder stages run at the cpu-small budget into
 runs/bench/embedder/<profile> (skipped when finished); the co-occurrence stage, which learns from interactions, into
 runs/bench/embedder-cold on the cold-start split's training parts, so that no row sees a cold item's interactions.
 The cold-start split (train/data/cold.py) removes 20% of the items from training; its table reports the
-leave-one-out test cases and the cold-target cases (each user's last interaction with a cold item), with a random ranking's value beside them. Every row carries a
-paired bootstrap 95% interval of its difference to ID-SASRec of the same split on the same test examples (seed-
-averaged per example).
+leave-one-out test cases and the cold-target cases (each user's last interaction with a cold item), with a random
+ranking's value beside them. Every row carries a paired bootstrap 95% interval of its difference to ID-SASRec of the
+same split on the same test examples (seed-averaged per example).
 Writes bench/results/embeddings_quality.{json,md,png}. Finished seeds, stages and embeddings are reused; with
 --merge, so are the rows of the current result file this run does not train (each row says which run produced it).
 """
