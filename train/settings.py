@@ -199,9 +199,9 @@ DOWNSTREAM: tuple[PaperSetting, ...] = (
                  "test_srs_presets.py::test_last_windows_hold_each_users_last_training_items"),
     PaperSetting("LLMEmb", "llmemb", "loss", "bce", LLMEMB_SASREC + " (BCEWithLogitsLoss)"),
     PaperSetting("LLMEmb", "llmemb", "num_negatives", 1, "generators/data.py (one negative per position)"),
-    PaperSetting("LLMEmb", "llmemb", "negatives_outside_history", True, "generators/data.py (random_neq)",
-                 "test_srs_presets.py::test_negatives_are_redrawn_outside_the_rows_items (outside the training "
-                 "window; a user with more than max_len items may get one of the older ones)", same=False),
+    PaperSetting("LLMEmb", "llmemb", "negatives_outside_history", True, "generators/data.py (random_neq outside the "
+                 "user's training sequence)", "test_srs_presets.py::"
+                 "test_negatives_are_redrawn_outside_the_users_training_items"),
     PaperSetting("LLMEmb", "llmemb", "lr", 1e-3, "utils/argument.py"),
     PaperSetting("LLMEmb", "llmemb", "weight_decay", 0.0, "utils/argument.py (l2)"),
     PaperSetting("LLMEmb", "llmemb", "batch_size", 128, RAT_ARGS),
@@ -222,10 +222,9 @@ DOWNSTREAM: tuple[PaperSetting, ...] = (
     PaperSetting("LLMEmb", "llmemb", None, "RAT: PCA to 1,536 dimensions when the LLM is wider",
                  "results/convert.ipynb", "test_srs_rat.py::test_pca_is_llmembs_1536_when_wider; the PCA is saved "
                  "here (LLMEmb's is not), so a new item is reduced the same way"),
-    PaperSetting("LLMEmb", "llmemb", None, "sampled validation: 100 uniform negatives outside the user's sequence, "
-                 "drawn anew at every evaluation", "generators/generator.py, generators/data.py",
-                 "drawn once from a fixed seed here, so every epoch and every model is ranked against the same "
-                 "negatives (what a paired comparison needs); the effect of redrawing was not measured", same=False),
+    PaperSetting("LLMEmb", "llmemb", "redraw_valid_negatives", True, "generators/generator.py, generators/data.py "
+                 "(100 uniform negatives outside the user's sequence, drawn anew at every evaluation)",
+                 "test_srs_presets.py::test_llmemb_redraws_its_validation_negatives_at_every_evaluation"),
     PaperSetting("LLMEmb", "llmemb", None, "the largest item id looks up a zero LLM vector (np.insert(emb, -1))",
                  "models/Adapter.py:18-21", "not repeated (an off-by-one)", same=False),
 )

@@ -70,8 +70,9 @@ class Examples:
                 hist[row, :n] = h
         return hist, lengths, targets
 
-    def windows(self, max_len: int, last_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """All-position training windows: inputs [W, max_len] and next-item targets [W, max_len].
+    def windows(self, max_len: int, last_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All-position training windows: inputs [W, max_len], next-item targets [W, max_len] and the sequence
+        each window comes from [W].
 
         Every sequence is cut, from its last example backwards, into windows of
         max_len inputs; the target at each input position is the following item
@@ -84,7 +85,7 @@ class Examples:
         last: dict[int, int] = {}
         for s, p in zip(self.seq_index.tolist(), self.position.tolist(), strict=True):
             last[s] = max(last.get(s, 0), p)
-        inputs, targets = [], []
+        inputs, targets, owners = [], [], []
         for s, p in last.items():
             seq = self.sequences[s]
             end = p + 1
@@ -97,10 +98,20 @@ class Examples:
                 row_out[: len(window) - 1] = window[1:]
                 inputs.append(row_in)
                 targets.append(row_out)
+                owners.append(s)
                 end = 1 if last_only else start + 1
         if not inputs:
-            return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
-        return np.stack(inputs), np.stack(targets)
+            return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64), np.zeros(0, np.int64)
+        return np.stack(inputs), np.stack(targets), np.asarray(owners, dtype=np.int64)
+
+    def training_items(self, num_items: int) -> np.ndarray:
+        """Bool [sequences, num_items + 1]: the items of each sequence up to its last training position (what
+        LLMEmb's negative sampling excludes for that user)."""
+        out = np.zeros((len(self.sequences), num_items + 1), dtype=bool)
+        for s, p in zip(self.seq_index.tolist(), self.position.tolist(), strict=True):
+            out[s, self.sequences[s][: p + 1]] = True
+        out[:, 0] = False
+        return out
 
 
 @dataclass

@@ -37,7 +37,7 @@ def training_states(model: SequentialRecommender, data: SequenceData, table: tor
     model's item table."""
     model.eval()
     device = table.device
-    inputs, targets = data.train.windows(model.config.max_len)
+    inputs, targets, _ = data.train.windows(model.config.max_len)
     states, kept = [], []
     for b in range(0, len(inputs), batch_size):
         hist = torch.from_numpy(inputs[b:b + batch_size]).to(device)

@@ -9,7 +9,7 @@ them (docs/settings.md lists each with its file):
            every 5 epochs, patience 20 epochs, gradients clipped at 1; GRU4Rec without biases at lr 1e-4.
   llmemb   LLMEmb's SRS (utils/argument.py, experiments/*/rat/llmemb.bash, models/SASRec.py): Kang's SASRec
            (inputs x sqrt(hidden), 1 head, dropout 0.5, ReLU), the last 200 training items of each user as one
-           window, BCE with one negative per position drawn outside the user's sequence, batch 128, Adam lr 1e-3,
+           window, BCE with one negative per position drawn outside the user's training items, batch 128, Adam lr 1e-3,
            no weight decay, early stopping on sampled NDCG@10 (patience 20), the 2-layer linear adapter, and
            LLMEmb's long-tail groups. The causal mask is kept (their public code commented it out).
 """
@@ -63,7 +63,8 @@ FIELD_HELP = {
     "layer_norm_eps": "LayerNorm epsilon",
     "id_init": f"ID table initialisation: {', '.join(ID_INITS)}",
     "adapter_init": f"adapter initialisation: {', '.join(ADAPTER_INITS)}",
-    "negatives_outside_history": "--loss bce: draw negatives outside the training row's items (LLMEmb)",
+    "negatives_outside_history": "--loss bce: draw negatives outside the user's training items (LLMEmb)",
+    "redraw_valid_negatives": "sampled validation metrics: draw new negatives at every evaluation (LLMEmb)",
     "eval_every": "validate every N epochs",
     "max_grad_norm": "clip gradients at this norm (0: no clipping)",
     "tail_threshold": "long-tail groups: 0 = the 20% most trained-on items are head; k > 0 = LLMEmb's: an item is "
@@ -132,6 +133,7 @@ class SRSConfig:
     early_stop_metric: str = "recall@20"
     tail_threshold: int = 0
     short_threshold: int = 0
+    redraw_valid_negatives: bool = False  # sampled validation: new negatives at every evaluation (LLMEmb)
 
     def __post_init__(self) -> None:
         self.ks = tuple(int(k) for k in self.ks)
@@ -235,6 +237,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "loss": "bce", "num_negatives": 1, "negatives_outside_history": True, "lr": 1e-3, "weight_decay": 0.0,
         "batch_size": 128, "max_epochs": 200, "eval_every": 1, "patience": 20, "max_grad_norm": 0.0,
         "early_stop_metric": "sampled/ndcg@10", "tail_threshold": 20, "short_threshold": 10,
+        "redraw_valid_negatives": True,
     },
 }
 BACKBONE_PRESETS: dict[tuple[str, str], dict[str, object]] = {

@@ -89,12 +89,15 @@ def _ranking(model: SequentialRecommender, data: SequenceData, examples: Example
 
 
 @torch.no_grad()
-def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig, device: torch.device) -> dict:
-    """Validation metrics; those of an extra set (e.g. cold_valid) are prefixed with its name."""
+def validate(model: SequentialRecommender, data: SequenceData, config: SRSConfig, device: torch.device,
+             epoch: int = 0) -> dict:
+    """Validation metrics; those of an extra set (e.g. cold_valid) are prefixed with its name. The sampled
+    negatives are the same at every epoch unless `redraw_valid_negatives` (LLMEmb draws them anew each time)."""
     model.eval()
     metrics = dict(_ranking(model, data, data.valid, config, device).metrics)
     if config.early_stop_metric.startswith("sampled/"):  # 100 sampled negatives, LLMEmb's validation
         sampled = sampled_ranking(score_fn(model, data.valid, config, device), data.valid, data.num_items,
+                                  seed=epoch if config.redraw_valid_negatives else 0,
                                   batch_size=config.eval_batch_size)
         metrics.update({f"sampled/{k}": v for k, v in sampled.metrics.items()})
     for name, examples in extra_sets(data, "valid").items():
@@ -138,12 +141,13 @@ def example_ranks(model: SequentialRecommender, data: SequenceData, config: SRSC
 
 
 def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.Tensor, config: SRSConfig,
-               num_items: int, generator: torch.Generator, unseen: torch.Tensor | None = None) -> torch.Tensor:
+               num_items: int, generator: torch.Generator, unseen: torch.Tensor | None = None,
+               inside: torch.Tensor | None = None) -> torch.Tensor:
     """Loss of one batch: targets [B] for the last position, or [B, L] for every position (0 = none).
-    `unseen`: items never a training target, left out of the full softmax (see full_softmax_ce)."""
+    `unseen`: items never a training target, left out of the full softmax (see full_softmax_ce); `inside` (bool
+    [B, num_items + 1], with `negatives_outside_history`): each row's user's training items, never negatives."""
     table = model.item_vectors()
     rows = torch.arange(hist.shape[0], device=hist.device)  # the training row of every target
-    all_targets = targets
     if targets.dim() == 1:
         user = model.user_vectors(hist, table)
     else:
@@ -153,21 +157,16 @@ def batch_loss(model: SequentialRecommender, hist: torch.Tensor, targets: torch.
     if config.loss == "ce":
         return full_softmax_ce(user, table, targets, unseen)
     negatives = sample_negatives(targets, num_items, config.num_negatives, generator)
-    if config.negatives_outside_history:
-        negatives = redraw_inside(negatives, hist, all_targets, rows, num_items, generator)
+    if inside is not None:
+        negatives = redraw_inside(negatives, inside, rows, num_items, generator)
     return sampled_bce(user, table, targets, negatives)
 
 
-def redraw_inside(negatives: torch.Tensor, hist: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
-                  num_items: int, generator: torch.Generator, tries: int = 20) -> torch.Tensor:
-    """Negatives [N, n] of target rows `rows` [N] redrawn while they are among their training row's items (its
-    history and targets), as LLMEmb's random_neq draws them outside the user's sequence; after `tries` rounds a
-    negative still inside (a user who has nearly every item) is kept."""
-    inside = torch.zeros(hist.shape[0], num_items + 1, dtype=torch.bool, device=hist.device)
-    inside[torch.arange(hist.shape[0], device=hist.device).unsqueeze(1), hist] = True
-    row_targets = targets.unsqueeze(1) if targets.dim() == 1 else targets
-    inside[torch.arange(hist.shape[0], device=hist.device).unsqueeze(1), row_targets] = True
-    inside[:, 0] = False
+def redraw_inside(negatives: torch.Tensor, inside: torch.Tensor, rows: torch.Tensor, num_items: int,
+                  generator: torch.Generator, tries: int = 20) -> torch.Tensor:
+    """Negatives [N, n] of target rows `rows` [N] redrawn while they are among their row's user's training items
+    (`inside` [B, num_items + 1]), as LLMEmb's random_neq draws them outside the user's sequence; after `tries`
+    rounds a negative still inside (a user who has nearly every item) is kept."""
     for _ in range(tries):
         bad = inside[rows.unsqueeze(1), negatives]
         if not bool(bad.any()):
@@ -212,6 +211,10 @@ def train_one_seed(
     windows = (data.train.windows(config.max_len, last_only=config.train_targets == "tail")
                if config.train_targets in ("all", "tail") else None)
     num_rows = len(windows[0]) if windows is not None else len(data.train)
+    user_items = None  # each user's training items (LLMEmb's negatives avoid them), bool [users, num_items + 1]
+    if config.loss == "bce" and config.negatives_outside_history:
+        user_items = torch.from_numpy(data.train.training_items(data.num_items)).to(device)
+    owners = windows[2] if windows is not None else data.train.seq_index
     best_metric, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     start = time.perf_counter()
     epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{config.backbone} seed {seed}", unit="epoch",
@@ -228,7 +231,8 @@ def train_one_seed(
             else:
                 hist, _, targets = data.train.batch(rows, config.max_len, config.padding)
             hist_t, targets_t = torch.from_numpy(hist).to(device), torch.from_numpy(targets).to(device)
-            loss = batch_loss(model, hist_t, targets_t, config, data.num_items, neg_gen, unseen)
+            inside = user_items[torch.from_numpy(owners[rows]).to(device)] if user_items is not None else None
+            loss = batch_loss(model, hist_t, targets_t, config, data.num_items, neg_gen, unseen, inside)
             if extra_loss is not None:
                 extra = extra_loss(model, hist_t, targets_t)
                 loss = loss + extra
@@ -242,7 +246,7 @@ def train_one_seed(
             batches += 1
         record = {"event": "epoch", "seed": seed, "epoch": epoch, "loss": total / max(batches, 1)}
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            valid = validate(model, data, config, device)
+            valid = validate(model, data, config, device, epoch)
             metric = valid[config.early_stop_metric]
             if metric > best_metric:
                 best_metric, best_epoch, best_valid = metric, epoch, valid

@@ -112,8 +112,9 @@ def test_presets_are_the_papers_and_validate():
 
 
 def test_last_windows_hold_each_users_last_training_items(planted_data):
-    inputs, targets = planted_data.train.windows(5, last_only=True)
-    every_in, _ = planted_data.train.windows(5)
+    inputs, targets, owners = planted_data.train.windows(5, last_only=True)
+    every_in, _, _ = planted_data.train.windows(5)
+    assert sorted(owners.tolist()) == sorted({int(s) for s in planted_data.train.seq_index})
     assert len(inputs) == len({int(s) for s in planted_data.train.seq_index}) < len(every_in)
     last = {}
     for s, p in zip(planted_data.train.seq_index.tolist(), planted_data.train.position.tolist(), strict=True):
@@ -123,16 +124,44 @@ def test_last_windows_hold_each_users_last_training_items(planted_data):
     assert got == expected
 
 
-def test_negatives_are_redrawn_outside_the_rows_items():
+def test_negatives_are_redrawn_outside_the_users_training_items(planted_data):
     gen = torch.Generator().manual_seed(0)
-    hist = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
-    targets = torch.tensor([[2, 3, 6, 0], [5, 7, 0, 0]])
+    inside = torch.zeros(2, 10, dtype=torch.bool)
+    inside[0, [1, 2, 3, 6]] = True
+    inside[1, [4, 5, 7]] = True
     rows = torch.tensor([0, 0, 0, 1, 1])
     negatives = torch.tensor([[1], [6], [9], [4], [8]])
-    out = redraw_inside(negatives, hist, targets, rows, num_items=9, generator=gen)
-    inside = [{1, 2, 3, 6}, {4, 5, 7}]
-    assert all(int(n) not in inside[int(r)] for r, n in zip(rows, out[:, 0], strict=True))
+    out = redraw_inside(negatives, inside, rows, num_items=9, generator=gen)
+    assert all(not inside[int(r), int(n)] for r, n in zip(rows, out[:, 0], strict=True))
     assert out[2, 0] == 9 and out[4, 0] == 8  # those were outside already: kept
+    # a user's training items: every item up to the last training position, whatever the window
+    items = planted_data.train.training_items(planted_data.num_items)
+    for s in range(3):
+        last = max(p for q, p in zip(planted_data.train.seq_index, planted_data.train.position, strict=True) if q == s)
+        assert set(np.flatnonzero(items[s])) == set(planted_data.sequences[s][:last + 1].tolist())
+
+
+def test_llmemb_redraws_its_validation_negatives_at_every_evaluation(planted_data, monkeypatch):
+    """The planted catalogue is too small for two draws to differ (every unseen item is a negative), so the seed
+    each validation draws its negatives with is what is checked."""
+    import train.srs.trainer as trainer
+    from train.srs.model import SequentialRecommender
+
+    seeds = []
+
+    def recording(*args, seed=0, **kwargs):
+        seeds.append(seed)
+        return sampled_ranking(*args, seed=seed, **kwargs)
+
+    from train.eval.ranking import sampled_ranking
+
+    monkeypatch.setattr(trainer, "sampled_ranking", recording)
+    for redraw in (True, False):
+        config = SRSConfig.preset("llmemb", hidden_size=8, ffn_size=8, max_len=5, redraw_valid_negatives=redraw)
+        model = SequentialRecommender(config, planted_data.num_items)
+        for epoch in (1, 2):
+            trainer.validate(model, planted_data, config, torch.device("cpu"), epoch)
+    assert seeds == [1, 2, 0, 0]
 
 
 def test_llmemb_tail_groups_count_users_over_all_splits(planted_data):

@@ -35,7 +35,7 @@ def test_learns_the_planted_pattern_far_above_random(planted_data, backbone, los
 
 
 def test_training_windows_hold_every_training_target_once_with_its_history(planted_data):
-    inputs, targets = planted_data.train.windows(5)
+    inputs, targets, _ = planted_data.train.windows(5)
     pairs = sorted((int(inputs[w, t]), int(targets[w, t])) for w, t in zip(*np.nonzero(targets), strict=True))
     expected = []
     for i in range(len(planted_data.train)):
