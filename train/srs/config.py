@@ -118,7 +118,7 @@ class SRSConfig:
     train_targets: str = "all"
     loss: str = "ce"
     num_negatives: int = 1  # for loss="bce"
-    negatives_outside_history: bool = False  # loss="bce": negatives never among the training row's items
+    negatives_outside_history: bool = False  # loss="bce": negatives never among the user's training items
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 64  # windows of max_len targets with train_targets="all", prefixes with "last"

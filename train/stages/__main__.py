@@ -36,8 +36,6 @@ from .loop import OUT_MARKERS as STAGE_OUT_MARKERS
 from .pipeline import LLM2REC_ORDER, STAGES, make_stage, run_llm2rec
 
 EXIT_BAD_INPUT = 2
-STAGE_OPTIONS = ("dataset", "embedder", "out", "force", "profile", "budget", "stop_after", "k_core", "cache_dir",
-                 "device", "quiet", "config")
 
 
 def per_profile(name: str, config_classes: list[type], tables: str) -> str:
